@@ -1,0 +1,109 @@
+"""Command line: thin click commands over the library.
+
+Each command parses options, calls one library function and maps errors to
+exit codes: 0 success, 1 a problem with the input (all problems listed), 2 a
+usage error (click's own).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import BootgenError, format_problems
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL = 3
+
+
+def _paths(site: str, nodes: str, out: str):
+    from .build import Paths
+
+    return Paths(Path(site), Path(nodes), Path(out))
+
+
+def _report(exc: BootgenError, fmt: str) -> None:
+    click.echo(format_problems(exc.problems, fmt), err=fmt == "text")
+    sys.exit(EXIT_USER_ERROR)
+
+
+class _Command(click.Command):
+    """Turn user errors into problem reports, and bugs into one line plus a hint."""
+
+    def invoke(self, ctx):
+        fmt = ctx.params.get("fmt", "text")
+        try:
+            return super().invoke(ctx)
+        except BootgenError as exc:
+            _report(exc, fmt)
+        except KeyboardInterrupt:
+            click.echo("interrupted; the previous tree is untouched", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug: say so briefly, full traceback on request
+            if os.environ.get("BOOTGEN_DEBUG"):
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
+                       "  this is a bug in bootgen; rerun with BOOTGEN_DEBUG=1 for details and report it", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+def _common(func):
+    for decorator in reversed((
+        click.option("--site", default="site", show_default=True, help="site directory (site.yaml, profiles/, templates/)"),
+        click.option("--nodes", default="nodes", show_default=True, help="directory of per-machine YAML files"),
+        click.option("--out", default="build", show_default=True, help="output link; trees live in .bootgen/builds/"),
+        click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                     help="how problems are printed (json for editors and CI)"),
+    )):
+        func = decorator(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bootgen")
+def main() -> None:
+    """Build network-boot trees (pxelinux, GRUB, iPXE, Ignition, cloud-init) from site/ and nodes/."""
+
+
+@main.command(cls=_Command)
+@_common
+@click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
+def build(site, nodes, out, fmt, offline):
+    """Build the tree and switch OUT to it atomically."""
+    from .build import build as run_build
+
+    result = run_build(_paths(site, nodes, out), fetch=not offline)
+    click.echo(result.summary())
+
+
+@main.command(cls=_Command)
+@_common
+def check(site, nodes, out, fmt):
+    """Validate site/ and nodes/ and render everything, writing nothing."""
+    from .build import plan_build
+
+    inputs, plan = plan_build(_paths(site, nodes, out), fetch=False)
+    click.echo(f"ok: {len(inputs.nodes)} nodes, {len(inputs.profiles)} profiles, {len(plan.artifacts)} files")
+
+
+@main.command(cls=_Command)
+@click.argument("directory", type=click.Path(file_okay=False))
+def init(directory):
+    """Create DIRECTORY with an example site/ and nodes/ to start from."""
+    from .scaffold import scaffold
+
+    created = scaffold(Path(directory))
+    click.echo(f"created {len(created)} files in {directory}; next: cd {directory} && bootgen build")
+
+
+@main.command("hash-password", cls=_Command)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="the password (prompted for when omitted)")
+def hash_password(password):
+    """Print a SHA-512 crypt hash for `password_hash` fields."""
+    from .passwords import hash_password as make_hash
+
+    click.echo(make_hash(password))

@@ -1,0 +1,258 @@
+"""Load → validate → model: read site/, profiles and nodes/ into typed Inputs.
+
+Every file is parsed and schema-checked before anything is built, and all
+problems from all files are raised together in one InputError. Cross-file
+checks (duplicate MACs, IPs and host names, unknown profiles) run only on
+files that passed their schema, so one mistake is not reported three times.
+"""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from .errors import InputError, Location, Problem
+from .model import (Defaults, DhcpSettings, Fragment, Inputs, Interface, Node, Profile, ServerSettings,
+                    Site)
+from .naming import is_dns_label, normalize_mac
+from .schema import validate_doc
+from .source import SourceDoc, format_path, load_yaml_file
+from .sshkeys import key_problem
+
+DEFAULT_IGNITION_VERSION = "3.3.0"  # Flatcar's older stable releases accept at most 3.3.0
+
+
+def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = None) -> Inputs:
+    """Read and validate everything a build needs; raise InputError listing all problems."""
+    reader = _Reader(display_root or Path.cwd())
+    site_doc = reader.read(site_dir / "site.yaml", "site", required=True)
+    profile_docs = {p.stem: reader.read(p, "profile") for p in _yaml_files(site_dir / "profiles")}
+    node_docs = {p.stem: reader.read(p, "node") for p in _yaml_files(nodes_dir)}
+    if not (site_dir / "site.yaml").is_file():
+        reader.fail(Location(reader.display(site_dir / "site.yaml")), "site file not found",
+                    hint="run `bootgen init` to create an example site, or pass --site")
+    if not nodes_dir.is_dir():
+        reader.fail(Location(reader.display(nodes_dir)), "nodes directory not found", hint="pass --nodes")
+    if site_doc is None:
+        reader.raise_if_any()
+
+    site = _build_site(site_doc, site_dir)
+    profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
+    nodes = tuple(_build_node(name, doc, site.defaults, reader) for name, doc in sorted(node_docs.items()) if doc)
+    image_config = _image_config(site_doc, site_dir, reader)
+    _check_references(profiles, set(profile_docs), nodes, image_config, reader)
+    _check_unique(nodes, reader)
+    _check_keys([(site_doc, ("defaults",))] + [(node.doc, ()) for node in nodes], reader)
+    reader.raise_if_any()
+    return Inputs(site, profiles, nodes, image_config, site_dir / "templates")
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+
+
+class _Reader:
+    """Loads documents and collects problems instead of stopping at the first."""
+
+    def __init__(self, display_root: Path):
+        self.display_root = display_root.resolve()
+        self.problems: list[Problem] = []
+
+    def display(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.display_root))
+        except ValueError:
+            return str(path)
+
+    def read(self, path: Path, kind: str, required: bool = False) -> SourceDoc | None:
+        if not path.is_file():
+            return None
+        try:
+            doc = load_yaml_file(path, self.display(path))
+        except InputError as exc:
+            self.problems.extend(exc.problems)
+            return None
+        problems = validate_doc(doc, kind)
+        if kind in ("profile", "node") and not is_dns_label(path.stem):
+            problems.append(Problem(Location(doc.file), f"file name '{path.stem}' is not a valid {kind} name",
+                                    hint="use lowercase letters, digits and '-': it becomes part of paths and URLs"))
+        self.problems.extend(problems)
+        return None if problems else doc  # later checks only see documents that passed their schema
+
+    def fail(self, location: Location, message: str, path: str = "", hint: str = "") -> None:
+        self.problems.append(Problem(location, message, path, hint))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise InputError(self.problems)
+
+
+def _fragment(doc: SourceDoc, data: dict, key: str, base: tuple = ()) -> Fragment | None:
+    return Fragment(data[key], doc, base + (key,)) if key in data else None
+
+
+def _args(values) -> tuple[str, ...]:
+    return tuple(str(v) for v in values or ())
+
+
+def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
+    data = doc.data
+    dhcp = data.get("dhcp", {})
+    server = data.get("server", {})
+    defaults = data.get("defaults", {})
+    base_url = data["base_url"] if data["base_url"].endswith("/") else data["base_url"] + "/"
+    return Site(
+        directory=site_dir,
+        name=data.get("name", site_dir.resolve().parent.name),
+        base_url=base_url,
+        tftp_server=ipaddress.IPv4Address(data["tftp_server"]),
+        kernel_transport=data.get("kernel_transport", "http"),
+        dhcp=DhcpSettings(
+            mode=dhcp.get("mode", "proxy"),
+            subnet=ipaddress.IPv4Network(dhcp["subnet"], strict=False) if "subnet" in dhcp else None,
+            range=tuple(ipaddress.IPv4Address(a) for a in dhcp["range"]) if "range" in dhcp else None,
+            interface=dhcp.get("interface"),
+            uefi_loader=dhcp.get("uefi_loader", "ipxe"),
+        ),
+        server=ServerSettings(**server),
+        defaults=Defaults(
+            profile=defaults.get("profile"),
+            boot=defaults.get("boot", "install"),
+            ssh_authorized_keys=tuple(defaults.get("ssh_authorized_keys", ())),
+            kernel_args=_args(defaults.get("kernel_args")),
+            install=defaults.get("install", {}),
+            vars=defaults.get("vars", {}),
+            cloud_init=defaults.get("cloud_init", {}),
+            ignition=_fragment(doc, defaults, "ignition", ("defaults",)),
+        ),
+        doc=doc,
+    )
+
+
+def _build_profile(name: str, doc: SourceDoc) -> Profile:
+    data = doc.data
+    return Profile(
+        name=name,
+        description=data.get("description", ""),
+        images=data["images"],
+        kernel_args=_args(data.get("kernel_args")),
+        loaders=tuple(data.get("loaders", ("pxelinux", "grub", "ipxe"))),
+        os_config=data.get("os_config", "none"),
+        ignition_version=data.get("ignition_version", DEFAULT_IGNITION_VERSION),
+        variant=data.get("variant", "flatcar"),
+        install=data.get("install", {}),
+        vars=data.get("vars", {}),
+        cloud_init=data.get("cloud_init", {}),
+        doc=doc,
+        ignition=_fragment(doc, data, "ignition"),
+        ignition_files=tuple(data.get("ignition_files", ())),
+    )
+
+
+def _build_node(name: str, doc: SourceDoc, defaults: Defaults, reader: _Reader) -> Node:
+    data = doc.data
+    interfaces = tuple(_build_interface(i) for i in data["interfaces"])
+    profile = data.get("profile", defaults.profile)
+    if profile is None:
+        reader.fail(doc.locate(()), "no profile: set `profile` here or `defaults.profile` in site.yaml", "$.profile")
+    return Node(
+        name=name,
+        hostname=data.get("hostname", name),
+        profile=profile or "",
+        boot=data.get("boot", defaults.boot),
+        interfaces=interfaces,
+        ssh_authorized_keys=_unique(defaults.ssh_authorized_keys + tuple(data.get("ssh_authorized_keys", ()))),
+        kernel_args=_args(data.get("kernel_args")),
+        vars={**defaults.vars, **data.get("vars", {})},
+        install={**defaults.install, **data.get("install", {})},
+        doc=doc,
+        ignition=_fragment(doc, data, "ignition"),
+        cloud_init={**defaults.cloud_init, **data.get("cloud_init", {})},
+    )
+
+
+def _build_interface(data: dict) -> Interface:
+    return Interface(
+        mac=normalize_mac(data["mac"]),
+        name=data.get("name"),
+        address=ipaddress.IPv4Interface(data["address"]) if "address" in data else None,
+        gateway=ipaddress.IPv4Address(data["gateway"]) if "gateway" in data else None,
+        dns=tuple(ipaddress.IPv4Address(a) for a in data.get("dns", ())),
+        pxe=data.get("pxe", True),
+    )
+
+
+def _image_config(site_doc: SourceDoc, site_dir: Path, reader: _Reader):
+    from .images import parse_image_config
+
+    try:
+        return parse_image_config(site_doc.data, site_doc, site_dir)
+    except InputError as exc:
+        reader.problems.extend(exc.problems)
+        return None
+
+
+def _check_references(profiles: dict[str, Profile], profile_names: set[str], nodes: tuple[Node, ...],
+                      image_config, reader: _Reader) -> None:
+    image_sets = set(image_config.images) if image_config is not None else None
+    for profile in profiles.values():
+        if image_sets is not None and profile.images not in image_sets:
+            reader.fail(profile.doc.locate(("images",)), f"unknown image set '{profile.images}'", "$.images",
+                        _choices_hint(profile.images, image_sets, "site.yaml `images`"))
+    for node in nodes:
+        if node.profile and node.profile not in profile_names:
+            where = ("profile",) if "profile" in node.doc.data else ()
+            reader.fail(node.doc.locate(where), f"unknown profile '{node.profile}'", "$.profile",
+                        _choices_hint(node.profile, profile_names, "site/profiles/"))
+        gateways = [(i, iface) for i, iface in enumerate(node.interfaces) if iface.gateway and iface.address]
+        for i, iface in gateways:
+            if iface.gateway not in iface.address.network:
+                reader.fail(node.doc.locate(("interfaces", i, "gateway")),
+                            f"gateway {iface.gateway} is outside {iface.address.network}",
+                            format_path(("interfaces", i, "gateway")))
+
+
+def _choices_hint(name: str, choices, where: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"defined in {where}: {', '.join(sorted(choices)) or 'none'}"
+
+
+def _check_unique(nodes: tuple[Node, ...], reader: _Reader) -> None:
+    """MACs, addresses and host names must each belong to one node only."""
+    seen: dict[tuple, tuple[Node, tuple]] = {}
+    for node in nodes:
+        claims = [(("hostname", node.hostname), ("hostname",))]
+        for i, iface in enumerate(node.interfaces):
+            claims.append((("MAC", iface.mac), ("interfaces", i, "mac")))
+            if iface.address:
+                claims.append((("address", str(iface.address.ip)), ("interfaces", i, "address")))
+        for claim, path in claims:
+            if claim in seen:
+                other, other_path = seen[claim]
+                first = other.doc.locate(other_path)
+                reader.fail(node.doc.locate(path), f"{claim[0]} {claim[1]} is also used by node '{other.name}' ({first})",
+                            format_path(path), "each node needs its own")
+            else:
+                seen[claim] = (node, path)
+
+
+def _unique(items: tuple) -> tuple:
+    return tuple(dict.fromkeys(items))
+
+
+def _check_keys(places: list[tuple[SourceDoc, tuple]], reader: _Reader) -> None:
+    """Every ssh_authorized_keys entry must be a public key (never a private one)."""
+    for doc, base in places:
+        section = doc.data
+        for key in base:
+            section = section.get(key, {})
+        for i, text in enumerate(section.get("ssh_authorized_keys", ())):
+            problem = key_problem(text)
+            if problem:
+                path = base + ("ssh_authorized_keys", i)
+                reader.fail(doc.locate(path), problem[0], format_path(path), problem[1])

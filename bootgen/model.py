@@ -1,0 +1,136 @@
+"""The typed model a build works from, made once the schemas have passed.
+
+Everything after validation reads these frozen dataclasses instead of raw
+dicts, so a mistyped key is caught by the schema, not discovered at render time.
+`Mapping` values (vars, OS-config fragments) stay as read from YAML, together
+with the document they came from so later errors can still name file and line.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .source import SourceDoc
+
+BOOT_STATES = ("install", "live", "local")
+LOADERS = ("pxelinux", "grub", "ipxe")
+
+
+@dataclass(frozen=True)
+class Interface:
+    mac: str  # normalised: lowercase with colons
+    name: str | None = None
+    address: ipaddress.IPv4Interface | None = None
+    gateway: ipaddress.IPv4Address | None = None
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    pxe: bool = True
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A piece of free-form input (an OS-config layer, vars) and where it came from."""
+
+    data: Any
+    doc: SourceDoc
+    path: tuple
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # the file name without .yaml: unique, safe as a path segment
+    hostname: str
+    profile: str
+    boot: str
+    interfaces: tuple[Interface, ...]
+    ssh_authorized_keys: tuple[str, ...]
+    kernel_args: tuple[str, ...]
+    vars: dict
+    install: dict
+    doc: SourceDoc = field(compare=False, repr=False)
+    ignition: Fragment | None = field(default=None, compare=False, repr=False)
+    cloud_init: dict = field(default_factory=dict)
+
+    @property
+    def static_interfaces(self) -> tuple[Interface, ...]:
+        return tuple(i for i in self.interfaces if i.address is not None)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    images: str
+    kernel_args: tuple[str, ...]
+    loaders: tuple[str, ...]
+    os_config: str
+    ignition_version: str
+    variant: str
+    install: dict
+    vars: dict
+    cloud_init: dict
+    doc: SourceDoc = field(compare=False, repr=False)
+    ignition: Fragment | None = field(default=None, compare=False, repr=False)
+    ignition_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DhcpSettings:
+    mode: str = "proxy"  # proxy | full | none
+    subnet: ipaddress.IPv4Network | None = None
+    range: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None
+    interface: str | None = None
+    uefi_loader: str = "ipxe"  # what UEFI machines are handed first
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    root: str = "/srv/bootgen/current"
+    http_port: int = 80
+    server_name: str = "_"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    profile: str | None = None
+    boot: str = "install"
+    ssh_authorized_keys: tuple[str, ...] = ()
+    kernel_args: tuple[str, ...] = ()
+    install: dict = field(default_factory=dict)
+    vars: dict = field(default_factory=dict)
+    cloud_init: dict = field(default_factory=dict)
+    ignition: Fragment | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Site:
+    directory: Path
+    name: str
+    base_url: str  # always ends with '/'
+    tftp_server: ipaddress.IPv4Address
+    kernel_transport: str  # "http" or "tftp": how pxelinux and GRUB fetch kernels
+    dhcp: DhcpSettings
+    server: ServerSettings
+    defaults: Defaults
+    doc: SourceDoc = field(compare=False, repr=False)
+
+    def url(self, tree_path: str) -> str:
+        """The HTTP URL of a file in the tree."""
+        return self.base_url + tree_path
+
+    @property
+    def http_host(self) -> str:
+        """host[:port] of base_url, as GRUB's (http,HOST) device wants it."""
+        return self.base_url.split("/", 3)[2]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a build reads, validated and typed."""
+
+    site: Site
+    profiles: dict[str, Profile]
+    nodes: tuple[Node, ...]  # sorted by name
+    image_config: Any  # bootgen.images model; typed there
+    templates_dir: Path

@@ -1,0 +1,85 @@
+"""Boot entries: what each node boots, spelled for each boot loader.
+
+A `BootEntry` is loader-neutral (image references and kernel arguments);
+`for_loader` turns it into the strings one loader needs: a TFTP path or an
+HTTP URL for the kernel, `initrd=` names for iPXE under UEFI, and so on. The
+limits of Debian's firmware builds (no HTTPS anywhere, pxelinux.0 has no HTTP)
+are checked here so a config that cannot boot is an error, not a surprise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Problem, RenderError
+from ..model import Node, Profile, Site
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    node: Node
+    profile: Profile
+    local: bool  # boot the local disk instead of our kernel
+    kernel: Any = None  # bootgen.images.ImageRef
+    initrds: tuple = ()
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoaderEntry:
+    """A boot entry as one loader's template needs it."""
+
+    local: bool
+    kernel: str = ""
+    initrds: tuple[str, ...] = ()
+    initrd_names: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    http: bool = False  # loader must fetch something over HTTP
+
+
+LOCAL = LoaderEntry(local=True)
+
+
+def image_url(site: Site, ref) -> str:
+    """HTTP(S) URL of an image: upstream when referenced, our tree when mirrored."""
+    return ref.url if ref.tree_path is None else site.url(ref.tree_path)
+
+
+def for_loader(entry: BootEntry, loader: str, site: Site) -> LoaderEntry:
+    """Spell `entry` for pxelinux, grub or ipxe; RenderError if that loader cannot fetch it."""
+    if entry.local:
+        return LOCAL
+    refs = (entry.kernel,) + tuple(entry.initrds)
+    spelled = tuple(_spell(ref, loader, site, entry) for ref in refs)
+    return LoaderEntry(
+        local=False, kernel=spelled[0], initrds=spelled[1:],
+        initrd_names=tuple(ref.name for ref in entry.initrds), args=entry.args,
+        http=any(s.startswith("(http") for s in spelled))
+
+
+def _spell(ref, loader: str, site: Site, entry: BootEntry) -> str:
+    over_tftp = ref.tree_path is not None and site.kernel_transport == "tftp" and loader != "ipxe"
+    if over_tftp:
+        return ref.tree_path if loader == "pxelinux" else "/" + ref.tree_path
+    url = image_url(site, ref)
+    if url.startswith("https://") and loader in ("pxelinux", "grub"):
+        _refuse(entry, loader, f"{loader} cannot fetch HTTPS ({url})",
+                "serve it over http://, mirror it (`mirror: true`), or drop this loader from the profile's `loaders`")
+    if loader == "pxelinux" and site.kernel_transport == "tftp":
+        _refuse(entry, loader, f"pxelinux.0 loads kernels over TFTP only, but {url} is not in the tree",
+                "mirror the image set (`mirror: true`) or set `kernel_transport: http` to use lpxelinux.0")
+    if loader == "grub":
+        return _grub_http_path(url)
+    return url
+
+
+def _grub_http_path(url: str) -> str:
+    """http://host:port/p/x -> (http,host:port)/p/x, GRUB's device syntax."""
+    host, _, path = url.split("://", 1)[1].partition("/")
+    return f"(http,{host})/{path}"
+
+
+def _refuse(entry: BootEntry, loader: str, message: str, hint: str) -> None:
+    where = entry.profile.doc.locate(("images",))
+    raise RenderError(Problem(where, f"profile '{entry.profile.name}' (node '{entry.node.name}'): {message}",
+                              "$.images", hint))

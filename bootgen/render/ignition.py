@@ -1,0 +1,111 @@
+"""Ignition for Flatcar and Fedora CoreOS, including the two-stage install.
+
+The node's final config merges, least specific first: what bootgen generates
+from the node (hostname, the `core` user's SSH keys, systemd-networkd units for
+static addresses), site `defaults.ignition`, the profile's `.bu` files and
+`ignition`, then the node's `ignition`. Butane-shaped YAML is transpiled by
+`bootgen.osconfig.butane`.
+
+Two-stage install (seed 000, Matchbox's flatcar-install): a node in state
+`install` live-boots stage 1, whose only job is to run
+`flatcar-install -d <disk> -i /opt/ignition.json` and reboot; /opt/ignition.json
+is the final config, fetched with a sha512 `verification.hash`, so a tampered
+file is refused. Fedora CoreOS installs from kernel arguments instead
+(`coreos.inst.ignition_url`), so its config_url is the final config.
+"""
+from __future__ import annotations
+
+from ..model import Node, Profile
+from ..osconfig.butane import ButaneLayer, build_ignition, ignition_sha512, serialize_ignition
+from ..source import load_yaml_file
+from .osconfig import OsConfig, content_addressed
+
+DEFAULT_DISK = "/dev/sda"
+
+
+def render_ignition(ctx, node: Node, profile: Profile) -> OsConfig:
+    final = final_config(ctx, node, profile)
+    final_url, artifacts = _place(ctx, node, "ignition.json", final)
+    final_url += "ignition.json"
+    if node.boot != "install" or profile.variant == "fcos":
+        return OsConfig(final_url, artifacts, final_url)
+    stage1 = installer_config(ctx, node, profile, final_url, ignition_sha512(final))
+    stage1_url, stage1_artifacts = _place(ctx, node, "install.ign", stage1)
+    return OsConfig(stage1_url + "install.ign", artifacts + stage1_artifacts, final_url)
+
+
+def _place(ctx, node: Node, name: str, config: dict):
+    return content_addressed(ctx, node, {name: serialize_ignition(config)}, target="ignition")
+
+
+def final_config(ctx, node: Node, profile: Profile) -> dict:
+    """The node's own config: generated basics, then site, profile and node layers."""
+    site = ctx.inputs.site
+    layers = [ButaneLayer(generated_basics(node), node.doc, ())]
+    for fragment in (site.defaults.ignition,):
+        if fragment is not None:
+            layers.append(ButaneLayer(fragment.data, fragment.doc, fragment.path))
+    for relative in profile.ignition_files:
+        doc = load_yaml_file(site.directory / relative, str(site.directory / relative))
+        layers.append(ButaneLayer(doc.data, doc, ()))
+    for fragment in (profile.ignition, node.ignition):
+        if fragment is not None:
+            layers.append(ButaneLayer(fragment.data, fragment.doc, fragment.path))
+    return build_ignition(layers, files_dir=site.directory, version=profile.ignition_version,
+                          variant=profile.variant)
+
+
+def generated_basics(node: Node) -> dict:
+    """What every node needs: its host name, the core user's keys, static networking."""
+    config: dict = {"storage": {"files": [{
+        "path": "/etc/hostname", "mode": 0o644, "overwrite": True,
+        "contents": {"inline": node.hostname + "\n"}}]}}
+    if node.ssh_authorized_keys:
+        config["passwd"] = {"users": [{"name": "core", "ssh_authorized_keys": list(node.ssh_authorized_keys)}]}
+    units = [_networkd_file(i, iface) for i, iface in enumerate(node.interfaces) if iface.address is not None]
+    config["storage"]["files"].extend(units)
+    return config
+
+
+def _networkd_file(index: int, iface) -> dict:
+    lines = ["[Match]", f"MACAddress={iface.mac}", "", "[Network]", f"Address={iface.address}"]
+    if iface.gateway:
+        lines.append(f"Gateway={iface.gateway}")
+    lines.extend(f"DNS={dns}" for dns in iface.dns)
+    return {"path": f"/etc/systemd/network/{10 + index:02d}-bootgen-{iface.mac.replace(':', '')}.network",
+            "mode": 0o644, "contents": {"inline": "\n".join(lines) + "\n"}}
+
+
+def installer_config(ctx, node: Node, profile: Profile, final_url: str, final_hash: str) -> dict:
+    """Stage 1: install to disk with the verified final config, then reboot."""
+    command = " ".join(flatcar_install_command(ctx, node, profile))
+    unit = "\n".join([
+        "[Unit]", "Description=Install Flatcar to disk (bootgen stage 1)",
+        "Requires=network-online.target", "After=network-online.target", "",
+        "[Service]", "Type=oneshot", "TimeoutStartSec=1800", "RemainAfterExit=yes",
+        f'ExecStart=/usr/bin/sh -c "{command} && udevadm settle && systemctl reboot"', "",
+        "[Install]", "WantedBy=multi-user.target", ""])
+    butane = {
+        "systemd": {"units": [{"name": "bootgen-install.service", "enabled": True, "contents": unit}]},
+        "storage": {"files": [{"path": "/opt/ignition.json", "mode": 0o600, "contents": {
+            "source": final_url, "verification": {"hash": final_hash}}}]},
+    }
+    if node.ssh_authorized_keys:  # lets an operator debug a failed install
+        butane["passwd"] = {"users": [{"name": "core", "ssh_authorized_keys": list(node.ssh_authorized_keys)}]}
+    return build_ignition([ButaneLayer(butane, node.doc, ())], files_dir=ctx.inputs.site.directory,
+                          version=profile.ignition_version, variant=profile.variant)
+
+
+def flatcar_install_command(ctx, node: Node, profile: Profile) -> list[str]:
+    """flatcar-install -d <disk> -i <final> [-b <our mirror>] [-C channel] [-V version]."""
+    install = {**profile.install, **node.install}
+    image_set = ctx.images[profile.images]
+    command = ["flatcar-install", "-d", install.get("disk", DEFAULT_DISK), "-i", "/opt/ignition.json"]
+    if image_set.installer_base and install.get("mirror", True):
+        command += ["-b", ctx.inputs.site.url(image_set.installer_base)]
+    if install.get("channel"):
+        command += ["-C", install["channel"]]
+    version = install.get("version") or (image_set.version if image_set.installer_base else None)
+    if version:
+        command += ["-V", version]
+    return command

@@ -1,0 +1,53 @@
+"""OS configs: the files a booted OS fetches (Ignition, cloud-init, cloud-config).
+
+Each renderer returns an `OsConfig`: content-addressed artifacts plus the URL
+that goes on the kernel command line (`config_url` in templates). Configs are
+built as data and serialised with sorted keys; only the boot-loader formats are
+templated text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import Node, Profile
+from ..plan import Artifact, content_path
+
+
+@dataclass(frozen=True)
+class OsConfig:
+    url: str  # what the booted kernel fetches first (`config_url`)
+    artifacts: tuple[Artifact, ...]
+    final_url: str | None = None  # the node's final config, when `url` is an installer stage
+
+
+def content_addressed(ctx, node: Node, files: dict[str, bytes], target: str) -> tuple[str, tuple[Artifact, ...]]:
+    """Place `files` in configs/<node>/<digest>/ and return (directory URL, artifacts)."""
+    directory = content_path(f"configs/{node.name}", files)
+    artifacts = tuple(Artifact.from_bytes(f"{directory}/{name}", data, target=target, node=node.name,
+                                          immutable=True) for name, data in sorted(files.items()))
+    return ctx.inputs.site.url(directory + "/"), artifacts
+
+
+def render(ctx, node: Node, profile: Profile) -> OsConfig | None:
+    """The node's OS config, or None when the profile has none (or the node boots locally)."""
+    if node.boot == "local" or profile.os_config == "none":
+        return None
+    return RENDERERS[profile.os_config](ctx, node, profile)
+
+
+def _ignition(ctx, node, profile):
+    from .ignition import render_ignition
+    return render_ignition(ctx, node, profile)
+
+
+def _cloud_init(ctx, node, profile):
+    from .cloudinit import render_cloud_init
+    return render_cloud_init(ctx, node, profile)
+
+
+def _cloud_config(ctx, node, profile):
+    from .cloudconfig import render_cloud_config
+    return render_cloud_config(ctx, node, profile)
+
+
+RENDERERS = {"ignition": _ignition, "cloud-init": _cloud_init, "cloud-config": _cloud_config}

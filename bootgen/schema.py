@@ -1,0 +1,159 @@
+"""JSON Schema validation of site, profile and node files, with located problems.
+
+The schemas live in `bootgen/schemas/` so editors can use them too. Errors are
+turned into `Problem`s that point at the offending key or value with a message a
+person can act on ("unknown field 'hostnme'; did you mean 'hostname'?") rather
+than the raw jsonschema text.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from .errors import Problem
+from .naming import is_dns_label, normalize_mac
+from .source import SourceDoc, format_path
+
+SCHEMA_NAMES = ("site", "profile", "node")
+
+_FORMAT_MESSAGES = {
+    "mac": "{!r} is not a MAC address (write aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF or aabb.ccdd.eeff)",
+    "ipv4": "{!r} is not an IPv4 address",
+    "ipv4-interface": "{!r} is not an IPv4 address in CIDR form such as 10.0.0.70/24",
+    "ipv4-network": "{!r} is not an IPv4 network such as 10.0.0.0/24",
+    "dns-label": "{!r} is not a valid host name (one DNS label: a-z, 0-9 and '-', at most 63 characters)",
+    "http-url": "{!r} is not an http:// or https:// URL",
+    "url": "{!r} is not a URL (http, https or file)",
+}
+
+
+def _checker() -> jsonschema.FormatChecker:
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checks("mac")(lambda v: not isinstance(v, str) or normalize_mac(v) is not None)
+    checker.checks("ipv4", raises=ValueError)(lambda v: not isinstance(v, str) or _parse(ipaddress.IPv4Address, v))
+    checker.checks("ipv4-interface", raises=ValueError)(lambda v: not isinstance(v, str) or _cidr(v))
+    checker.checks("ipv4-network", raises=ValueError)(lambda v: not isinstance(v, str) or _parse(ipaddress.IPv4Network, v))
+    checker.checks("dns-label")(lambda v: not isinstance(v, str) or is_dns_label(v))
+    checker.checks("http-url")(lambda v: not isinstance(v, str) or _url(v, ("http", "https")))
+    checker.checks("url")(lambda v: not isinstance(v, str) or _url(v, ("http", "https", "file")))
+    return checker
+
+
+def _parse(kind, value: str) -> bool:
+    kind(value)
+    return True
+
+
+def _cidr(value: str) -> bool:
+    if "/" not in value:
+        raise ValueError("no prefix length")
+    ipaddress.IPv4Interface(value)
+    return True
+
+
+def _url(value: str, schemes: tuple[str, ...]) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in schemes and (bool(parts.netloc) or parts.scheme == "file")
+
+
+@lru_cache(maxsize=None)
+def _validators() -> dict[str, jsonschema.Draft202012Validator]:
+    schemas = {name: _load_schema(name) for name in SCHEMA_NAMES + ("common",)}
+    registry = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values())
+    checker = _checker()
+    return {name: jsonschema.Draft202012Validator(schemas[name], registry=registry, format_checker=checker)
+            for name in SCHEMA_NAMES}
+
+
+def _load_schema(name: str) -> dict:
+    text = resources.files("bootgen").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def validate_doc(doc: SourceDoc, kind: str) -> list[Problem]:
+    """Validate one loaded document against the schema for `kind`."""
+    if not isinstance(doc.data, dict):
+        return [Problem(doc.locate(()), f"a {kind} file must be a mapping of fields, not {_type_name(doc.data)}")]
+    problems: list[Problem] = []
+    for error in _validators()[kind].iter_errors(doc.data):
+        problems.extend(_to_problems(error, doc))
+    return problems
+
+
+def _to_problems(error: ValidationError, doc: SourceDoc) -> Iterator[Problem]:
+    path = tuple(error.absolute_path)
+    handler = _HANDLERS.get(error.validator, _default)
+    yield from handler(error, doc, path)
+
+
+def _additional(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    known = sorted(error.schema.get("properties", {}))
+    for key in sorted(set(error.instance) - set(known)):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(known)}"
+        yield Problem(doc.locate(path + (key,), key=True), f"unknown field '{key}'", format_path(path + (key,)), hint)
+
+
+def _required(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    missing = [name for name in error.validator_value if name not in error.instance]
+    for name in missing:
+        yield Problem(doc.locate(path), f"missing required field '{name}'", format_path(path))
+
+
+def _format(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    template = _FORMAT_MESSAGES.get(error.validator_value, "{!r} is not a valid " + str(error.validator_value))
+    yield Problem(doc.locate(path), template.format(error.instance), format_path(path))
+
+
+def _enum(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    choices = [str(c) for c in error.validator_value]
+    close = difflib.get_close_matches(str(error.instance), choices, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else ""
+    yield Problem(doc.locate(path), f"{error.instance!r} is not one of: {', '.join(choices)}", format_path(path), hint)
+
+
+def _type(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    wanted = error.validator_value
+    wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+    article = "an" if wanted[0] in "aeiou" else "a"
+    yield Problem(doc.locate(path), f"expected {article} {wanted}, got {_type_name(error.instance)}", format_path(path))
+
+
+def _one_of(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    options = [sorted(s.get("required", [])) for s in error.validator_value]
+    if all(len(o) == 1 for o in options):
+        names = " or ".join(f"'{o[0]}'" for o in options)
+        yield Problem(doc.locate(path), f"give exactly one of {names}", format_path(path))
+        return
+    best = jsonschema.exceptions.best_match(error.context) if error.context else None
+    yield from (_to_problems(best, doc) if best else _default(error, doc, path))
+
+
+def _default(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    yield Problem(doc.locate(path), error.message, format_path(path))
+
+
+def _type_name(value) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number", type(None): "nothing (null)"}
+    return names.get(type(value), type(value).__name__)
+
+
+_HANDLERS = {
+    "additionalProperties": _additional,
+    "required": _required,
+    "format": _format,
+    "enum": _enum,
+    "type": _type,
+    "oneOf": _one_of,
+}
