@@ -123,10 +123,9 @@ def _enum(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Probl
 
 
 def _type(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
-    wanted = error.validator_value
-    wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
-    article = "an" if wanted[0] in "aeiou" else "a"
-    yield Problem(doc.locate(path), f"expected {article} {wanted}, got {_type_name(error.instance)}", format_path(path))
+    wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    names = " or ".join(_SCHEMA_TYPES.get(t, t) for t in wanted)
+    yield Problem(doc.locate(path), f"expected {names}, got {_type_name(error.instance)}", format_path(path))
 
 
 def _one_of(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
@@ -148,6 +147,9 @@ def _type_name(value) -> str:
              float: "a number", type(None): "nothing (null)"}
     return names.get(type(value), type(value).__name__)
 
+
+_SCHEMA_TYPES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+                 "number": "a number", "boolean": "true or false", "null": "nothing"}
 
 _HANDLERS = {
     "additionalProperties": _additional,

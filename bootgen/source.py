@@ -123,6 +123,9 @@ def _build_mapping(node: yaml.MappingNode, path: FieldPath, doc: SourceDoc, prob
 
 
 def _scalar(node: yaml.ScalarNode, path: FieldPath, doc: SourceDoc, problems: list[Problem]) -> Any:
+    if ":" in node.value and node.tag in (_INT_TAG, _FLOAT_TAG):
+        # YAML 1.1 reads 52:54:00:12:34:56 as a base-60 number; nobody means that.
+        return node.value
     constructor = _CONSTRUCTOR.yaml_constructors.get(node.tag, type(_CONSTRUCTOR).construct_undefined)
     try:
         value = constructor(_CONSTRUCTOR, node)
@@ -136,3 +139,5 @@ def _scalar(node: yaml.ScalarNode, path: FieldPath, doc: SourceDoc, problems: li
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
