@@ -135,6 +135,7 @@ def _link_unchanged(artifact: Artifact, target: Path, previous) -> bool:
 
 def _link(source: Path, target: Path) -> bool:
     """Hard-link; copy when across file systems. False if the source is gone."""
+    source = os.path.realpath(source)  # link(2) would link a symlink itself, and trees hold no symlinks
     try:
         os.link(source, target)
     except FileNotFoundError:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bootgen.build import Paths, build
+from bootgen.build import Paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,10 +20,11 @@ def example(tmp_path, monkeypatch) -> Paths:
     return Paths(Path("site"), Path("nodes"), Path("build"))
 
 
-def build_example(paths: Paths):
-    return build(paths, fetch=False)
-
-
-def tree_files(tree: Path) -> dict[str, bytes]:
-    """Every file under `tree` by relative path."""
+def _tree_files(tree: Path) -> dict[str, bytes]:
     return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def tree_files():
+    """A function: every file under a tree, by relative path."""
+    return _tree_files

@@ -1,0 +1,90 @@
+"""The command line: exit codes, problem formats, and no tracebacks for users."""
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from bootgen import __version__
+from bootgen.cli import main
+
+
+def _run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_version():
+    result = _run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_build_then_check(example):
+    result = _run("build")
+    assert result.exit_code == 0, result.output
+    assert "files for 6 nodes -> build" in result.output
+    assert _run("build").output.endswith("unchanged (build " + result.output.split("build ")[-1].split()[0] + ")\n")
+    assert _run("check").exit_code == 0
+
+
+def test_check_writes_nothing(example):
+    assert _run("check").exit_code == 0
+    assert not example.out.exists()
+
+
+def test_user_error_exits_1_with_every_problem(example):
+    (example.nodes / "bad.yaml").write_text("hostnme: x\ninterfaces:\n  - mac: nope\n")
+    result = _run("check")
+    assert result.exit_code == 1
+    assert "nodes/bad.yaml:1:1: error at $.hostnme: unknown field 'hostnme'" in result.output
+    assert "nodes/bad.yaml:3:10: error at $.interfaces[0].mac: 'nope' is not a MAC address" in result.output
+    assert "  | hostnme: x\n  | ^" in result.output  # the source line and a caret
+    assert "2 problems found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_json_problems_for_editors(example):
+    (example.nodes / "bad.yaml").write_text("interfaces:\n  - mac: nope\n")
+    result = _run("check", "--format", "json")
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert problems == [{"file": "nodes/bad.yaml", "line": 2, "column": 10, "path": "$.interfaces[0].mac",
+                         "message": "'nope' is not a MAC address (write aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF or "
+                                    "aabb.ccdd.eeff)", "hint": ""}]
+
+
+def test_usage_error_exits_2(example):
+    assert _run("build", "--no-such-option").exit_code == 2
+    assert _run("build", "--format", "xml").exit_code == 2
+
+
+def test_missing_site_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _run("build")
+    assert result.exit_code == 1
+    assert "site/site.yaml: error: site file not found" in result.output
+    assert "nodes: error: nodes directory not found" in result.output
+
+
+def test_template_error_names_template_line_and_node(example):
+    templates = example.site / "templates"
+    templates.mkdir()
+    (templates / "node.ipxe.j2").write_text("#!ipxe\n# fine\nchain {{ no_such_variable }}\n")
+    result = _run("build")
+    assert result.exit_code == 1
+    assert "site/templates/node.ipxe.j2:3:1: error: undefined variable: 'no_such_variable' is undefined " \
+           "(rendering node 'coreos-f786')" in result.output
+    assert not example.out.exists()
+
+
+def test_kernel_arg_template_error_points_at_the_argument(example):
+    profile = example.site / "profiles" / "flatcar-install.yaml"
+    profile.write_text(profile.read_text().replace("{{ config_url }}", "{{ config_ur }}"))
+    result = _run("check")
+    assert result.exit_code == 1
+    assert "site/profiles/flatcar-install.yaml:11:5: error at $.kernel_args[1]: in template " \
+           "'ignition.config.url={{ config_ur }}': undefined variable: 'config_ur' is undefined" in result.output
+
+
+def test_runs_as_a_module(example):
+    done = subprocess.run([sys.executable, "-m", "bootgen", "check"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,147 @@
+"""The output switch: atomic, idempotent, deterministic, and safe to kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bootgen.build import Paths, build
+from bootgen.errors import OutputError, RenderError
+from bootgen.plan import Artifact, Plan
+import bootgen.write as write_module
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _mtimes(tree: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in tree.rglob("*")}
+
+
+def test_output_is_a_symlink_to_a_complete_tree(example, tree_files):
+    result = build(example, fetch=False)
+    assert example.out.is_symlink()
+    assert example.out.resolve() == result.write.tree.resolve()
+    check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = {f["path"] for f in _manifest(example.out)["files"]}
+    on_disk = set(tree_files(example.out)) - {"manifest.json", "SHA256SUMS"}
+    assert listed == on_disk
+    assert not any(p.is_symlink() for p in example.out.resolve().rglob("*")), "buckets cannot hold symlinks"
+
+
+def test_noop_rebuild_writes_nothing(example):
+    first = build(example, fetch=False)
+    before = _mtimes(first.write.tree)
+    second = build(example, fetch=False)
+    assert not second.write.changed and second.write.written == 0
+    assert second.write.build_id == first.write.build_id
+    assert _mtimes(first.write.tree) == before
+
+
+def test_one_node_edit_writes_only_that_node(example):
+    build(example, fetch=False)
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text().replace("dns: [10.0.0.1]", "dns: [10.0.0.2]"))
+    result = build(example, fetch=False)
+    changed = {f["path"] for f in _manifest(example.out)["files"] if f["node"] == "node-2"}
+    assert result.write.changed
+    assert 0 < result.write.written <= len(changed)
+
+
+def test_same_inputs_give_identical_bytes_whatever_the_order_or_locale(example, tmp_path, tree_files):
+    first = build(example, fetch=False)
+    other = tmp_path / "other"
+    (other / "nodes").mkdir(parents=True)
+    for path in sorted(example.nodes.iterdir(), reverse=True):  # different creation order
+        (other / "nodes" / path.name).write_bytes(path.read_bytes())
+        time.sleep(0.01)
+    env = dict(os.environ, LC_ALL="C", TZ="Pacific/Kiritimati", PYTHONHASHSEED="7")
+    subprocess.run([sys.executable, "-m", "bootgen", "build", "--site", str(example.site.resolve()),
+                    "--nodes", "nodes", "--out", "build"], cwd=other, env=env, check=True, timeout=120,
+                   capture_output=True)
+    assert tree_files(other / "build") == tree_files(first.write.tree)
+
+
+def test_failure_midway_leaves_previous_tree_intact(example, monkeypatch, tree_files):
+    build(example, fetch=False)
+    before = tree_files(example.out)
+    node = example.nodes / "node-1.yaml"
+    node.write_text(node.read_text().replace("node-1\n", "node-one\n"))
+    calls = {"n": 0}
+    real = write_module._write_bytes
+
+    def fail_after_three(target, artifact):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(28, "No space left on device", str(target))
+        real(target, artifact)
+
+    monkeypatch.setattr(write_module, "_write_bytes", fail_after_three)
+    with pytest.raises(OutputError) as err:
+        build(example, fetch=False)
+    assert "No space left on device" in str(err.value)
+    assert tree_files(example.out) == before
+    assert not list((example.state / "builds").glob(".partial-*"))
+
+
+def _big_site(root: Path, count: int) -> None:
+    (root / "nodes").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (root / "nodes" / f"n{i:05d}.yaml").write_text(
+            f"interfaces:\n  - mac: 02:00:00:00:{i // 256:02x}:{i % 256:02x}\n    address: 10.1.{i // 250}.{i % 250 + 1}/16\n")
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
+def test_killed_build_leaves_previous_tree_intact(example, delay, tree_files):
+    _big_site(Path("."), 1500)
+    build(example, fetch=False)
+    before = tree_files(example.out)
+    (example.site / "profiles" / "flatcar-install.yaml").write_text(
+        (example.site / "profiles" / "flatcar-install.yaml").read_text().replace("/dev/sda", "/dev/vda"))
+    proc = subprocess.Popen([sys.executable, "-m", "bootgen", "build"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    after = tree_files(example.out)
+    assert after == before or _manifest(example.out)["build_id"] != json.loads(before["manifest.json"])["build_id"]
+    check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
+                           timeout=120)
+    assert check.returncode == 0
+    build(example, fetch=False)  # the next build cleans up and completes
+    assert not list((example.state / "builds").glob(".partial-*"))
+
+
+def test_refuses_to_replace_a_real_directory(example):
+    example.out.mkdir()
+    (example.out / "precious").write_text("keep me")
+    with pytest.raises(OutputError) as err:
+        build(example, fetch=False)
+    assert "exists and is not a bootgen output link" in str(err.value)
+    assert (example.out / "precious").read_text() == "keep me"
+
+
+def test_two_outputs_claiming_one_path_is_an_error():
+    plan = Plan()
+    plan.add(Artifact.from_bytes("ipxe/a.ipxe", b"one", target="ipxe", node="a"))
+    plan.add(Artifact.from_bytes("ipxe/a.ipxe", b"two", target="ipxe", node="b"))
+    with pytest.raises(RenderError) as err:
+        plan.check()
+    assert "two outputs claim this path: ipxe for node 'a' and ipxe for node 'b'" in str(err.value)
+
+
+def test_old_trees_are_pruned_but_live_one_kept(example):
+    for i in range(5):
+        (example.nodes / "node-2.yaml").write_text(
+            f"hostname: node-2\ninterfaces:\n  - mac: 00:1e:06:45:0a:02\nvars: {{n: {i}}}\nkernel_args: [x={i}]\n")
+        build(example, fetch=False)
+    trees = [p for p in (example.state / "builds").iterdir() if not p.name.startswith(".")]
+    assert len(trees) == write_module.KEEP_BUILDS
+    assert example.out.resolve() in [t.resolve() for t in trees]

@@ -1,0 +1,50 @@
+"""Properties: any sequence of edits, built incrementally, gives the bytes of a clean build."""
+import shutil
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bootgen.build import Paths, build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _edit(nodes: Path, site: Path, kind: str, index: int) -> None:
+    names = sorted(p.name for p in nodes.glob("*.yaml"))
+    target = nodes / names[index % len(names)] if names else None
+    if kind == "add":
+        (nodes / f"extra-{index}.yaml").write_text(
+            f"interfaces:\n  - mac: 02:00:00:00:01:{index % 256:02x}\n    address: 10.9.0.{index % 250 + 1}/24\n")
+    elif kind == "delete" and target is not None and len(names) > 1:
+        target.unlink()
+    elif kind == "vars" and target is not None:
+        target.write_text(target.read_text().replace("\nvars:", "\nold_vars:") + f"\nkernel_args: [edit={index}]\n")
+    elif kind == "state" and target is not None:
+        text = target.read_text()
+        target.write_text(text.replace("boot: local", "boot: live") if "boot: local" in text else text + "boot: local\n")
+    elif kind == "profile":
+        profile = site / "profiles" / "flatcar-install.yaml"
+        profile.write_text(profile.read_text() + f"  - edit{index}=1\n")
+
+
+def _files(tree: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["add", "delete", "vars", "state", "profile"]),
+                          st.integers(min_value=0, max_value=40)), min_size=1, max_size=5))
+def test_incremental_equals_clean(tmp_path_factory, edits):
+    work = tmp_path_factory.mktemp("incremental")
+    shutil.copytree(ROOT / "site", work / "site")
+    shutil.copytree(ROOT / "nodes", work / "nodes")
+    incremental = Paths(work / "site", work / "nodes", work / "build")
+    build(incremental, fetch=False)
+    for kind, index in edits:
+        _edit(work / "nodes", work / "site", kind, index)
+        build(incremental, fetch=False)
+    clean_dir = tmp_path_factory.mktemp("clean")
+    clean = Paths(work / "site", work / "nodes", clean_dir / "build")
+    build(clean, fetch=False)
+    assert _files(incremental.out) == _files(clean.out)
