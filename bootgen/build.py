@@ -61,3 +61,10 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> 
     inputs, plan = plan_build(paths, fetch=fetch, progress=progress)
     result = write_tree(plan.artifacts, plan.manifest(), paths.out, paths.state)
     return BuildResult(result, len(inputs.nodes), len(plan.artifacts), time.perf_counter() - started)
+
+
+def fetch_images(paths: Paths, *, progress: bool | None = None) -> dict:
+    """Fetch and verify every image set the site declares (not only the ones in use)."""
+    inputs = load_inputs(paths.site, paths.nodes)
+    return resolve_images(inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
+                          needed=set(inputs.image_config.images), fetch=True, progress=progress)

@@ -107,3 +107,13 @@ def hash_password(password):
     from .passwords import hash_password as make_hash
 
     click.echo(make_hash(password))
+
+
+@main.command(cls=_Command)
+@_common
+def fetch(site, nodes, out, fmt):
+    """Download and verify every mirrored image set into the cache."""
+    from .build import fetch_images
+
+    fetched = fetch_images(_paths(site, nodes, out))
+    click.echo(f"{len(fetched)} image sets verified and cached")

@@ -60,7 +60,8 @@ class Plan:
         existing = self.artifacts.get(artifact.path)
         if existing is None:
             self.artifacts[artifact.path] = artifact
-        elif existing.sha256 != artifact.sha256 or not artifact.immutable:
+        elif existing.sha256 != artifact.sha256 or artifact.source is None:
+            # Identical image files may be placed by two image sets; rendered files never collide.
             self.problems.append(Problem(
                 Location(artifact.path), f"two outputs claim this path: {_producer(existing)} and {_producer(artifact)}",
                 hint="file names come from MACs, addresses and node names; make them unique"))

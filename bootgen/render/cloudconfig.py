@@ -13,6 +13,8 @@ import shlex
 
 import yaml
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is ~10x faster
+
 from ..model import Node, Profile
 from ..plan import Artifact
 from .osconfig import OsConfig, content_addressed
@@ -42,7 +44,7 @@ def cloud_config_bytes(node: Node) -> bytes:
     if files:
         data["write_files"] = files
         data["coreos"] = {"units": [{"name": "systemd-networkd.service", "command": "restart"}]}
-    return b"#cloud-config\n" + yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()
+    return b"#cloud-config\n" + yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False).encode()
 
 
 def _network_file(index: int, iface) -> dict:

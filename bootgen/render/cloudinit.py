@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import yaml
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is ~10x faster
+
 from ..errors import Problem, RenderError
 from ..model import Node, Profile
 from .osconfig import OsConfig, content_addressed
@@ -85,7 +87,7 @@ def _check(ctx, node: Node, settings: dict) -> None:
 
 
 def _yaml_bytes(data: dict) -> bytes:
-    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True).encode()
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True).encode()
 
 
 def _cloud_config_bytes(data: dict) -> bytes:

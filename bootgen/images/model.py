@@ -1,0 +1,255 @@
+"""Typed model of the `keys:` and `images:` sections of site.yaml.
+
+The lead's JSON Schema has already checked shapes and types; this module turns
+the validated dicts into frozen dataclasses and checks what a schema cannot:
+that key names exist, key files exist, fingerprints are 40 hex digits, and that
+every mirrored image is either signed or explicitly `unsigned: true`.
+
+Site YAML accepted here::
+
+    keys:                      # OpenPGP keys that may sign images
+      <key name>:
+        file: keys/x.asc       # armored public key, relative to the site dir
+        fingerprint: F88C ...  # pinned PRIMARY key fingerprint (40 hex, spaces allowed)
+    images:
+      <set name>:
+        mirror: true           # fetch, verify and serve from the tree (default false:
+                               # boot configs point at the URL itself)
+        version: 3975.2.0      # used by the installer mirror layout (required with installer)
+        kernel:    <image>
+        initrds:   [<image>, ...]
+        installer: <image>     # flatcar_production_image.bin.bz2 for flatcar-install -b
+        iso:       <image>     # with extract: {kernel: casper/vmlinuz, initrds: [casper/initrd]}
+    <image>:
+        url: http://...        # or file: path relative to the site dir (needs mirror: true)
+        signature: auto        # detached signature URL/file; auto = url + ".sig"
+        keys: [<key name>]     # which site keys may sign it
+        sha256: <hex>          # optional pins, checked when given
+        sha512: <hex>
+        unsigned: true         # accept without a signature (pins still checked)
+        extract: {...}         # only for iso
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import InputError, Location, Problem
+from ..source import SourceDoc, format_path
+
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One site key: an armored public key file and its pinned fingerprint."""
+
+    name: str
+    file: Path
+    fingerprint: str  # 40 upper-case hex digits, no spaces
+    location: Location
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One file of an image set (kernel, an initrd, installer or ISO)."""
+
+    role: str  # "images.<set>.kernel", "images.<set>.initrds[0]", ...
+    url: str | None
+    file: Path | None  # absolute, when the image lives in the site dir
+    signature: str | None  # URL (for url sources) or absolute path (for file sources)
+    keys: tuple[str, ...]
+    sha256: str | None
+    sha512: str | None
+    unsigned: bool
+    location: Location
+
+    @property
+    def name(self) -> str:
+        """The original file name, kept in the tree path."""
+        if self.file is not None:
+            return self.file.name
+        return PurePosixPath(urlsplit(self.url or "").path).name
+
+    @property
+    def origin(self) -> str:
+        """URL or site file, as shown in error lines."""
+        return self.url if self.url is not None else str(self.file)
+
+
+@dataclass(frozen=True)
+class IsoExtract:
+    """Paths inside an ISO to serve as kernel and initrds."""
+
+    kernel: str | None
+    initrds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One named image set that profiles refer to."""
+
+    name: str
+    mirror: bool
+    version: str | None
+    kernel: ImageSource | None
+    initrds: tuple[ImageSource, ...]
+    installer: ImageSource | None
+    iso: ImageSource | None
+    extract: IsoExtract | None
+    location: Location
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The keys and image sets a site declares."""
+
+    keys: dict[str, KeySpec]
+    images: dict[str, ImageSet]
+
+
+def parse_image_config(site_data: dict, site_doc: SourceDoc, site_dir: Path) -> ImageConfig:
+    """Build the typed image model from schema-validated site data.
+
+    Raises InputError listing every problem: unknown key names, missing key
+    files, malformed fingerprints, mirrored images without a signature or
+    `unsigned: true`, file sources that are not mirrored, installers without
+    a version.
+    """
+    problems: list[Problem] = []
+    keys = {
+        name: _parse_key(name, raw, site_doc, site_dir, problems)
+        for name, raw in (site_data.get("keys") or {}).items()
+    }
+    images = {
+        name: _parse_set(name, raw or {}, site_doc, site_dir, keys, problems)
+        for name, raw in (site_data.get("images") or {}).items()
+    }
+    if problems:
+        raise InputError(problems)
+    return ImageConfig(keys=keys, images=images)
+
+
+def _problem(doc: SourceDoc, path: tuple, message: str, hint: str = "") -> Problem:
+    return Problem(doc.locate(path), message, format_path(path), hint)
+
+
+def _parse_key(name: str, raw: dict, doc: SourceDoc, site_dir: Path, problems: list[Problem]) -> KeySpec:
+    path = ("keys", name)
+    fingerprint = str(raw.get("fingerprint", "")).replace(" ", "").upper()
+    if not _FINGERPRINT.match(fingerprint):
+        problems.append(_problem(doc, path + ("fingerprint",), "fingerprint must be 40 hex digits (spaces allowed)",
+                                 "copy it from `gpg --show-keys --with-fingerprint <file>`"))
+    file = site_dir / str(raw.get("file", ""))
+    if not file.is_file():
+        message = f"key file {raw.get('file')!r} not found in the site directory"
+        problems.append(_problem(doc, path + ("file",), message))
+    return KeySpec(name, file, fingerprint, doc.locate(path, key=True))
+
+
+def _parse_set(name: str, raw: dict, doc: SourceDoc, site_dir: Path, keys: dict, problems: list[Problem]) -> ImageSet:
+    path = ("images", name)
+    mirror = bool(raw.get("mirror", False))
+
+    def source(sub: tuple, data: dict | None) -> ImageSource | None:
+        if data is None:
+            return None
+        return _parse_source(path + sub, data, doc, site_dir, keys, mirror, problems)
+
+    initrds = tuple(source(("initrds", i), d) for i, d in enumerate(raw.get("initrds") or []))
+    iso = source(("iso",), raw.get("iso"))
+    image_set = ImageSet(
+        name=name, mirror=mirror, version=_opt_str(raw.get("version")),
+        kernel=source(("kernel",), raw.get("kernel")), initrds=initrds,
+        installer=source(("installer",), raw.get("installer")), iso=iso,
+        extract=_parse_extract((raw.get("iso") or {}).get("extract")), location=doc.locate(path, key=True),
+    )
+    _check_set(image_set, path, doc, problems)
+    return image_set
+
+
+def _check_set(image_set: ImageSet, path: tuple, doc: SourceDoc, problems: list[Problem]) -> None:
+    """Cross-field rules the schema cannot express."""
+    if image_set.installer is not None and image_set.mirror and not image_set.version:
+        problems.append(_problem(doc, path, "a mirrored installer needs `version:` (the mirror directory name)"))
+    if image_set.iso is not None and image_set.extract is not None and not image_set.mirror:
+        problems.append(_problem(doc, path + ("iso", "extract"), "extracting from an ISO needs `mirror: true`",
+                                 "bootgen must fetch the ISO to take the kernel and initrds out of it"))
+    if image_set.iso is not None and image_set.extract is not None and image_set.kernel is not None:
+        problems.append(_problem(doc, path + ("kernel",), "give either `kernel:` or `iso.extract.kernel`, not both"))
+
+
+def _parse_extract(raw: dict | None) -> IsoExtract | None:
+    if raw is None:
+        return None
+    return IsoExtract(kernel=_opt_str(raw.get("kernel")), initrds=tuple(str(p) for p in raw.get("initrds") or []))
+
+
+def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: dict, mirror: bool,
+                  problems: list[Problem]) -> ImageSource:
+    url = _opt_str(raw.get("url"))
+    file = site_dir / str(raw["file"]) if raw.get("file") is not None else None
+    signature = _signature(raw.get("signature"), url, file, site_dir)
+    key_names = tuple(str(k) for k in raw.get("keys") or [])
+    unsigned = bool(raw.get("unsigned", False))
+    for i, key_name in enumerate(key_names):
+        if key_name not in keys:
+            known = ", ".join(sorted(keys)) or "none declared"
+            problems.append(_problem(doc, path + ("keys", i), f"unknown key {key_name!r} (site keys: {known})"))
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        problems.append(_problem(doc, path + ("url",), f"unsupported URL scheme in {url!r}; use http:// or https://"))
+    elif url is not None and not PurePosixPath(urlsplit(url).path).name:
+        problems.append(_problem(doc, path + ("url",), f"{url!r} does not end in a file name",
+                                 "the file name is kept in the tree path and boot configs"))
+    if file is not None and not mirror:
+        problems.append(_problem(doc, path + ("file",), "an image from a site file needs `mirror: true`"))
+    elif file is not None and not file.is_file():
+        problems.append(_problem(doc, path + ("file",), f"image file {raw['file']!r} not found in the site directory"))
+    if mirror:
+        _check_trust(path, signature, key_names, unsigned, doc, problems)
+    return ImageSource(
+        role=".".join(_role_parts(path)), url=url, file=file, signature=signature, keys=key_names,
+        sha256=_opt_str(raw.get("sha256")), sha512=_opt_str(raw.get("sha512")), unsigned=unsigned,
+        location=doc.locate(path, key=True),
+    )
+
+
+def _check_trust(path: tuple, signature: str | None, key_names: tuple, unsigned: bool, doc: SourceDoc,
+                 problems: list[Problem]) -> None:
+    """A mirrored image must be signed by named keys, or opt out explicitly."""
+    role = ".".join(_role_parts(path))
+    if signature is None and not unsigned:
+        problems.append(_problem(doc, path, f"{role} has no signature and no `unsigned: true`",
+                                 "add `signature: auto` and `keys: [...]`, or `unsigned: true` to accept it unsigned"))
+    elif signature is not None and not key_names:
+        problems.append(_problem(doc, path, f"{role} has a signature but no `keys:` allowed to sign it"))
+
+
+def _signature(raw: Any, url: str | None, file: Path | None, site_dir: Path) -> str | None:
+    """Resolve `signature:`; `auto` means the image location plus `.sig`.
+
+    For site files the signature is a file too, relative to the site dir."""
+    if raw is None:
+        return None
+    text = str(raw)
+    if file is not None:
+        return str(file) + ".sig" if text == "auto" else str(site_dir / text)
+    return (url or "") + ".sig" if text == "auto" else text
+
+
+def _role_parts(path: tuple) -> list[str]:
+    """("images", "x", "initrds", 0) -> ["images", "x", "initrds[0]"]."""
+    parts: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            parts[-1] += f"[{part}]"
+        else:
+            parts.append(str(part))
+    return parts
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
