@@ -63,8 +63,11 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> 
     return BuildResult(result, len(inputs.nodes), len(plan.artifacts), time.perf_counter() - started)
 
 
-def fetch_images(paths: Paths, *, progress: bool | None = None) -> dict:
-    """Fetch and verify every image set the site declares (not only the ones in use)."""
+def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:
+    """Fetch and verify every mirrored image set the site declares; (mirrored, referenced) counts."""
     inputs = load_inputs(paths.site, paths.nodes)
-    return resolve_images(inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
-                          needed=set(inputs.image_config.images), fetch=True, progress=progress)
+    sets = inputs.image_config.images
+    resolve_images(inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
+                   needed=set(sets), fetch=True, progress=progress)
+    mirrored = sum(1 for image_set in sets.values() if image_set.mirror)
+    return mirrored, len(sets) - mirrored

@@ -115,5 +115,6 @@ def fetch(site, nodes, out, fmt):
     """Download and verify every mirrored image set into the cache."""
     from .build import fetch_images
 
-    fetched = fetch_images(_paths(site, nodes, out))
-    click.echo(f"{len(fetched)} image sets verified and cached")
+    mirrored, referenced = fetch_images(_paths(site, nodes, out))
+    click.echo(f"{mirrored} mirrored image sets verified and cached; "
+               f"{referenced} referenced by URL (the firmware fetches those)")
