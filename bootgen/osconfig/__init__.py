@@ -1,0 +1,1 @@
+"""OS configuration formats bootgen renders (Ignition from Butane-shaped YAML)."""
