@@ -8,6 +8,7 @@ files that passed their schema, so one mistake is not reported three times.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, Location, Problem
@@ -22,28 +23,60 @@ DEFAULT_IGNITION_VERSION = "3.3.0"  # Flatcar's older stable releases accept at 
 
 
 def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = None) -> Inputs:
-    """Read and validate everything a build needs; raise InputError listing all problems."""
-    reader = _Reader(display_root or Path.cwd())
-    site_doc = reader.read(site_dir / "site.yaml", "site", required=True)
+    """Read and validate the site and every node; raise InputError listing all problems."""
+    reader = Reader(display_root or Path.cwd())
+    site_inputs = load_site(site_dir, nodes_dir, reader)
+    nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in node_files(nodes_dir)) if node)
+    check_claims([claim for node in nodes for claim in node_claims(node)], reader)
+    reader.raise_if_any()
+    return Inputs(site_inputs.site, site_inputs.profiles, nodes, site_inputs.image_config, site_inputs.templates_dir)
+
+
+@dataclass(frozen=True)
+class SiteInputs:
+    """Everything but the nodes: site.yaml, profiles and image declarations."""
+
+    site: Site
+    profiles: dict[str, Profile]
+    profile_names: frozenset[str]  # including profiles whose files have problems
+    image_config: object
+    templates_dir: Path
+
+
+def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
+    """Read site.yaml and profiles; raises at once if they have problems (every node depends on them)."""
+    site_doc = reader.read(site_dir / "site.yaml", "site")
     profile_docs = {p.stem: reader.read(p, "profile") for p in _yaml_files(site_dir / "profiles")}
-    node_docs = {p.stem: reader.read(p, "node") for p in _yaml_files(nodes_dir)}
     if not (site_dir / "site.yaml").is_file():
         reader.fail(Location(reader.display(site_dir / "site.yaml")), "site file not found",
                     hint="run `bootgen init` to create an example site, or pass --site")
     if not nodes_dir.is_dir():
         reader.fail(Location(reader.display(nodes_dir)), "nodes directory not found", hint="pass --nodes")
-    if site_doc is None:
-        reader.raise_if_any()
-
+    reader.raise_if_any()
     site = _build_site(site_doc, site_dir)
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
-    nodes = tuple(_build_node(name, doc, site.defaults, reader) for name, doc in sorted(node_docs.items()) if doc)
     image_config = _image_config(site_doc, site_dir, reader)
-    _check_references(profiles, set(profile_docs), nodes, image_config, reader)
-    _check_unique(nodes, reader)
-    _check_keys([(site_doc, ("defaults",))] + [(node.doc, ()) for node in nodes], reader)
+    _check_image_references(profiles, image_config, reader)
+    _check_keys(site_doc, ("defaults",), reader)
     reader.raise_if_any()
-    return Inputs(site, profiles, nodes, image_config, site_dir / "templates")
+    return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates")
+
+
+def node_files(nodes_dir: Path) -> list[Path]:
+    """The node files of a site, in name order (which decides who keeps a contested MAC)."""
+    return _yaml_files(nodes_dir)
+
+
+def load_node(path: Path, site_inputs: SiteInputs, reader: "Reader") -> Node | None:
+    """Read and check one node file; None (with problems recorded) if it is invalid."""
+    doc = reader.read(path, "node")
+    if doc is None:
+        return None
+    before = len(reader.problems)
+    node = _build_node(path.stem, doc, site_inputs.site.defaults, reader)
+    _check_node(node, site_inputs.profile_names, reader)
+    _check_keys(doc, (), reader)
+    return node if len(reader.problems) == before else None
 
 
 def _yaml_files(directory: Path) -> list[Path]:
@@ -52,7 +85,7 @@ def _yaml_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
 
 
-class _Reader:
+class Reader:
     """Loads documents and collects problems instead of stopping at the first."""
 
     def __init__(self, display_root: Path):
@@ -65,7 +98,7 @@ class _Reader:
         except ValueError:
             return str(path)
 
-    def read(self, path: Path, kind: str, required: bool = False) -> SourceDoc | None:
+    def read(self, path: Path, kind: str) -> SourceDoc | None:
         if not path.is_file():
             return None
         try:
@@ -150,7 +183,7 @@ def _build_profile(name: str, doc: SourceDoc) -> Profile:
     )
 
 
-def _build_node(name: str, doc: SourceDoc, defaults: Defaults, reader: _Reader) -> Node:
+def _build_node(name: str, doc: SourceDoc, defaults: Defaults, reader: Reader) -> Node:
     data = doc.data
     interfaces = tuple(_build_interface(i) for i in data["interfaces"])
     profile = data.get("profile", defaults.profile)
@@ -183,7 +216,7 @@ def _build_interface(data: dict) -> Interface:
     )
 
 
-def _image_config(site_doc: SourceDoc, site_dir: Path, reader: _Reader):
+def _image_config(site_doc: SourceDoc, site_dir: Path, reader: Reader):
     from .images import parse_image_config
 
     try:
@@ -193,24 +226,24 @@ def _image_config(site_doc: SourceDoc, site_dir: Path, reader: _Reader):
         return None
 
 
-def _check_references(profiles: dict[str, Profile], profile_names: set[str], nodes: tuple[Node, ...],
-                      image_config, reader: _Reader) -> None:
+def _check_image_references(profiles: dict[str, Profile], image_config, reader: Reader) -> None:
     image_sets = set(image_config.images) if image_config is not None else None
     for profile in profiles.values():
         if image_sets is not None and profile.images not in image_sets:
             reader.fail(profile.doc.locate(("images",)), f"unknown image set '{profile.images}'", "$.images",
                         _choices_hint(profile.images, image_sets, "site.yaml `images`"))
-    for node in nodes:
-        if node.profile and node.profile not in profile_names:
-            where = ("profile",) if "profile" in node.doc.data else ()
-            reader.fail(node.doc.locate(where), f"unknown profile '{node.profile}'", "$.profile",
-                        _choices_hint(node.profile, profile_names, "site/profiles/"))
-        gateways = [(i, iface) for i, iface in enumerate(node.interfaces) if iface.gateway and iface.address]
-        for i, iface in gateways:
-            if iface.gateway not in iface.address.network:
-                reader.fail(node.doc.locate(("interfaces", i, "gateway")),
-                            f"gateway {iface.gateway} is outside {iface.address.network}",
-                            format_path(("interfaces", i, "gateway")))
+
+
+def _check_node(node: Node, profile_names: frozenset[str], reader: Reader) -> None:
+    if node.profile and node.profile not in profile_names:
+        where = ("profile",) if "profile" in node.doc.data else ()
+        reader.fail(node.doc.locate(where), f"unknown profile '{node.profile}'", "$.profile",
+                    _choices_hint(node.profile, profile_names, "site/profiles/"))
+    for i, iface in enumerate(node.interfaces):
+        if iface.gateway and iface.address and iface.gateway not in iface.address.network:
+            reader.fail(node.doc.locate(("interfaces", i, "gateway")),
+                        f"gateway {iface.gateway} is outside {iface.address.network}",
+                        format_path(("interfaces", i, "gateway")))
 
 
 def _choices_hint(name: str, choices, where: str) -> str:
@@ -222,37 +255,47 @@ def _choices_hint(name: str, choices, where: str) -> str:
     return f"defined in {where}: {', '.join(sorted(choices)) or 'none'}"
 
 
-def _check_unique(nodes: tuple[Node, ...], reader: _Reader) -> None:
-    """MACs, addresses and host names must each belong to one node only."""
-    seen: dict[tuple, tuple[Node, tuple]] = {}
-    for node in nodes:
-        claims = [(("hostname", node.hostname), ("hostname",))]
-        for i, iface in enumerate(node.interfaces):
-            claims.append((("MAC", iface.mac), ("interfaces", i, "mac")))
-            if iface.address:
-                claims.append((("address", str(iface.address.ip)), ("interfaces", i, "address")))
-        for claim, path in claims:
-            if claim in seen:
-                other, other_path = seen[claim]
-                first = other.doc.locate(other_path)
-                reader.fail(node.doc.locate(path), f"{claim[0]} {claim[1]} is also used by node '{other.name}' ({first})",
-                            format_path(path), "each node needs its own")
-            else:
-                seen[claim] = (node, path)
+@dataclass(frozen=True)
+class Claim:
+    """Something only one node may have (a MAC, an address, a host name) and where it was said."""
+
+    kind: str
+    value: str
+    node: str
+    location: Location
+    path: str
+
+
+def node_claims(node: Node) -> tuple[Claim, ...]:
+    wanted = [("hostname", node.hostname, ("hostname",))]
+    for i, iface in enumerate(node.interfaces):
+        wanted.append(("MAC", iface.mac, ("interfaces", i, "mac")))
+        if iface.address:
+            wanted.append(("address", str(iface.address.ip), ("interfaces", i, "address")))
+    return tuple(Claim(kind, value, node.name, node.doc.locate(path), format_path(path)) for kind, value, path in wanted)
+
+
+def check_claims(claims: list[Claim], reader: Reader) -> None:
+    """MACs, addresses and host names must each belong to one node only (first in name order keeps it)."""
+    seen: dict[tuple[str, str], Claim] = {}
+    for claim in sorted(claims, key=lambda c: c.node):
+        first = seen.setdefault((claim.kind, claim.value), claim)
+        if first is not claim:
+            reader.fail(claim.location, f"{claim.kind} {claim.value} is also used by node '{first.node}' "
+                        f"({first.location})", claim.path, "each node needs its own")
 
 
 def _unique(items: tuple) -> tuple:
     return tuple(dict.fromkeys(items))
 
 
-def _check_keys(places: list[tuple[SourceDoc, tuple]], reader: _Reader) -> None:
+def _check_keys(doc: SourceDoc, base: tuple, reader: Reader) -> None:
     """Every ssh_authorized_keys entry must be a public key (never a private one)."""
-    for doc, base in places:
-        section = doc.data
-        for key in base:
-            section = section.get(key, {})
-        for i, text in enumerate(section.get("ssh_authorized_keys", ())):
-            problem = key_problem(text)
-            if problem:
-                path = base + ("ssh_authorized_keys", i)
-                reader.fail(doc.locate(path), problem[0], format_path(path), problem[1])
+    section = doc.data
+    for key in base:
+        section = section.get(key, {})
+    for i, text in enumerate(section.get("ssh_authorized_keys", ())):
+        problem = key_problem(text)
+        if problem:
+            path = base + ("ssh_authorized_keys", i)
+            reader.fail(doc.locate(path), problem[0], format_path(path), problem[1])

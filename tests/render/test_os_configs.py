@@ -1,0 +1,92 @@
+"""OS configs from the example site, checked by the real consumers' validators.
+
+Every Ignition file must pass `ignition-validate` with no output at all (it
+exits 0 on warnings), and every cloud-config must pass `cloud-init schema`.
+"""
+import hashlib
+import json
+import shutil
+import subprocess
+from urllib.parse import unquote
+
+import pytest
+
+from bootgen.build import build
+
+
+def _files(tree, target):
+    manifest = json.loads((tree / "manifest.json").read_text())
+    return [tree / f["path"] for f in manifest["files"] if f["target"] == target]
+
+
+@pytest.fixture
+def tree(example):
+    return build(example, fetch=False).write.tree
+
+
+def test_every_ignition_file_passes_ignition_validate(tree):
+    assert shutil.which("ignition-validate"), "install Debian's `ignition` package"
+    configs = _files(tree, "ignition")
+    assert len(configs) == 6  # node-1, node-2, tink-worker: final + stage 1 each
+    for config in configs:
+        done = subprocess.run(["ignition-validate", str(config)], capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout + done.stderr) == (0, ""), config
+
+
+def test_every_cloud_config_passes_cloud_init_schema(tree):
+    assert shutil.which("cloud-init"), "install Debian's `cloud-init` package"
+    configs = [p for p in _files(tree, "cloud-init") + _files(tree, "cloud-config")
+               if p.read_bytes().startswith(b"#cloud-config")]
+    assert {p.name for p in configs} >= {"user-data", "vendor-data", "cloud-config.yml"}
+    for config in configs:
+        done = subprocess.run(["cloud-init", "schema", "-c", str(config)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Valid cloud-config" in done.stdout, done.stdout + done.stderr
+
+
+def test_two_stage_install_pins_the_final_config(tree):
+    stage1 = json.loads(next(p for p in _files(tree, "ignition") if p.name == "install.ign"
+                             and "/node-1/" in str(p)).read_text())
+    fetched = stage1["storage"]["files"][0]["contents"]
+    final_path = fetched["source"].split("http://10.0.0.5:8080/", 1)[1]
+    final_bytes = (tree / final_path).read_bytes()
+    assert fetched["verification"]["hash"] == "sha512-" + hashlib.sha512(final_bytes).hexdigest()
+    unit = stage1["systemd"]["units"][0]["contents"]
+    assert 'flatcar-install -d /dev/sda -i /opt/ignition.json && udevadm settle && systemctl reboot' in unit
+    pxelinux = (tree / "pxelinux.cfg" / "0A000046").read_text()  # seed 000: node-1 by its hex IP
+    assert "flatcar.first_boot=1 ignition.config.url=http://10.0.0.5:8080/configs/node-1/" in pxelinux
+    assert "/install.ign" in pxelinux
+
+
+def test_final_config_has_hostname_keys_and_static_network(tree):
+    final = json.loads(next(p for p in _files(tree, "ignition") if p.name == "ignition.json"
+                            and "/node-1/" in str(p)).read_text())
+    files = {f["path"]: f for f in final["storage"]["files"]}
+    assert files["/etc/hostname"]["contents"]["source"] == "data:,node-1%0A"
+    network = files["/etc/systemd/network/10-bootgen-001e06450a01.network"]
+    assert unquote(network["contents"]["source"].removeprefix("data:,")) == (
+        "[Match]\nMACAddress=00:1e:06:45:0a:01\n\n[Network]\nAddress=10.0.0.70/24\nGateway=10.0.0.1\nDNS=10.0.0.1\n")
+    assert final["passwd"]["users"][0]["name"] == "core"
+    assert final["passwd"]["users"][0]["sshAuthorizedKeys"][0].startswith("ssh-ed25519 ")
+
+
+def test_seed_003_kernel_arguments_and_quoting(tree):
+    ipxe = (tree / "ipxe" / "00-0c-29-4f-62-c7.ipxe").read_text()
+    assert " ip=dhcp url=http://192.168.1.3:12345/ubuntu-22.04.1/ubuntu-22.04.1-live-server-amd64.iso autoinstall" \
+           " ds=nocloud-net;s=http://10.0.0.5:8080/configs/ubuntu-4f62c7/" in ipxe
+    assert " initrd=initrd " in ipxe  # UEFI kernels only see initrds named on the command line
+    grub = (tree / "grub" / "grub.cfg-01-00-0c-29-4f-62-c7").read_text()
+    assert "'ds=nocloud-net;s=http://10.0.0.5:8080/configs/ubuntu-4f62c7/" in grub
+    user_data = next(p for p in _files(tree, "cloud-init") if p.name == "user-data").read_text()
+    assert "allow-pw: false" in user_data and "install-server: true" in user_data
+    assert "192.168.1.4/24" in user_data and "via: 192.168.1.1" in user_data
+    assert "iptables-legacy" in user_data
+
+
+def test_seed_001_cloud_config_names_and_install_script(tree):
+    assert (tree / "pxelinux.cfg" / "01-00-25-90-c0-f7-86").is_file()
+    assert (tree / "cloud-configs" / "00:25:90:c0:f7:86.yml").read_bytes().startswith(b"#cloud-config\n")
+    script = next(p for p in _files(tree, "cloud-config") if p.name == "install.sh").read_text()
+    assert "sudo coreos-install -d /dev/sda -c /tmp/cloud-config.yml -C stable -V 1010.5.0" in script
+    assert "sudo reboot" in script
