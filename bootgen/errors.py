@@ -67,6 +67,9 @@ class BootgenError(Exception):
         self.problems = sorted(problems, key=Problem.sort_key)
         super().__init__("\n".join(p.format() for p in self.problems))
 
+    def __reduce__(self):  # keep the problems when crossing to a build worker process and back
+        return type(self), (self.problems,)
+
 
 class InputError(BootgenError):
     """Site, profile or node files cannot be loaded or are invalid."""

@@ -1,20 +1,23 @@
-"""Write: put a Plan on disk as a new tree and switch to it atomically.
+"""Write: put a build on disk as a new tree and switch to it atomically.
 
 The output path (`build/`) is a symlink to `.bootgen/builds/<build id>/`. A
-build writes a complete new directory beside the old one, then replaces the
-symlink with one rename, so a server pointed at `build/` sees the old tree or
-the new one, never a mix and never nothing (Cobbler's `sync` deletes the tree
-while rewriting it). Files unchanged since the previous build are hard-linked
-from it instead of written again, and a build whose id is already live writes
-nothing at all.
+build fills a staging directory beside the live tree, syncs it, renames it to
+its build id and replaces the symlink with one rename, so a server pointed at
+`build/` sees the old tree or the new one, never a mix and never nothing
+(Cobbler's `sync` deletes the tree while rewriting it). Files unchanged since
+the live tree are hard-linked from it instead of written again, and a build
+whose id is already live is discarded without touching anything.
+
+Several processes may fill one staging directory (the build renders nodes on
+every core); only the process holding the lock commits it.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,104 +36,148 @@ class WriteResult:
     linked: int  # files hard-linked (from the previous build or the image cache)
 
 
-def write_tree(plan_artifacts: dict[str, Artifact], manifest: dict, out: Path, state_dir: Path) -> WriteResult:
-    """Write the tree for `manifest` and point `out` at it; nothing changes if it is already live."""
-    builds = state_dir / "builds"
-    build_id = manifest["build_id"]
-    final = builds / build_id
-    _check_out_path(out)
-    builds.mkdir(parents=True, exist_ok=True)
-    with _lock(state_dir):
-        if _is_live(out, final):
-            return WriteResult(build_id, final, False, 0, 0)
-        _remove_partial(builds)
-        written = linked = 0
-        if not (final / MANIFEST).is_file():
-            written, linked = _write_new_or_fail(plan_artifacts, manifest, builds, final, _live_tree(out))
-        os.utime(final)  # newest, so pruning keeps it
-        _switch(out, final)
-        _prune(builds, keep=final)
-    return WriteResult(build_id, final, True, written, linked)
+@dataclass(frozen=True)
+class LiveTree:
+    """The tree `build/` points at now, and the sha256 of each of its files."""
+
+    path: Path
+    build_id: str
+    hashes: dict[str, str]
 
 
-def _check_out_path(out: Path) -> None:
+def check_out_path(out: Path) -> None:
     if out.exists() and not out.is_symlink():
         raise OutputError(Problem(Location(str(out)), "exists and is not a bootgen output link",
                                   hint="bootgen never deletes a tree it did not make: move it away, then build again"))
 
 
-@contextmanager
-def _lock(state_dir: Path):
-    """One writer at a time: a second build waits instead of racing the switch."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def _is_live(out: Path, final: Path) -> bool:
-    return out.is_symlink() and out.resolve() == final.resolve() and (final / MANIFEST).is_file()
-
-
-def _live_tree(out: Path) -> tuple[Path, dict[str, str]] | None:
-    """The current tree and its path -> sha256 map, to hard-link unchanged files from."""
-    import json
-
+def live_tree(out: Path) -> LiveTree | None:
+    """The current tree behind `out`, if it is a complete bootgen tree."""
     if not out.is_symlink():
         return None
     tree = out.resolve()
     try:
         manifest = json.loads((tree / MANIFEST).read_text())
-        return tree, {f["path"]: f["sha256"] for f in manifest["files"]}
+        return LiveTree(tree, manifest["build_id"], {f["path"]: f["sha256"] for f in manifest["files"]})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _remove_partial(builds: Path) -> None:
-    """Directories left by a build that was killed midway (we hold the lock)."""
-    for leftover in builds.glob(".partial-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+class Staging:
+    """A tree under construction in `.bootgen/builds/.partial-*`."""
 
+    def __init__(self, path: Path, live: LiveTree | None):
+        self.path = path
+        self.live = live
+        self.written = 0
+        self.linked = 0
+        self._dirs: set[str] = set()
 
-def _write_new_or_fail(artifacts, manifest, builds, final, previous) -> tuple[int, int]:
-    try:
-        return _write_new(artifacts, manifest, builds, final, previous)
-    except OSError as exc:
-        _remove_partial(builds)
-        where = exc.filename or str(builds)
-        raise OutputError(Problem(Location(str(where)), f"cannot write the new tree: {exc.strerror}",
-                                  hint="the previous tree is untouched and still served")) from None
+    def put(self, artifact: Artifact) -> None:
+        """Place one file: link it from the live tree or its source, else write its bytes."""
+        try:
+            self._put(artifact)
+        except OSError as exc:
+            raise OutputError(Problem(Location(str(exc.filename or artifact.path)),
+                                      f"cannot write the new tree: {exc.strerror}",
+                                      hint="the previous tree is untouched and still served")) from None
 
-
-def _write_new(artifacts: dict[str, Artifact], manifest: dict, builds: Path, final: Path,
-               previous: tuple[Path, dict[str, str]] | None) -> tuple[int, int]:
-    staging = builds / f".partial-{manifest['build_id'][:16]}-{os.getpid()}"
-    written = linked = 0
-    made_dirs: set[str] = set()
-    for path in sorted(artifacts):
-        artifact = artifacts[path]
-        target = staging / path
-        parent = os.path.dirname(path)
-        if parent not in made_dirs:
+    def _put(self, artifact: Artifact) -> None:
+        target = self.path / artifact.path
+        parent = os.path.dirname(artifact.path)
+        if parent not in self._dirs:
             target.parent.mkdir(parents=True, exist_ok=True)
-            made_dirs.add(parent)
-        if _link_unchanged(artifact, target, previous) or (artifact.source and _link(artifact.source, target)):
-            linked += 1
+            self._dirs.add(parent)
+        if self._link_unchanged(artifact, target) or (artifact.source and _link(artifact.source, target)):
+            self.linked += 1
+        elif artifact.data is not None:
+            write_bytes(target, artifact.data)
+            self.written += 1
         else:
-            _write_bytes(target, artifact)
-            written += 1
-    (staging / MANIFEST).write_bytes(manifest_bytes(manifest))
-    (staging / CHECKSUMS).write_bytes(checksums_bytes(manifest))
-    os.sync()  # the tree must be on disk before any server can be switched to it
-    os.rename(staging, final)
-    return written, linked
+            raise OutputError(Problem(Location(artifact.path), "the file to copy disappeared during the build",
+                                      hint="build again; the previous tree is untouched"))
+
+    def _link_unchanged(self, artifact: Artifact, target: Path) -> bool:
+        live = self.live
+        return live is not None and live.hashes.get(artifact.path) == artifact.sha256 and \
+            _link(live.path / artifact.path, target)
 
 
-def _link_unchanged(artifact: Artifact, target: Path, previous) -> bool:
-    if previous is None:
-        return False
-    tree, hashes = previous
-    return hashes.get(artifact.path) == artifact.sha256 and _link(tree / artifact.path, target)
+def write_bytes(target: Path, data: bytes) -> None:
+    """Write a new file (staging files are never rewritten, so no temp-and-rename is needed)."""
+    with open(target, "wb") as handle:
+        handle.write(data)
+
+
+class TreeWriter:
+    """Owns the output link: one writer at a time, staging, commit, prune."""
+
+    def __init__(self, out: Path, state_dir: Path):
+        check_out_path(out)
+        self.out = out
+        self.builds = state_dir / "builds"
+        self.builds.mkdir(parents=True, exist_ok=True)
+        self._lock = open(state_dir / "lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # a second build waits instead of racing the switch
+        self._remove_partial()
+        self.live = live_tree(out)
+        self.staging = Staging(self.builds / f".partial-{os.getpid()}", self.live)
+        self.staging.path.mkdir()
+
+    def close(self) -> None:
+        """Release the lock; a staging directory not committed is removed."""
+        if self.staging.path.exists():
+            shutil.rmtree(self.staging.path, ignore_errors=True)
+        self._lock.close()
+
+    def __enter__(self) -> "TreeWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def commit(self, manifest: dict, written: int = 0, linked: int = 0) -> WriteResult:
+        """Finish the staging tree for `manifest` and point the output at it."""
+        build_id = manifest["build_id"]
+        final = self.builds / build_id
+        staging = self.staging
+        if self.live is not None and self.live.build_id == build_id and self.out.resolve() == final.resolve():
+            return WriteResult(build_id, final, False, 0, 0)
+        try:
+            if not (final / MANIFEST).is_file():
+                write_bytes(staging.path / MANIFEST, manifest_bytes(manifest))
+                write_bytes(staging.path / CHECKSUMS, checksums_bytes(manifest))
+                os.sync()  # the tree must be on disk before any server is switched to it
+                shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
+                os.rename(staging.path, final)
+            os.utime(final)  # newest, so pruning keeps it
+            self._switch(final)
+        except OSError as exc:
+            raise OutputError(Problem(Location(str(exc.filename or final)), f"cannot write the new tree: {exc.strerror}",
+                                      hint="the previous tree is untouched and still served")) from None
+        self._prune(keep=final)
+        return WriteResult(build_id, final, True, written, linked)
+
+    def _switch(self, final: Path) -> None:
+        """Point the output at `final` with one rename: servers never see a missing tree."""
+        temp = self.out.with_name(f".{self.out.name}.switch-{os.getpid()}")
+        if temp.is_symlink() or temp.exists():
+            temp.unlink()
+        os.symlink(os.path.relpath(final, self.out.absolute().parent.resolve()), temp)
+        os.replace(temp, self.out)
+
+    def _remove_partial(self) -> None:
+        """Staging directories left by a build that was killed midway (we hold the lock)."""
+        for leftover in self.builds.glob(".partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _prune(self, keep: Path) -> None:
+        """Keep the newest few trees; never the live one."""
+        trees = sorted((p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in trees[KEEP_BUILDS:]:
+            if old.resolve() != keep.resolve():
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _link(source: Path, target: Path) -> bool:
@@ -147,25 +194,11 @@ def _link(source: Path, target: Path) -> bool:
     return True
 
 
-def _write_bytes(target: Path, artifact: Artifact) -> None:
-    if artifact.data is None:
-        raise OutputError(Problem(Location(artifact.path), f"source file {artifact.source} disappeared during the build"))
-    target.write_bytes(artifact.data)
-
-
-def _switch(out: Path, final: Path) -> None:
-    """Point `out` at `final` with one rename: servers never see a missing tree."""
-    temp = out.with_name(f".{out.name}.switch-{os.getpid()}")
-    if temp.is_symlink() or temp.exists():
-        temp.unlink()
-    os.symlink(os.path.relpath(final, out.parent.resolve()), temp)
-    os.replace(temp, out)
-
-
-def _prune(builds: Path, keep: Path) -> None:
-    """Keep the newest few trees; never the live one."""
-    trees = sorted((p for p in builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in trees[KEEP_BUILDS:]:
-        if old.resolve() != keep.resolve():
-            shutil.rmtree(old, ignore_errors=True)
+def write_tree(artifacts: dict[str, Artifact], manifest: dict, out: Path, state_dir: Path) -> WriteResult:
+    """Write every artifact of a plan and switch `out` to the result."""
+    with TreeWriter(out, state_dir) as writer:
+        if writer.live is not None and writer.live.build_id == manifest["build_id"]:
+            return writer.commit(manifest)
+        for path in sorted(artifacts):
+            writer.staging.put(artifacts[path])
+        return writer.commit(manifest, writer.staging.written, writer.staging.linked)

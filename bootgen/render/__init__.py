@@ -21,14 +21,18 @@ from .templating import Templates
 
 @dataclass(frozen=True)
 class RenderContext:
-    inputs: Inputs
+    inputs: object  # bootgen.load.SiteInputs or bootgen.model.Inputs: .site, .profiles, .templates_dir
     images: dict  # image set name -> bootgen.images.ResolvedImageSet
     templates: Templates
 
 
+def make_context(inputs, images: dict, display_root: Path) -> RenderContext:
+    return RenderContext(inputs, images, Templates(inputs.templates_dir, display_root))
+
+
 def render(inputs: Inputs, images: dict, *, display_root: Path, extra_files=()) -> Plan:
     """Render every node and the site-wide files into a Plan; RenderError lists all problems."""
-    ctx = RenderContext(inputs, images, Templates(inputs.templates_dir, display_root))
+    ctx = make_context(inputs, images, display_root)
     plan = Plan()
     problems: list[Problem] = []
     for node in inputs.nodes:
@@ -37,19 +41,35 @@ def render(inputs: Inputs, images: dict, *, display_root: Path, extra_files=()) 
                 plan.add(artifact)
         except RenderError as exc:
             problems.extend(exc.problems)
-    for target in SITE_TARGETS.values():
-        try:
-            for artifact in target(ctx):
-                plan.add(artifact)
-        except RenderError as exc:
-            problems.extend(exc.problems)
-    for placed in extra_files:
-        plan.add(Artifact(placed.tree_path, placed.sha256, placed.size, placed.immutable, None, placed.target,
-                          source=placed.source))
     if problems:
         raise RenderError(problems)
+    for artifact in render_site_files(ctx, dhcp_hosts(inputs.nodes)):
+        plan.add(artifact)
+    for placed in extra_files:
+        plan.add(placed_artifact(placed))
     plan.check()
     return plan
+
+
+def render_site_files(ctx: RenderContext, hosts) -> list[Artifact]:
+    """Entry points shared by all nodes, and the dnsmasq/nginx configs (which list `hosts`)."""
+    return [artifact for target in SITE_TARGETS.values() for artifact in target(ctx, hosts)]
+
+
+def placed_artifact(placed) -> Artifact:
+    """An image or boot loader file (bootgen.images.PlacedFile) as an artifact to link."""
+    return Artifact(placed.tree_path, placed.sha256, placed.size, placed.immutable, None, placed.target,
+                    source=placed.source)
+
+
+def dhcp_hosts(nodes) -> tuple[tuple[str, str, str], ...]:
+    """(MAC, address, host name) of every static interface, for dnsmasq's dhcp-host lines."""
+    return tuple(host for node in nodes for host in node_hosts(node))
+
+
+def node_hosts(node: Node) -> tuple[tuple[str, str, str], ...]:
+    return tuple((iface.mac, str(iface.address.ip), node.hostname) for iface in node.interfaces
+                 if iface.address is not None)
 
 
 def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:

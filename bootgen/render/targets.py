@@ -60,7 +60,7 @@ def _pxe_name(kind: str, value) -> str:
 # Site-wide entry points. Unknown machines boot their local disk: a machine we
 # have no file for must never be wiped by an installer.
 
-def default_entries(ctx) -> list[Artifact]:
+def default_entries(ctx, hosts) -> list[Artifact]:
     title = "unknown machines (local disk)"
     render = ctx.templates.render
     return [
@@ -73,7 +73,7 @@ def default_entries(ctx) -> list[Artifact]:
     ]
 
 
-def chain_entries(ctx) -> list[Artifact]:
+def chain_entries(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {"site_name": site.name, "base_url": site.base_url}
     return [
@@ -82,24 +82,19 @@ def chain_entries(ctx) -> list[Artifact]:
     ]
 
 
-def server_configs(ctx) -> list[Artifact]:
+def server_configs(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {
         "site": site,
         "bios_loader": "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
         "uefi_loader": {"ipxe": "ipxe.efi", "grub": "grubnetx64.efi", "syslinux": "efi64/syslinux.efi"}[
             site.dhcp.uefi_loader],
-        "hosts": _dhcp_hosts(ctx.inputs.nodes),
+        "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
     }
     return [
         Artifact.from_bytes("server/dnsmasq.conf", ctx.templates.render("dnsmasq.conf.j2", context), target="dnsmasq"),
         Artifact.from_bytes("server/nginx.conf", ctx.templates.render("nginx.conf.j2", context), target="nginx"),
     ]
-
-
-def _dhcp_hosts(nodes) -> list[dict]:
-    return [{"mac": iface.mac, "address": iface.address.ip, "hostname": node.hostname}
-            for node in nodes for iface in node.interfaces if iface.address is not None]
 
 
 TARGETS = {"pxelinux": pxelinux, "grub": grub, "ipxe": ipxe}

@@ -75,15 +75,15 @@ def test_failure_midway_leaves_previous_tree_intact(example, monkeypatch, tree_f
     node = example.nodes / "node-1.yaml"
     node.write_text(node.read_text().replace("node-1\n", "node-one\n"))
     calls = {"n": 0}
-    real = write_module._write_bytes
+    real = write_module.write_bytes
 
-    def fail_after_three(target, artifact):
+    def fail_after_three(target, data):
         calls["n"] += 1
         if calls["n"] > 3:
             raise OSError(28, "No space left on device", str(target))
-        real(target, artifact)
+        real(target, data)
 
-    monkeypatch.setattr(write_module, "_write_bytes", fail_after_three)
+    monkeypatch.setattr(write_module, "write_bytes", fail_after_three)
     with pytest.raises(OutputError) as err:
         build(example, fetch=False)
     assert "No space left on device" in str(err.value)

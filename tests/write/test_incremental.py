@@ -1,0 +1,86 @@
+"""Incremental builds: only what an edit touches is read and rendered again."""
+import json
+
+from bootgen.build import build
+
+
+def _nodes_of(out):
+    return {f["node"] for f in json.loads((out / "manifest.json").read_text())["files"]}
+
+
+def test_nothing_changed_reads_nothing(example, monkeypatch):
+    build(example, fetch=False)
+    import bootgen.build as engine
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a no-op build must not load the site")
+
+    monkeypatch.setattr(engine, "load_site", boom)
+    result = build(example, fetch=False)
+    assert not result.write.changed and result.rendered == 0
+
+
+def test_one_node_edit_renders_one_node(example):
+    build(example, fetch=False)
+    path = example.nodes / "node-2.yaml"
+    path.write_text(path.read_text() + "kernel_args: [quiet]\n")
+    result = build(example, fetch=False)
+    assert result.rendered == 1 and result.write.changed
+    assert "quiet" in (example.out / "pxelinux.cfg" / "01-00-1e-06-45-0a-02").read_text()
+
+
+def test_profile_edit_renders_its_nodes_only(example):
+    build(example, fetch=False)
+    profile = example.site / "profiles" / "ubuntu-autoinstall.yaml"
+    profile.write_text(profile.read_text().replace("ramdisk_size=1500000", "ramdisk_size=1600000"))
+    assert build(example, fetch=False).rendered == 1  # only the Ubuntu node uses it
+
+
+def test_site_or_template_edit_renders_everything(example):
+    build(example, fetch=False)
+    site = example.site / "site.yaml"
+    site.write_text(site.read_text().replace("console=tty0", "console=tty1"))
+    assert build(example, fetch=False).rendered == 6
+    (example.site / "templates").mkdir()
+    (example.site / "templates" / "node.ipxe.j2").write_text("#!ipxe\nexit\n")
+    assert build(example, fetch=False).rendered == 6
+    assert (example.out / "ipxe" / "00-1e-06-45-0a-01.ipxe").read_text() == "#!ipxe\nexit\n"
+
+
+def test_deleted_node_disappears(example):
+    build(example, fetch=False)
+    (example.nodes / "tink-worker.yaml").unlink()
+    result = build(example, fetch=False)
+    assert result.rendered == 0
+    assert "tink-worker" not in _nodes_of(example.out)
+    assert not (example.out / "ipxe" / "08-00-27-00-00-01.ipxe").exists()
+
+
+def test_broken_edit_keeps_last_good_tree_then_fix_builds(example):
+    first = build(example, fetch=False)
+    path = example.nodes / "node-1.yaml"
+    good = path.read_text()
+    path.write_text(good.replace("00:1e:06:45:0a:01", "00:1e:06:45:0a:zz"))
+    try:
+        build(example, fetch=False)
+        raise AssertionError("a broken node must fail the build")
+    except Exception as exc:  # InputError
+        assert "is not a MAC address" in str(exc)
+    assert example.out.resolve() == first.write.tree.resolve()
+    path.write_text(good)
+    again = build(example, fetch=False)
+    assert again.write.build_id == first.write.build_id
+
+
+def test_parallel_render_matches_serial(example, tmp_path, tree_files, monkeypatch):
+    import bootgen.build as engine
+
+    for i in range(30):
+        (example.nodes / f"extra-{i}.yaml").write_text(
+            f"interfaces:\n  - mac: 02:00:00:00:02:{i:02x}\n    address: 10.0.0.{100 + i}/24\n")
+    serial = build(example, fetch=False, jobs=1)
+    monkeypatch.setattr(engine, "PARALLEL_THRESHOLD", 1)
+    other = type(example)(example.site, example.nodes, tmp_path / "out2" / "build")
+    parallel = build(other, fetch=False, jobs=2)
+    assert parallel.write.build_id == serial.write.build_id
+    assert tree_files(other.out) == tree_files(example.out)
