@@ -28,7 +28,7 @@ from .model import Inputs
 from .plan import Artifact, Plan
 from .render import (RenderContext, dhcp_hosts, make_context, node_hosts, placed_artifact, render,
                      render_node, render_site_files)
-from .write import Staging, TreeWriter, WriteResult, check_out_path, live_tree
+from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
 
 PARALLEL_THRESHOLD = 400  # below this many nodes to render, forking costs more than it saves
 
@@ -82,12 +82,15 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     started = time.perf_counter()
     check_out_path(paths.out)
     stamps = InputStamps.take(paths.site, paths.nodes)
-    state = state if state is not None else BuildState.load(paths.state)
+    state = state if state is not None else BuildState.load_stamp(paths.state)
     stamp = stamps.digest(str(paths.site.resolve()), str(paths.nodes.resolve()))
-    live = live_tree(paths.out)
-    if live is not None and state.stamp == stamp and live.build_id == state.build_id:
-        write = WriteResult(live.build_id, live.path, False, 0, 0)
-        return BuildResult(write, len(state.records), len(live.hashes), 0, time.perf_counter() - started)
+    live = live_build_id(paths.out)
+    if live is not None and state.stamp == stamp and live == state.build_id:
+        write = WriteResult(live, paths.out.resolve(), False, 0, 0)
+        return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
+    state.load_records(paths.state)
+    if live != state.build_id:  # the live tree is not the one these records describe
+        state.records, state.shared = {}, {}
     site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for image_set in images.values() for f in image_set.files]
@@ -98,9 +101,11 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
         work = [(path, _reusable(state, stamps, path, key)) for path in node_files(paths.nodes)]
         outcome = _run_nodes(ctx, work, stamps, key, writer.staging, jobs)
         plan = _finish_plan(ctx, outcome, placed)
+        writer.staging.live_hashes = state.shared
         written, linked = _place_shared_files(plan, writer.staging)
         write = writer.commit(plan.manifest(), outcome.written + written, outcome.linked + linked)
-        state.stamp, state.build_id = stamp, write.build_id
+        state.stamp, state.build_id, state.files = stamp, write.build_id, len(plan.artifacts)
+        state.shared = {a.path: a.sha256 for a in plan.artifacts.values() if a.node is None}
         state.records = {record.name: record for record in outcome.records}
         state.save(paths.state)
     return BuildResult(write, len(outcome.records), len(plan.artifacts), outcome.rendered,
@@ -205,14 +210,13 @@ def _process(work) -> _Outcome:
 
 
 def _relink(record: NodeRecord, staging: Staging) -> bool:
-    """Link an unchanged node's files from the live tree; False if any is missing there."""
+    """Link an unchanged node's files from the live tree; False if one is missing there."""
     live = staging.live
     if live is None:
         return False
     for path, sha256, size, immutable, target in record.files:
-        if live.hashes.get(path) != sha256:
+        if not staging.link(path, os.path.join(live, path)):
             return False
-        staging.put(Artifact(path, sha256, size, immutable, record.name, target, source=live.path / path))
     return True
 
 
@@ -226,7 +230,7 @@ def _render_fresh(ctx, path: Path, stamps: InputStamps, key: str, staging: Stagi
         staging.put(artifact)
     return NodeRecord(
         name=node.name, stat=stamps.nodes.get(node.name), profile=node.profile,
-        profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=node_claims(node),
+        profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
         hosts=node_hosts(node),
         files=tuple((a.path, a.sha256, a.size, a.immutable, a.target) for a in artifacts))
 

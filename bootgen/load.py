@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import InputError, Location, Problem
 from .model import (Defaults, DhcpSettings, Fragment, Inputs, Interface, Node, Profile, ServerSettings,
@@ -255,15 +256,22 @@ def _choices_hint(name: str, choices, where: str) -> str:
     return f"defined in {where}: {', '.join(sorted(choices)) or 'none'}"
 
 
-@dataclass(frozen=True)
-class Claim:
-    """Something only one node may have (a MAC, an address, a host name) and where it was said."""
+class Claim(NamedTuple):
+    """Something only one node may have (a MAC, an address, a host name) and where it was said.
+
+    A plain tuple, because the build keeps every node's claims between runs."""
 
     kind: str
     value: str
     node: str
-    location: Location
+    file: str
+    line: int
+    column: int
     path: str
+
+    @property
+    def location(self) -> Location:
+        return Location(self.file, self.line, self.column)
 
 
 def node_claims(node: Node) -> tuple[Claim, ...]:
@@ -272,13 +280,15 @@ def node_claims(node: Node) -> tuple[Claim, ...]:
         wanted.append(("MAC", iface.mac, ("interfaces", i, "mac")))
         if iface.address:
             wanted.append(("address", str(iface.address.ip), ("interfaces", i, "address")))
-    return tuple(Claim(kind, value, node.name, node.doc.locate(path), format_path(path)) for kind, value, path in wanted)
+    located = ((kind, value, node.doc.locate(path), path) for kind, value, path in wanted)
+    return tuple(Claim(kind, value, node.name, loc.file, loc.line, loc.column, format_path(path))
+                 for kind, value, loc, path in located)
 
 
 def check_claims(claims: list[Claim], reader: Reader) -> None:
     """MACs, addresses and host names must each belong to one node only (first in name order keeps it)."""
     seen: dict[tuple[str, str], Claim] = {}
-    for claim in sorted(claims, key=lambda c: c.node):
+    for claim in sorted(map(Claim._make, claims), key=lambda c: c.node):
         first = seen.setdefault((claim.kind, claim.value), claim)
         if first is not claim:
             reader.fail(claim.location, f"{claim.kind} {claim.value} is also used by node '{first.node}' "

@@ -83,7 +83,12 @@ def _producer(artifact: Artifact) -> str:
 
 
 def manifest_bytes(manifest: dict) -> bytes:
-    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    """manifest.json: sorted keys, one file per line (json's indent= is 20x slower on 80,000 files)."""
+    files = ",\n    ".join(json.dumps(entry, sort_keys=True) for entry in manifest["files"])
+    head = {k: v for k, v in manifest.items() if k != "files"}
+    fields = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(head.items())]
+    fields.append(f'  "files": [\n    {files}\n  ]' if files else '  "files": []')
+    return ("{\n" + ",\n".join(sorted(fields)) + "\n}\n").encode()
 
 
 def checksums_bytes(manifest: dict) -> bytes:

@@ -13,11 +13,13 @@ every core); only the process holding the lock commits it.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
-import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,41 +38,30 @@ class WriteResult:
     linked: int  # files hard-linked (from the previous build or the image cache)
 
 
-@dataclass(frozen=True)
-class LiveTree:
-    """The tree `build/` points at now, and the sha256 of each of its files."""
-
-    path: Path
-    build_id: str
-    hashes: dict[str, str]
-
-
 def check_out_path(out: Path) -> None:
     if out.exists() and not out.is_symlink():
         raise OutputError(Problem(Location(str(out)), "exists and is not a bootgen output link",
                                   hint="bootgen never deletes a tree it did not make: move it away, then build again"))
 
 
-def live_tree(out: Path) -> LiveTree | None:
-    """The current tree behind `out`, if it is a complete bootgen tree."""
+def live_build_id(out: Path) -> str | None:
+    """Id of the complete bootgen tree behind `out` (its directory is named by it), if any."""
     if not out.is_symlink():
         return None
     tree = out.resolve()
-    try:
-        manifest = json.loads((tree / MANIFEST).read_text())
-        return LiveTree(tree, manifest["build_id"], {f["path"]: f["sha256"] for f in manifest["files"]})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return tree.name if (tree / MANIFEST).is_file() else None
 
 
 class Staging:
     """A tree under construction in `.bootgen/builds/.partial-*`."""
 
-    def __init__(self, path: Path, live: LiveTree | None):
+    def __init__(self, path: Path, live: Path | None):
         self.path = path
-        self.live = live
+        self.root = str(path)
+        self.live = str(live) if live is not None else None
         self.written = 0
         self.linked = 0
+        self.live_hashes: dict[str, str] = {}  # path -> sha256 of live files known to the caller
         self._dirs: set[str] = set()
 
     def put(self, artifact: Artifact) -> None:
@@ -83,12 +74,9 @@ class Staging:
                                       hint="the previous tree is untouched and still served")) from None
 
     def _put(self, artifact: Artifact) -> None:
-        target = self.path / artifact.path
-        parent = os.path.dirname(artifact.path)
-        if parent not in self._dirs:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(parent)
-        if self._link_unchanged(artifact, target) or (artifact.source and _link(artifact.source, target)):
+        target = self._target(artifact.path)
+        if self._link_unchanged(artifact, target) or \
+                (artifact.source is not None and _link(os.path.realpath(artifact.source), target)):
             self.linked += 1
         elif artifact.data is not None:
             write_bytes(target, artifact.data)
@@ -98,12 +86,26 @@ class Staging:
                                       hint="build again; the previous tree is untouched"))
 
     def _link_unchanged(self, artifact: Artifact, target: Path) -> bool:
-        live = self.live
-        return live is not None and live.hashes.get(artifact.path) == artifact.sha256 and \
-            _link(live.path / artifact.path, target)
+        return self.live is not None and self.live_hashes.get(artifact.path) == artifact.sha256 and \
+            _link(os.path.join(self.live, artifact.path), target)
+
+    def link(self, path: str, source: str) -> bool:
+        """Hard-link `source` as `path` (a file unchanged since the live tree); False if it is gone."""
+        if not _link(source, self._target(path)):
+            return False
+        self.linked += 1
+        return True
+
+    def _target(self, path: str) -> str:
+        """Absolute staging path for `path`, creating its directory once."""
+        parent = os.path.dirname(path)
+        if parent not in self._dirs:
+            os.makedirs(os.path.join(self.root, parent), exist_ok=True)
+            self._dirs.add(parent)
+        return os.path.join(self.root, path)
 
 
-def write_bytes(target: Path, data: bytes) -> None:
+def write_bytes(target: str, data: bytes) -> None:
     """Write a new file (staging files are never rewritten, so no temp-and-rename is needed)."""
     with open(target, "wb") as handle:
         handle.write(data)
@@ -120,8 +122,8 @@ class TreeWriter:
         self._lock = open(state_dir / "lock", "w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # a second build waits instead of racing the switch
         self._remove_partial()
-        self.live = live_tree(out)
-        self.staging = Staging(self.builds / f".partial-{os.getpid()}", self.live)
+        self.live = live_build_id(out)
+        self.staging = Staging(self.builds / f".partial-{os.getpid()}", out.resolve() if self.live else None)
         self.staging.path.mkdir()
 
     def close(self) -> None:
@@ -141,13 +143,13 @@ class TreeWriter:
         build_id = manifest["build_id"]
         final = self.builds / build_id
         staging = self.staging
-        if self.live is not None and self.live.build_id == build_id and self.out.resolve() == final.resolve():
+        if self.live == build_id:
             return WriteResult(build_id, final, False, 0, 0)
         try:
             if not (final / MANIFEST).is_file():
                 write_bytes(staging.path / MANIFEST, manifest_bytes(manifest))
                 write_bytes(staging.path / CHECKSUMS, checksums_bytes(manifest))
-                os.sync()  # the tree must be on disk before any server is switched to it
+                sync_filesystem(staging.path)  # on disk before any server is switched to it
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
             os.utime(final)  # newest, so pruning keeps it
@@ -172,17 +174,43 @@ class TreeWriter:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def _prune(self, keep: Path) -> None:
-        """Keep the newest few trees; never the live one."""
+        """Keep the newest few trees, never the live one; delete the rest in the background.
+
+        Deleting 80,000 files takes longer than building them, so old trees are
+        renamed out of the way at once and removed by a detached process (the
+        next build retries any it did not finish)."""
         trees = sorted((p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime, reverse=True)
         for old in trees[KEEP_BUILDS:]:
             if old.resolve() != keep.resolve():
-                shutil.rmtree(old, ignore_errors=True)
+                os.rename(old, self.builds / f".trash-{old.name}")
+        trash = [str(p) for p in self.builds.glob(".trash-*")]
+        if trash:
+            subprocess.Popen([sys.executable, "-c", "import shutil, sys\nfor p in sys.argv[1:]: shutil.rmtree(p, True)",
+                              *trash], start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _link(source: Path, target: Path) -> bool:
-    """Hard-link; copy when across file systems. False if the source is gone."""
-    source = os.path.realpath(source)  # link(2) would link a symlink itself, and trees hold no symlinks
+def sync_filesystem(path: Path) -> None:
+    """Flush the file system holding `path` (syncfs(2)); all file systems where that is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+def _link(source: str, target: str) -> bool:
+    """Hard-link; copy when across file systems. False if the source is gone.
+
+    link(2) links a symlink itself: callers resolve sources that may be links
+    (Debian ships ipxe.efi as one), because trees hold no symlinks."""
     try:
         os.link(source, target)
     except FileNotFoundError:
@@ -197,7 +225,7 @@ def _link(source: Path, target: Path) -> bool:
 def write_tree(artifacts: dict[str, Artifact], manifest: dict, out: Path, state_dir: Path) -> WriteResult:
     """Write every artifact of a plan and switch `out` to the result."""
     with TreeWriter(out, state_dir) as writer:
-        if writer.live is not None and writer.live.build_id == manifest["build_id"]:
+        if writer.live == manifest["build_id"]:
             return writer.commit(manifest)
         for path in sorted(artifacts):
             writer.staging.put(artifacts[path])

@@ -1,0 +1,43 @@
+"""`bootgen publish`: copy a built tree to an S3 bucket or a local docroot, atomically.
+
+The tree is verified against its manifest first, so a corrupted tree is never
+published. See `bootgen.publish.s3` and `bootgen.publish.docroot` for the order
+of writes that keeps the served site consistent at every moment.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bootgen.errors import Location, Problem, PublishError
+from bootgen.publish.docroot import publish_docroot, render_nginx_server
+from bootgen.publish.manifest import load_tree, verify_tree
+from bootgen.publish.progress import make_progress
+from bootgen.publish.report import Action, PublishReport
+
+__all__ = ["publish", "PublishReport", "Action", "render_nginx_server"]
+
+
+def publish(tree: Path, destination: str, *, endpoint_url: str | None = None, dry_run: bool = False,
+            prune: bool = False, keep: int = 3, jobs: int = 8, progress: bool | None = None) -> PublishReport:
+    """Publish `tree` (output of `bootgen build`) to `s3://bucket/prefix` or a docroot path.
+
+    `keep` is the number of published builds whose objects survive: for S3 it
+    applies with `prune`, for a docroot the older releases are always removed.
+    `progress=None` shows a bar only when stderr is a terminal.
+    """
+    if keep < 1:
+        raise PublishError(Problem(Location(destination), f"keep must be at least 1, not {keep}"))
+    tree = Path(tree)
+    manifest = load_tree(tree)
+    verify_tree(tree, manifest, jobs=min(jobs, 4))
+    if destination.startswith("s3://"):
+        from bootgen.publish.s3 import make_client, publish_s3, translate_errors  # lazy: boto3 is slow
+
+        with translate_errors(destination):
+            client = make_client(endpoint_url, jobs)
+        return publish_s3(tree, manifest, destination, client, dry_run=dry_run, prune=prune, keep=keep,
+                          jobs=jobs, progress=make_progress(progress))
+    if "://" in destination:
+        raise PublishError(Problem(Location(destination), "unsupported destination scheme",
+                                   hint="use s3://bucket/prefix or a directory path"))
+    return publish_docroot(tree, manifest, Path(destination), dry_run=dry_run, keep=keep)

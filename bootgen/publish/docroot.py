@@ -1,0 +1,227 @@
+"""Publish a tree to a local docroot served by nginx (or any static server).
+
+Layout under the docroot:
+
+    releases/<build_id>/   one complete tree per publish
+    releases/.history      build ids of published releases, oldest first
+    current -> releases/<build_id>   switched atomically by rename
+
+A release holds its own files plus the content-addressed objects of the
+previous K-1 releases, hard-linked. So a client that read an entry point from
+the old release just before the switch still finds every object it names in
+the new one. Files unchanged since the current release (same path and sha256)
+are hard-linked too, so a release costs only the bytes that changed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootgen.errors import Location, Problem, PublishError
+from bootgen.publish.manifest import MANIFEST, SUMS, Manifest, parse_manifest
+from bootgen.publish.report import Action, PublishReport
+
+RELEASES = "releases"
+CURRENT = "current"
+HISTORY = ".history"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A published release directory and the manifest it was built from."""
+
+    build_id: str
+    path: Path
+    manifest: Manifest
+
+
+def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: bool = False,
+                    keep: int = 3) -> PublishReport:
+    """Publish a verified tree as `docroot/releases/<build_id>` and switch `current` to it."""
+    keep = max(1, keep)
+    try:
+        actions = _Docroot(docroot).publish(tree, manifest, dry_run, keep)
+    except OSError as exc:
+        raise PublishError(Problem(Location(str(docroot)), f"cannot write the docroot: {exc}")) from None
+    copies = [a for a in actions if a.verb == "copy"]
+    unchanged = sum(a.verb == "link" for a in actions) if actions else len(manifest.files)
+    return PublishReport(str(docroot), manifest.build_id, uploaded=len(copies), skipped=unchanged,
+                         deleted=sum(a.verb == "delete" for a in actions), requests=0,
+                         bytes=sum(a.size for a in copies), dry_run=dry_run, actions=tuple(actions))
+
+
+class _Docroot:
+    def __init__(self, root: Path):
+        self.root, self.releases, self.current = root, root / RELEASES, root / CURRENT
+
+    def publish(self, tree: Path, manifest: Manifest, dry_run: bool, keep: int) -> list[Action]:
+        live = self.current_id()
+        target = self.releases / manifest.build_id
+        if live == manifest.build_id and (target / MANIFEST).is_file():
+            return []  # same build already served: nothing to do
+        history = self.history()
+        actions: list[Action] = []
+        if not (target / MANIFEST).is_file():
+            previous = self.previous_releases(history, live, keep - 1)
+            actions += self.stage(tree, manifest, previous, dry_run)
+        new_history = [b for b in history if b != manifest.build_id] + [manifest.build_id]
+        if not dry_run:
+            self.switch(manifest.build_id)
+        actions += self.expire(new_history, keep, manifest.build_id, dry_run)
+        return actions
+
+    def current_id(self) -> str | None:
+        try:
+            return Path(os.readlink(self.current)).name
+        except OSError:
+            return None
+
+    def history(self) -> list[str]:
+        try:
+            builds = json.loads((self.releases / HISTORY).read_text())
+        except (OSError, ValueError):
+            return []
+        return [b for b in builds if isinstance(b, str)]
+
+    def previous_releases(self, history: list[str], live: str | None, count: int) -> list[Release]:
+        """The newest `count` readable releases, the live one first."""
+        order = ([live] if live else []) + [b for b in reversed(history) if b != live]
+        found = [r for r in (self.read_release(b) for b in order) if r is not None]
+        return found[:count] if count > 0 else found[:1]  # the live one is always a link source
+
+    def read_release(self, build_id: str) -> Release | None:
+        path = self.releases / build_id
+        try:
+            return Release(build_id, path, parse_manifest((path / MANIFEST).read_bytes(), str(path / MANIFEST)))
+        except (OSError, PublishError):
+            return None
+
+    def stage(self, tree: Path, manifest: Manifest, previous: list[Release], dry_run: bool) -> list[Action]:
+        """Assemble the release in a temporary directory, then rename it into place."""
+        staging = self.releases / f".staging-{manifest.build_id}-{os.getpid()}"
+        plan = _place(tree, manifest, previous)
+        if dry_run:
+            return [action for action, _src in plan]
+        self.clear_staging()
+        for action, source in plan:
+            _link_or_copy(source, staging / action.path, action.verb == "link")
+        for name in (SUMS, MANIFEST):  # the release's own manifest goes in last
+            shutil.copyfile(tree / name, staging / name)
+        os.replace(staging, self.releases / manifest.build_id)
+        return [action for action, _src in plan]
+
+    def clear_staging(self) -> None:
+        """Remove half-built releases left by a crashed publish (single publisher assumed)."""
+        self.releases.mkdir(parents=True, exist_ok=True)
+        for leftover in self.releases.glob(".staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def switch(self, build_id: str) -> None:
+        """Point `current` at the release with one rename, so readers see old or new, never none."""
+        temp = self.root / f".{CURRENT}-{os.getpid()}"
+        temp.unlink(missing_ok=True)
+        os.symlink(f"{RELEASES}/{build_id}", temp)
+        os.replace(temp, self.current)
+        _fsync_dir(self.root)
+
+    def expire(self, history: list[str], keep: int, live: str, dry_run: bool) -> list[Action]:
+        """Delete releases older than the last `keep`, never the live one."""
+        kept = history[-keep:]
+        doomed = [p for p in self.release_dirs() if p.name not in kept and p.name != live]
+        if not dry_run:
+            for path in doomed:
+                shutil.rmtree(path)
+            _write_atomic(self.releases / HISTORY, json.dumps(kept, indent=2) + "\n")
+        return [Action("delete", f"{RELEASES}/{p.name}") for p in doomed]
+
+    def release_dirs(self) -> list[Path]:
+        if not self.releases.is_dir():
+            return []
+        return sorted(p for p in self.releases.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _place(tree: Path, manifest: Manifest, previous: list[Release]) -> list[tuple[Action, Path]]:
+    """Decide for each file of the new release where it comes from: a link or a copy."""
+    live = previous[0].manifest.by_path() if previous else {}
+    plan: list[tuple[Action, Path]] = []
+    for entry in manifest.files:
+        old = live.get(entry.path)
+        if old is not None and old.sha256 == entry.sha256:
+            plan.append((Action("link", entry.path, entry.size), previous[0].path / entry.path))
+        else:
+            plan.append((Action("copy", entry.path, entry.size), tree / entry.path))
+    placed = {entry.path for entry in manifest.files}
+    for release in previous:  # carry older content-addressed objects for in-flight clients
+        for entry in release.manifest.files:
+            if entry.immutable and entry.path not in placed:
+                placed.add(entry.path)
+                plan.append((Action("link", entry.path, entry.size), release.path / entry.path))
+    return plan
+
+
+def _link_or_copy(source: Path, dest: Path, link: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(source, dest)
+            return
+        except OSError:
+            pass  # another filesystem, or a missing file: fall back to a copy
+    shutil.copyfile(source, dest)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def render_nginx_server(docroot: Path, *, listen: str | int = 80, server_name: str = "_") -> str:
+    """An nginx `server { }` block serving `<docroot>/current` with the right types and caching.
+
+    Put it inside `http { }` (e.g. /etc/nginx/conf.d/bootgen.conf). Content-addressed
+    `configs/` and `images/` are cached for a year; everything else (entry points that
+    firmware asks for by fixed name) is revalidated on every request.
+    """
+    root = Path(docroot) / CURRENT
+    return f"""server {{
+    listen {listen};
+    server_name {server_name};
+    root {root};
+    autoindex off;
+    sendfile on;
+    # Our own map: firmware-facing names need exact types, files without an
+    # extension (pxelinux.cfg/01-..., user-data) are text.
+    types {{
+        application/json json ign;
+        text/plain ipxe cfg conf txt yaml;
+        application/x-iso9660-image iso;
+        application/octet-stream efi e64 mod kpxe c32 0 img gz xz;
+    }}
+    default_type text/plain;
+    charset utf-8;
+    charset_types text/plain application/json;
+
+    location /configs/ {{
+        add_header Cache-Control "public, max-age=31536000, immutable";
+    }}
+    location /images/ {{
+        default_type application/octet-stream;
+        add_header Cache-Control "public, max-age=31536000, immutable";
+    }}
+    location / {{
+        add_header Cache-Control "no-cache";
+    }}
+}}
+"""
