@@ -2,6 +2,7 @@
 import shutil
 from pathlib import Path
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,9 @@ def _edit(nodes: Path, site: Path, kind: str, index: int) -> None:
     elif kind == "delete" and target is not None and len(names) > 1:
         target.unlink()
     elif kind == "vars" and target is not None:
-        target.write_text(target.read_text().replace("\nvars:", "\nold_vars:") + f"\nkernel_args: [edit={index}]\n")
+        data = yaml.safe_load(target.read_text())
+        data["kernel_args"] = [f"edit={index}"]
+        target.write_text(yaml.safe_dump(data))
     elif kind == "state" and target is not None:
         text = target.read_text()
         target.write_text(text.replace("boot: local", "boot: live") if "boot: local" in text else text + "boot: local\n")
