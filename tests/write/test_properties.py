@@ -24,8 +24,9 @@ def _edit(nodes: Path, site: Path, kind: str, index: int) -> None:
         data["kernel_args"] = [f"edit={index}"]
         target.write_text(yaml.safe_dump(data))
     elif kind == "state" and target is not None:
-        text = target.read_text()
-        target.write_text(text.replace("boot: local", "boot: live") if "boot: local" in text else text + "boot: local\n")
+        data = yaml.safe_load(target.read_text())
+        data["boot"] = "live" if data.get("boot") == "local" else "local"
+        target.write_text(yaml.safe_dump(data))
     elif kind == "profile":
         profile = site / "profiles" / "flatcar-install.yaml"
         profile.write_text(profile.read_text() + f"  - edit{index}=1\n")
