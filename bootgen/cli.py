@@ -118,3 +118,24 @@ def fetch(site, nodes, out, fmt):
     mirrored, referenced = fetch_images(_paths(site, nodes, out))
     click.echo(f"{mirrored} mirrored image sets verified and cached; "
                f"{referenced} referenced by URL (the firmware fetches those)")
+
+
+@main.command(cls=_Command)
+@click.argument("destination")
+@click.option("--tree", default="build", show_default=True, help="the built tree to publish")
+@click.option("--endpoint-url", help="S3-compatible server, e.g. http://minio.lan:9000")
+@click.option("--dry-run", is_flag=True, help="list what would change; write nothing")
+@click.option("--prune", is_flag=True, help="S3: delete objects no recent build refers to")
+@click.option("--keep", default=3, show_default=True, help="published builds whose objects are kept")
+@click.option("--jobs", default=8, show_default=True, help="parallel uploads")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="how problems are printed")
+def publish(destination, tree, endpoint_url, dry_run, prune, keep, jobs, fmt):
+    """Publish the tree to DESTINATION: s3://bucket/prefix or a docroot such as /srv/bootgen."""
+    from .publish import publish as run_publish
+
+    report = run_publish(Path(tree), destination, endpoint_url=endpoint_url, dry_run=dry_run, prune=prune,
+                         keep=keep, jobs=jobs)
+    for action in report.actions if dry_run else ():
+        click.echo(str(action))
+    click.echo(report.summary())

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Compare `bootgen publish` with `aws s3 sync` and `rclone sync` against a local SeaweedFS.
+
+Each tool gets its own bucket and runs three publishes of a synthetic tree
+(default 10,000 nodes, about 30,000 files): the first publish, a no-op, and a
+one-node change. Requests are counted on the server (SeaweedFS's Prometheus
+counter SeaweedFS_s3_request_total, per bucket), so every tool is measured the
+same way; bootgen's own botocore count is shown beside it as a cross-check.
+
+The changed tree keeps the mtimes of unchanged files (as an in-place build
+would), the most favourable case for mtime-based tools. rclone runs with
+--checksum. The last column counts tree files missing or different in the
+bucket afterwards (0 means the bucket serves the tree). Not part of pytest. Usage:
+
+    python bench/publish_bench.py [--nodes 10000] [--tools bootgen,aws,rclone] [--jobs 16]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "publish")]
+
+from publish_servers import (ACCESS_KEY, SECRET_KEY, free_port, rclone_s3_args,  # noqa: E402
+                             s3_client, start_seaweedfs)
+from publish_synth import make_tree  # noqa: E402
+
+from bootgen.publish import publish  # noqa: E402
+
+STEPS = ("first", "no-op", "one node")
+_COUNTER = re.compile(r'^SeaweedFS_s3_request_total\{bucket="([^"]+)",code="[^"]*",type="[^"]*"\} (\d+)', re.M)
+
+
+def main() -> None:
+    args = _arguments()
+    work = Path(tempfile.mkdtemp(prefix="publish-bench-"))
+    try:
+        trees = _trees(work, args.nodes)
+        metrics = free_port()
+        server = start_seaweedfs(work / "seaweed", metrics_port=metrics)
+        try:
+            rows = [_run_tool(tool, trees, server.endpoint, metrics, args.jobs) for tool in args.tools]
+        finally:
+            server.stop()
+        _print_table(args.nodes, rows)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _arguments():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=16, help="bootgen workers; aws/rclone get as many")
+    parser.add_argument("--tools", default="bootgen,aws,rclone", type=lambda s: [t for t in s.split(",") if t])
+    return parser.parse_args()
+
+
+def _trees(work: Path, nodes: int) -> list[tuple[Path, list[Path]]]:
+    """Tree a, then tree b (node 7 changed) whose unchanged files keep a's mtimes.
+
+    Each step also names the files to touch just before it: a rebuild after the
+    previous publish gives changed files a newer mtime than the uploaded objects.
+    """
+    a = make_tree(work / "a", nodes)
+    b = make_tree(work / "b", nodes, revisions={7: 1})
+    changed = [b.root / p for p in ("manifest.json", "SHA256SUMS")]
+    for path, content in b.files.items():
+        if a.files.get(path) == content:
+            stat = (a.root / path).stat()
+            os.utime(b.root / path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        else:
+            changed.append(b.root / path)
+    return [(a.root, []), (a.root, []), (b.root, changed)]
+
+
+def _run_tool(tool: str, trees: list[Path], endpoint: str, metrics: int, jobs: int) -> tuple[str, list]:
+    bucket = f"bench-{tool}"
+    s3_client(endpoint).create_bucket(Bucket=bucket)
+    results = []
+    for step, (tree, touch) in zip(STEPS, trees):
+        for path in touch:
+            os.utime(path)
+        before = _server_requests(metrics, bucket)
+        started = time.monotonic()
+        own = RUNNERS[tool](tree, bucket, endpoint, jobs)
+        elapsed = time.monotonic() - started
+        requests = _server_requests(metrics, bucket) - before
+        results.append((step, elapsed, requests, own, _differences(tree, bucket, endpoint)))
+        print(f"{tool:8} {step:9} {elapsed:8.1f} s", file=sys.stderr)
+    return tool, results
+
+
+def _bootgen(tree: Path, bucket: str, endpoint: str, jobs: int) -> int:
+    return publish(tree, f"s3://{bucket}/site", endpoint_url=endpoint, jobs=jobs, progress=False).requests
+
+
+def _aws(tree: Path, bucket: str, endpoint: str, jobs: int) -> None:
+    config = Path(tempfile.mkdtemp()) / "config"
+    config.write_text(f"[default]\ns3 =\n  max_concurrent_requests = {jobs}\n")
+    _run(["aws", "s3", "sync", str(tree), f"s3://{bucket}/site", "--delete", "--only-show-errors",
+          "--endpoint-url", endpoint], {"AWS_CONFIG_FILE": str(config)})
+
+
+def _rclone(tree: Path, bucket: str, endpoint: str, jobs: int) -> None:
+    _run(["rclone", "sync", str(tree), f":s3:{bucket}/site", "--checksum", "--transfers", str(jobs),
+          "--checkers", str(jobs), "--s3-no-check-bucket", *rclone_s3_args(endpoint)], {})
+
+
+RUNNERS = {"bootgen": _bootgen, "aws": _aws, "rclone": _rclone}
+
+
+def _run(argv: list[str], extra_env: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1",
+               **extra_env)
+    subprocess.run(argv, check=True, env=env, timeout=1800, stdout=subprocess.DEVNULL)
+
+
+def _differences(tree: Path, bucket: str, endpoint: str) -> int:
+    """Files of the tree that are missing from the bucket or differ (listing ETag vs local MD5)."""
+    pages = s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="site/")
+    etags = {o["Key"][5:]: o["ETag"].strip('"') for page in pages for o in page.get("Contents", [])}
+    paths = [p for p in tree.rglob("*") if p.is_file()]
+    return sum(etags.get(str(p.relative_to(tree))) != hashlib.md5(p.read_bytes()).hexdigest() for p in paths)
+
+
+def _server_requests(port: int, bucket: str) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return sum(int(n) for b, n in _COUNTER.findall(text) if b == bucket)
+
+
+def _print_table(nodes: int, rows: list[tuple[str, list]]) -> None:
+    print(f"\npublish of a {nodes}-node tree ({nodes * 3 + 6} files) to SeaweedFS on loopback\n")
+    print(f"{'tool':10}{'step':11}{'seconds':>9}{'requests':>10}{'(own count)':>13}{'files differing':>17}")
+    for tool, results in rows:
+        for step, elapsed, requests, own, differing in results:
+            own_text = "" if own is None else str(own)
+            print(f"{tool:10}{step:11}{elapsed:9.1f}{requests:10d}{own_text:>13}{differing:>17}")
+
+
+if __name__ == "__main__":
+    os.environ.pop("AWS_CA_BUNDLE", None)
+    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
+    main()
