@@ -77,8 +77,11 @@ def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> d
 
 
 def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, jobs: int | None = None,
-          state: BuildState | None = None) -> BuildResult:
-    """Build the tree and switch `paths.out` to it atomically, redoing only what changed."""
+          state: BuildState | None = None, save_state: bool = True) -> BuildResult:
+    """Build the tree and switch `paths.out` to it atomically, redoing only what changed.
+
+    `state` lets a long-running caller (watch) keep the build state in memory;
+    it then saves it itself, when edits pause (`save_state=False`)."""
     started = time.perf_counter()
     check_out_path(paths.out)
     stamps = InputStamps.take(paths.site, paths.nodes)

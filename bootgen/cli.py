@@ -7,6 +7,7 @@ usage error (click's own).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -139,3 +140,44 @@ def publish(destination, tree, endpoint_url, dry_run, prune, keep, jobs, fmt):
     for action in report.actions if dry_run else ():
         click.echo(str(action))
     click.echo(report.summary())
+
+
+@main.command(cls=_Command)
+@_common
+@click.option("--poll", is_flag=True, help="poll for changes (network file systems, containers)")
+@click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
+def watch(site, nodes, out, fmt, poll, offline):
+    """Build, then rebuild on every change under the site and nodes directories."""
+    from .watch import watch as run_watch
+
+    click.echo(f"watching {site}/ and {nodes}/ (Ctrl-C to stop)")
+    _until_interrupted(lambda: run_watch(_paths(site, nodes, out), _echo, poll=poll, fetch=not offline))
+
+
+@main.command(cls=_Command)
+@_common
+@click.option("--bind", default="127.0.0.1", show_default=True, help="address to serve HTTP on")
+@click.option("--port", default=8000, show_default=True, help="port to serve HTTP on")
+@click.option("--poll", is_flag=True, help="poll for changes (network file systems, containers)")
+@click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
+def serve(site, nodes, out, fmt, bind, port, poll, offline):
+    """Watch and serve the tree over HTTP, like `mkdocs serve` for boot files."""
+    from .watch import serve as run_serve
+
+    _until_interrupted(lambda: run_serve(_paths(site, nodes, out), _echo, bind=bind, port=port, poll=poll,
+                                         fetch=not offline))
+
+
+def _echo(text: str) -> None:
+    click.echo(text, err=text.endswith("last good tree"))
+
+
+def _until_interrupted(run) -> None:
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)  # stop as cleanly as on Ctrl-C (state saved)
+    try:
+        run()
+    except KeyboardInterrupt:
+        click.echo("stopped")

@@ -1,0 +1,81 @@
+"""`bootgen watch` driven by real file edits, with bounded waits."""
+import json
+import threading
+import time
+
+import pytest
+
+from bootgen.watch import watch
+
+WAIT = 30  # seconds; a rebuild takes well under one
+
+
+def _wait_for(condition, what):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def watcher(example):
+    lines: list[str] = []
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=watch, args=(example, lines.append),
+                              kwargs={"fetch": False, "stop": stop, "ready": ready}, daemon=True)
+    thread.start()
+    assert ready.wait(WAIT), "watcher did not start"
+    yield example, lines
+    stop.set()
+    thread.join(timeout=WAIT)
+    assert not thread.is_alive()
+
+
+def _build_id(paths):
+    return paths.out.resolve().name
+
+
+def test_watch_follows_edits_deletes_and_survives_a_broken_edit(watcher):
+    paths, lines = watcher
+    first = _build_id(paths)
+
+    node = paths.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [watch=1]\n")
+    _wait_for(lambda: len(lines) >= 2, "a rebuild after a node edit")
+    assert "watch=1" in (paths.out / "pxelinux.cfg" / "0A000047").read_text()
+    assert "(1 nodes rendered" in lines[-1]
+    assert _build_id(paths) != first
+
+    templates = paths.site / "templates"
+    templates.mkdir()
+    (templates / "node.ipxe.j2").write_text("#!ipxe\n# from the site's template\nexit\n")
+    _wait_for(lambda: "from the site's template" in (paths.out / "ipxe" / "00-1e-06-45-0a-01.ipxe").read_text(),
+              "a template edit")
+
+    (paths.nodes / "tink-worker.yaml").unlink()
+    _wait_for(lambda: not (paths.out / "ipxe" / "08-00-27-00-00-01.ipxe").exists(), "a node deletion")
+
+    good_tree = _build_id(paths)
+    broken = paths.nodes / "node-1.yaml"
+    good = broken.read_text()
+    broken.write_text(good.replace("00:1e:06:45:0a:01", "not-a-mac"))
+    _wait_for(lambda: any("build failed" in line for line in lines), "the broken edit to be reported")
+    assert any("nodes/node-1.yaml:5:10: error at $.interfaces[0].mac: 'not-a-mac' is not a MAC address" in line
+               for line in lines)
+    assert _build_id(paths) == good_tree  # the last good tree is still served
+
+    broken.write_text(good + "# fixed\n")
+    _wait_for(lambda: _build_id(paths) != good_tree, "the fix to be built")
+    manifest = json.loads((paths.out / "manifest.json").read_text())
+    assert "node-1" in {f["node"] for f in manifest["files"]}
+
+
+def test_watch_saves_state_for_the_next_cli_build(watcher):
+    paths, lines = watcher
+    node = paths.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [saved=1]\n")
+    _wait_for(lambda: "saved=1" in (paths.out / "pxelinux.cfg" / "0A000047").read_text(), "a node edit")
+    _wait_for(lambda: (paths.state / "stamp").is_file() and
+              (paths.state / "stamp").read_text().split()[3] == _build_id(paths), "the state to be saved")
