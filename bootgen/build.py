@@ -15,6 +15,7 @@ the live tree is untouched. `check` runs steps 2 to 4 without writing.
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 import os
 import time
 from dataclasses import dataclass
@@ -94,12 +95,7 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     state.load_records(paths.state)
     if live != state.build_id:  # the live tree is not the one these records describe
         state.records, state.shared = {}, {}
-    site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
-    images = _resolve(site_inputs, paths, fetch, progress)
-    placed = [placed_artifact(f) for image_set in images.values() for f in image_set.files]
-    placed += [placed_artifact(f) for f in boot_loader_files()]
-    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
-    ctx = make_context(site_inputs, images, Path.cwd())
+    ctx, placed, key = _prepare_site(paths, stamps, state, fetch, progress)
     with TreeWriter(paths.out, paths.state) as writer:
         work = [(path, _reusable(state, stamps, path, key)) for path in node_files(paths.nodes)]
         outcome = _run_nodes(ctx, work, stamps, key, writer.staging, jobs)
@@ -113,6 +109,20 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
         state.save(paths.state)
     return BuildResult(write, len(outcome.records), len(plan.artifacts), outcome.rendered,
                        time.perf_counter() - started)
+
+
+def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: bool, progress: bool | None):
+    """Load the site, resolve images and loaders: once per change of site files (watch keeps it)."""
+    if state.site_cache is not None and state.site_cache[0] == stamps.site:
+        return state.site_cache[1]
+    site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
+    images = _resolve(site_inputs, paths, fetch, progress)
+    placed = [placed_artifact(f) for image_set in images.values() for f in image_set.files]
+    placed += [placed_artifact(f) for f in boot_loader_files()]
+    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
+    prepared = (make_context(site_inputs, images, Path.cwd()), placed, key)
+    state.site_cache = (stamps.site, prepared)
+    return prepared
 
 
 def _place_shared_files(plan: Plan, staging: Staging) -> tuple[int, int]:
@@ -191,11 +201,12 @@ def _process(work) -> _Outcome:
     """Reuse or render each node of `work`, placing its files in the staging tree."""
     ctx, stamps, key, staging = _WORKER["ctx"], _WORKER["stamps"], _WORKER["key"], _WORKER["staging"]
     outcome = _Outcome([], [], False)
+    reused, to_render = _relink_all([record for _, record in work if record is not None], staging)
+    outcome.records += reused
+    outcome.linked += sum(len(record.files) for record in reused)
+    paths = [path for path, record in work if record is None or record.name in to_render]
     before_written, before_linked = staging.written, staging.linked
-    for path, record in work:
-        if record is not None and _relink(record, staging):
-            outcome.records.append(record)
-            continue
+    for path in paths:
         try:
             fresh = _render_fresh(ctx, path, stamps, key, staging)
         except InputError as exc:
@@ -207,20 +218,29 @@ def _process(work) -> _Outcome:
             continue
         outcome.records.append(fresh)
         outcome.rendered += 1
-    outcome.written = staging.written - before_written
-    outcome.linked = staging.linked - before_linked
+    outcome.written += staging.written - before_written
+    outcome.linked += staging.linked - before_linked
     return outcome
+
+
+RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
+
+
+def _relink_all(records: list[NodeRecord], staging: Staging) -> tuple[list[NodeRecord], set[str]]:
+    """Link unchanged nodes' files from the live tree; (records reused, names to render again)."""
+    if staging.live is None:
+        return [], {record.name for record in records}
+    chunks = [records[i::RELINK_THREADS] for i in range(RELINK_THREADS)] if len(records) > 200 else [records]
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        results = list(pool.map(lambda chunk: [(r, _relink(r, staging)) for r in chunk], chunks))
+    pairs = [pair for result in results for pair in result]
+    return [r for r, ok in pairs if ok], {r.name for r, ok in pairs if not ok}
 
 
 def _relink(record: NodeRecord, staging: Staging) -> bool:
     """Link an unchanged node's files from the live tree; False if one is missing there."""
     live = staging.live
-    if live is None:
-        return False
-    for path, sha256, size, immutable, target in record.files:
-        if not staging.link(path, os.path.join(live, path)):
-            return False
-    return True
+    return all(staging.link(path, os.path.join(live, path)) for path, *_ in record.files)
 
 
 def _render_fresh(ctx, path: Path, stamps: InputStamps, key: str, staging: Staging) -> NodeRecord:

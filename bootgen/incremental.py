@@ -113,6 +113,7 @@ class BuildState:
     records: dict[str, NodeRecord] | None = field(default_factory=dict)
     files: int = 0
     shared: dict[str, str] = field(default_factory=dict)  # path -> sha256 of files no node owns
+    site_cache: tuple | None = field(default=None, repr=False)  # in memory only: (site stamps, prepared site)
 
     @classmethod
     def load_stamp(cls, state_dir: Path) -> "BuildState":

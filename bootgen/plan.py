@@ -82,9 +82,13 @@ def _producer(artifact: Artifact) -> str:
     return f"{artifact.target} for node '{artifact.node}'" if artifact.node else artifact.target
 
 
+_ENTRY_ENCODER = json.JSONEncoder(sort_keys=True)
+
+
 def manifest_bytes(manifest: dict) -> bytes:
     """manifest.json: sorted keys, one file per line (json's indent= is 20x slower on 80,000 files)."""
-    files = ",\n    ".join(json.dumps(entry, sort_keys=True) for entry in manifest["files"])
+    encode = _ENTRY_ENCODER.encode  # one encoder: json.dumps(sort_keys=True) builds a new one per call
+    files = ",\n    ".join(map(encode, manifest["files"]))
     head = {k: v for k, v in manifest.items() if k != "files"}
     fields = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(head.items())]
     fields.append(f'  "files": [\n    {files}\n  ]' if files else '  "files": []')

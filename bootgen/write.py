@@ -90,11 +90,10 @@ class Staging:
             _link(os.path.join(self.live, artifact.path), target)
 
     def link(self, path: str, source: str) -> bool:
-        """Hard-link `source` as `path` (a file unchanged since the live tree); False if it is gone."""
-        if not _link(source, self._target(path)):
-            return False
-        self.linked += 1
-        return True
+        """Hard-link `source` as `path` (unchanged since the live tree); False if it is gone.
+
+        Safe to call from several threads; the caller counts the links."""
+        return _link(source, self._target(path))
 
     def _target(self, path: str) -> str:
         """Absolute staging path for `path`, creating its directory once."""
@@ -215,6 +214,9 @@ def _link(source: str, target: str) -> bool:
         os.link(source, target)
     except FileNotFoundError:
         return False
+    except FileExistsError:  # a node re-rendered after its files were partly linked
+        os.unlink(target)
+        os.link(source, target)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise

@@ -84,3 +84,16 @@ def test_parallel_render_matches_serial(example, tmp_path, tree_files, monkeypat
     parallel = build(other, fetch=False, jobs=2)
     assert parallel.write.build_id == serial.write.build_id
     assert tree_files(other.out) == tree_files(example.out)
+
+
+def test_a_file_missing_from_the_live_tree_is_rendered_again(example):
+    first = build(example, fetch=False)
+    victim = example.out / "pxelinux.cfg" / "0A000047"
+    data = victim.read_bytes()
+    path = example.nodes / "node-1.yaml"
+    path.write_text(path.read_text() + "kernel_args: [x=1]\n")  # forces a new tree
+    victim.unlink()  # someone damaged the live tree
+    result = build(example, fetch=False)
+    assert result.rendered == 2  # node-1 (edited) and node-2 (its file was missing)
+    assert (example.out / "pxelinux.cfg" / "0A000047").read_bytes() == data
+    assert result.write.build_id != first.write.build_id
