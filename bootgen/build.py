@@ -21,15 +21,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BootgenError, InputError, RenderError
-from .images import boot_loader_files, resolve_images
+from .errors import InputError, RenderError
 from .incremental import BuildState, InputStamps, NodeRecord, site_key
-from .load import Reader, SiteInputs, check_claims, load_inputs, load_node, load_site, node_claims, node_files
-from .model import Inputs
 from .plan import Artifact, Plan
-from .render import (RenderContext, dhcp_hosts, make_context, node_hosts, placed_artifact, render,
-                     render_node, render_site_files)
 from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
+
+# Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
+# urllib3 (about 0.4 s of imports): they are imported where first needed, so a
+# build with nothing to do answers at once.
 
 PARALLEL_THRESHOLD = 400  # below this many nodes to render, forking costs more than it saves
 
@@ -62,8 +61,12 @@ class BuildResult:
                 f"{self.write.linked} linked) in {self.seconds:.2f}s")
 
 
-def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> tuple[Inputs, Plan]:
+def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> tuple:
     """Everything short of writing, from scratch: the validated inputs and the full plan."""
+    from .images import boot_loader_files
+    from .load import load_inputs
+    from .render import render
+
     inputs = load_inputs(paths.site, paths.nodes)
     images = _resolve(inputs, paths, fetch, progress)
     placed = [f for image_set in images.values() for f in image_set.files] + list(boot_loader_files())
@@ -72,6 +75,8 @@ def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None
 
 def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> dict:
     """Every image set a profile names (whether or not a node uses it today)."""
+    from .images import resolve_images
+
     needed = {profile.images for profile in site_inputs.profiles.values()}
     return resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
                           needed=needed, fetch=fetch, progress=progress)
@@ -97,6 +102,8 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
         state.records, state.shared = {}, {}
     ctx, placed, key = _prepare_site(paths, stamps, state, fetch, progress)
     with TreeWriter(paths.out, paths.state) as writer:
+        from .load import node_files
+
         work = [(path, _reusable(state, stamps, path, key)) for path in node_files(paths.nodes)]
         outcome = _run_nodes(ctx, work, stamps, key, writer.staging, jobs)
         plan = _finish_plan(ctx, outcome, placed)
@@ -115,6 +122,10 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     """Load the site, resolve images and loaders: once per change of site files (watch keeps it)."""
     if state.site_cache is not None and state.site_cache[0] == stamps.site:
         return state.site_cache[1]
+    from .images import boot_loader_files
+    from .load import Reader, load_site
+    from .render import make_context, placed_artifact
+
     site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for image_set in images.values() for f in image_set.files]
@@ -159,6 +170,9 @@ class _Outcome:
 
 def _finish_plan(ctx: RenderContext, outcome: _Outcome, placed: list[Artifact]) -> Plan:
     """Fleet-wide checks, then every artifact (node files as metadata only) in one plan."""
+    from .load import Reader, check_claims
+    from .render import render_site_files
+
     reader = Reader(Path.cwd())
     outcome.records.sort(key=lambda r: r.name)
     check_claims([claim for record in outcome.records for claim in record.claims], reader)
@@ -244,6 +258,9 @@ def _relink(record: NodeRecord, staging: Staging) -> bool:
 
 
 def _render_fresh(ctx, path: Path, stamps: InputStamps, key: str, staging: Staging) -> NodeRecord:
+    from .load import Reader, load_node, node_claims
+    from .render import node_hosts, render_node
+
     reader = Reader(Path.cwd())
     node = load_node(path, ctx.inputs, reader)
     if node is None:
@@ -260,6 +277,9 @@ def _render_fresh(ctx, path: Path, stamps: InputStamps, key: str, staging: Stagi
 
 def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:
     """Fetch and verify every mirrored image set the site declares; (mirrored, referenced) counts."""
+    from .images import resolve_images
+    from .load import Reader, load_site
+
     site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
     sets = site_inputs.image_config.images
     resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",

@@ -10,12 +10,12 @@ def _nodes_of(out):
 
 def test_nothing_changed_reads_nothing(example, monkeypatch):
     build(example, fetch=False)
-    import bootgen.build as engine
+    import bootgen.load as loader
 
     def boom(*args, **kwargs):
         raise AssertionError("a no-op build must not load the site")
 
-    monkeypatch.setattr(engine, "load_site", boom)
+    monkeypatch.setattr(loader, "load_site", boom)
     result = build(example, fetch=False)
     assert not result.write.changed and result.rendered == 0
 

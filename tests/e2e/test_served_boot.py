@@ -1,0 +1,185 @@
+"""Boot real firmware from a `bootgen build` tree served by the generated dnsmasq.conf and nginx.conf.
+
+The servers run in a network namespace on a bridge; each VM's tap is on that
+bridge, so the VM sees the same DHCP/TFTP/HTTP a site's machines would. Under
+SeaBIOS, QEMU's NIC boot ROM is iPXE: the generated dnsmasq.conf rightly hands
+it boot.ipxe. Under OVMF the NIC has no ROM, so OVMF's own PXE client fetches
+the UEFI loader from the tree (ipxe.efi or grubnetx64.efi).
+"""
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import checks
+import rig
+import sites
+from sites import NodeSpec, SiteSpec
+
+SERVER_IP = "192.168.77.1"
+VM_TIMEOUT = 170  # seconds; a TCG boot through iPXE takes about 50
+LOCAL_BOOT_MARKERS = ("No bootable device",)
+# OVMF moves on to HTTP boot only once every PXE offer failed: no need to wait out the timeout.
+GAVE_UP_MARKERS = (">>Start HTTP Boot over IPv4",)
+
+IPXE_NODES = (
+    NodeSpec("bios-ipxe", "52:54:00:e2:00:01", "192.168.77.11/24"),
+    NodeSpec("uefi-ipxe", "52:54:00:e2:00:02", "192.168.77.12/24"),
+    NodeSpec("installed", "52:54:00:e2:00:03", "192.168.77.13/24", boot="local"),
+)
+GRUB_NODES = (NodeSpec("uefi-grub", "52:54:00:e2:00:04", "192.168.77.14/24"),)
+PROXY_NODES = (
+    NodeSpec("proxy-bios", "52:54:00:e2:00:05", "192.168.77.15/24"),
+    NodeSpec("proxy-uefi", "52:54:00:e2:00:06", "192.168.77.16/24"),
+)
+PLAIN_DHCP_IP = "192.168.77.2"
+UEFI_NODES = {"uefi-ipxe", "uefi-grub", "proxy-uefi"}  # booted under OVMF; the others under SeaBIOS
+
+
+@dataclass(frozen=True)
+class Served:
+    """A built tree, the LAN that served it and what each VM printed."""
+
+    tree: sites.Tree
+    lan: object
+    results: dict[str, rig.BootResult]
+
+    def http_requests(self) -> list[str]:
+        """Paths nginx was asked for (its access log), in order."""
+        log = self.lan.workdir / "nginx-access.log"
+        return re.findall(r'"GET (\S+) HTTP', log.read_text()) if log.exists() else []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _site(uefi_loader: str, transport: str, namespace: bool, dhcp_mode: str) -> SiteSpec:
+    if namespace:
+        dhcp = {"mode": dhcp_mode, "subnet": "192.168.77.0/24", "interface": "br0", "uefi_loader": uefi_loader}
+        if dhcp_mode == "full":
+            dhcp["range"] = ["192.168.77.100", "192.168.77.199"]
+        return SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, transport, dhcp)
+    port = _free_port()
+    return SiteSpec(f"http://10.0.2.2:{port}/", "10.0.2.2", transport,
+                    {"mode": "none", "uefi_loader": uefi_loader}, http_port=port)
+
+
+def _serve_in_namespace(tree: sites.Tree, workdir: Path, payload) -> rig.NamespaceLan:
+    lan = rig.NamespaceLan.create(workdir, payload.kernel, SERVER_IP)
+    try:
+        if tree.site.dhcp["mode"] == "proxy":
+            hosts = {node.mac: node.address.split("/")[0] for node in tree.nodes}
+            lan.start_plain_dhcp(PLAIN_DHCP_IP, ("192.168.77.100", "192.168.77.199"), hosts)
+        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+        lan.start_nginx(tree.root / "server" / "nginx.conf", f"{tree.site.base_url}boot.ipxe")
+    except BaseException:
+        lan.close()
+        raise
+    return lan
+
+
+def _serve_user_mode(tree: sites.Tree, workdir: Path, payload, uefi_loader: str) -> rig.UserLan:
+    checks.note("generated dnsmasq.conf not exercised: QEMU user-mode DHCP/TFTP serves the tree, "
+                "nginx (generated nginx.conf) on loopback")
+    uefi_file = {"ipxe": "ipxe.efi", "grub": "grubnetx64.efi"}[uefi_loader]
+    lan = rig.UserLan.create(tree.root, f"{tree.site.base_url}boot.ipxe", workdir, payload.kernel, private=False)
+    lan.bootfile_for.update({node.name: uefi_file for node in tree.nodes if node.name in UEFI_NODES})
+    # Probed on the host's loopback, which the guest sees as 10.0.2.2.
+    lan.start_nginx(tree.root / "server" / "nginx.conf", f"http://127.0.0.1:{tree.site.http_port}/boot.ipxe")
+    return lan
+
+
+def _machine(node: NodeSpec) -> rig.Machine:
+    if node.name in UEFI_NODES:
+        # GRUB 2.06 runs out of heap fetching the kernel over HTTP with 256 MB under OVMF.
+        return rig.Machine(node.name, node.mac, "uefi", memory_mb=512)
+    return rig.Machine(node.name, node.mac, "bios")
+
+
+def _serve_and_boot(tmp_path_factory, payload, use_namespaces, nodes, uefi_loader, transport, dhcp_mode="full"):
+    workdir = tmp_path_factory.mktemp(f"served-{uefi_loader}-{dhcp_mode}")
+    spec = _site(uefi_loader, transport, use_namespaces, dhcp_mode)
+    source = workdir / "site-src"
+    source.mkdir()
+    tree = sites.build(source, spec, nodes, payload.kernel, payload.initrd)
+    if use_namespaces:
+        lan = _serve_in_namespace(tree, workdir, payload)
+    else:
+        lan = _serve_user_mode(tree, workdir, payload, uefi_loader)
+    try:
+        results = rig.boot_all([_machine(node) for node in nodes], lan, workdir, VM_TIMEOUT,
+                               LOCAL_BOOT_MARKERS + GAVE_UP_MARKERS)
+    finally:
+        lan.close()
+    return Served(tree, lan, results)
+
+
+@pytest.fixture(scope="module")
+def ipxe_site(tmp_path_factory, payload, use_namespaces) -> Served:
+    """Site with UEFI machines chained to iPXE, kernels over TFTP for pxelinux; three VMs booted."""
+    return _serve_and_boot(tmp_path_factory, payload, use_namespaces, IPXE_NODES, "ipxe", "tftp")
+
+
+@pytest.fixture(scope="module")
+def grub_site(tmp_path_factory, payload, use_namespaces) -> Served:
+    """Site with UEFI machines on GRUB, kernels over HTTP; one VM booted."""
+    return _serve_and_boot(tmp_path_factory, payload, use_namespaces, GRUB_NODES, "grub", "http")
+
+
+def test_bios_ipxe_chains_the_per_mac_script(ipxe_site):
+    result = ipxe_site.results["bios-ipxe"]
+    checks.assert_booted(ipxe_site.tree, "bios-ipxe", result)
+    requests = ipxe_site.http_requests()
+    assert "/boot.ipxe" in requests
+    assert "/ipxe/52-54-00-e2-00-01.ipxe" in requests, requests
+
+
+def test_uefi_ipxe_efi_from_the_tree(ipxe_site):
+    result = ipxe_site.results["uefi-ipxe"]
+    checks.assert_booted(ipxe_site.tree, "uefi-ipxe", result)
+    assert "/ipxe/52-54-00-e2-00-02.ipxe" in ipxe_site.http_requests()
+    if isinstance(ipxe_site.lan, rig.NamespaceLan):
+        tftp = rig.tftp_requests(ipxe_site.lan.workdir / "dnsmasq.log", "192.168.77.12")
+        assert any(name.endswith("/ipxe.efi") for name in tftp), f"OVMF did not load ipxe.efi over TFTP: {tftp}"
+
+
+def test_installed_node_boots_locally(ipxe_site):
+    result = ipxe_site.results["installed"]
+    checks.assert_local_boot(result)
+    assert "/ipxe/52-54-00-e2-00-03.ipxe" in ipxe_site.http_requests()
+
+
+def test_uefi_grub_per_mac_config(grub_site):
+    result = grub_site.results["uefi-grub"]
+    checks.assert_booted(grub_site.tree, "uefi-grub", result)
+    if isinstance(grub_site.lan, rig.NamespaceLan):
+        tftp = rig.tftp_requests(grub_site.lan.workdir / "dnsmasq.log", "192.168.77.14")
+        assert any(name.endswith("/grubnetx64.efi") for name in tftp), tftp
+        assert any(name.endswith("/grub/grub.cfg-01-52-54-00-e2-00-04") for name in tftp), tftp
+    assert "/images/" in " ".join(grub_site.http_requests()), "GRUB did not fetch the kernel over HTTP"
+
+
+@pytest.fixture(scope="module")
+def proxy_site(tmp_path_factory, payload, use_namespaces) -> Served:
+    """proxyDHCP site beside the LAN's own plain DHCP server (the example site's setup); two VMs."""
+    return _serve_and_boot(tmp_path_factory, payload, use_namespaces, PROXY_NODES, "ipxe", "tftp", "proxy")
+
+
+@pytest.mark.parametrize("node", ["proxy-bios", "proxy-uefi"])
+def test_proxy_dhcp_beside_the_lans_dhcp_server(proxy_site, node):
+    checks.assert_booted(proxy_site.tree, node, proxy_site.results[node])
+    mac = proxy_site.tree.node(node).mac.replace(":", "-")
+    assert f"/ipxe/{mac}.ipxe" in proxy_site.http_requests()
+    if isinstance(proxy_site.lan, rig.NamespaceLan):
+        plain_log = (proxy_site.lan.workdir / "dhcp-plain.log").read_text()
+        assert f"DHCPACK(eth0) {proxy_site.tree.node(node).address.split('/')[0]}" in plain_log
+        if node in UEFI_NODES:
+            tftp = rig.tftp_requests(proxy_site.lan.workdir / "dnsmasq.log", "192.168.77.16")
+            assert any(name.endswith("/ipxe.efi") for name in tftp), f"OVMF did not load ipxe.efi: {tftp}"
