@@ -13,6 +13,7 @@ edit that keeps all three is not seen (`touch` the file, or delete
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -25,6 +26,15 @@ from . import __version__
 STATE_FILE = "records.pickle"
 STAMP_FILE = "stamp"
 STATE_FORMAT = 1
+
+
+@functools.lru_cache(maxsize=1)
+def code_stamp() -> str:
+    """bootgen's version and the stats of its own files: new code means new outputs,
+    also for a development install whose version number did not change."""
+    package = Path(__file__).resolve().parent
+    stats = [(path, stat) for path, stat in _walk(package) if not path.endswith((".pyc", ".pyo"))]
+    return hashlib.sha256(repr((__version__, stats)).encode()).hexdigest()
 
 
 def file_stat(path: Path) -> tuple[int, int, int]:
@@ -78,13 +88,13 @@ class InputStamps:
 
     def digest(self, *extra) -> str:
         """One key for all inputs: equal digests mean nothing was touched."""
-        text = repr((__version__, self.site, sorted(self.profiles.items()), sorted(self.nodes.items()), extra))
+        text = repr((code_stamp(), self.site, sorted(self.profiles.items()), sorted(self.nodes.items()), extra))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
 def site_key(stamps: InputStamps, *resolved) -> str:
     """Key of what every node depends on: the site files and resolved images and loaders."""
-    return hashlib.sha256(repr((__version__, stamps.site, resolved)).encode()).hexdigest()
+    return hashlib.sha256(repr((code_stamp(), stamps.site, resolved)).encode()).hexdigest()
 
 
 class NodeRecord(NamedTuple):

@@ -161,6 +161,7 @@ def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
             ignition=_fragment(doc, defaults, "ignition", ("defaults",)),
         ),
         doc=doc,
+        exports=data.get("exports", {}),
     )
 
 

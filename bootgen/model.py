@@ -114,6 +114,7 @@ class Site:
     server: ServerSettings
     defaults: Defaults
     doc: SourceDoc = field(compare=False, repr=False)
+    exports: dict = field(default_factory=dict)  # {"pixiecore": bool, "tinkerbell": {...}}
 
     def url(self, tree_path: str) -> str:
         """The HTTP URL of a file in the tree."""

@@ -15,6 +15,7 @@ from ..model import Inputs, Node, Profile
 from ..plan import Artifact, Plan
 from . import osconfig
 from .boot import BootEntry, image_url
+from .exports import EXPORTS
 from .targets import TARGETS, SITE_TARGETS
 from .templating import Templates
 
@@ -80,6 +81,9 @@ def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:
     artifacts = list(config.artifacts) if config else []
     for loader in profile.loaders:
         artifacts.extend(TARGETS[loader](ctx, entry))
+    for name, export in EXPORTS.items():
+        if ctx.inputs.site.exports.get(name):
+            artifacts.extend(export(ctx, node, entry, config))
     return artifacts
 
 

@@ -27,11 +27,12 @@ def render_ignition(ctx, node: Node, profile: Profile) -> OsConfig:
     final = final_config(ctx, node, profile)
     final_url, artifacts = _place(ctx, node, "ignition.json", final)
     final_url += "ignition.json"
+    final_hash = ignition_sha512(final)
     if node.boot != "install" or profile.variant == "fcos":
-        return OsConfig(final_url, artifacts, final_url)
-    stage1 = installer_config(ctx, node, profile, final_url, ignition_sha512(final))
+        return OsConfig(final_url, artifacts, final_url, final_hash)
+    stage1 = installer_config(ctx, node, profile, final_url, final_hash)
     stage1_url, stage1_artifacts = _place(ctx, node, "install.ign", stage1)
-    return OsConfig(stage1_url + "install.ign", artifacts + stage1_artifacts, final_url)
+    return OsConfig(stage1_url + "install.ign", artifacts + stage1_artifacts, final_url, final_hash)
 
 
 def _place(ctx, node: Node, name: str, config: dict):

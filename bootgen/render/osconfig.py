@@ -18,6 +18,7 @@ class OsConfig:
     url: str  # what the booted kernel fetches first (`config_url`)
     artifacts: tuple[Artifact, ...]
     final_url: str | None = None  # the node's final config, when `url` is an installer stage
+    final_sha512: str | None = None  # of the final config's bytes (Ignition), for installers to check
 
 
 def content_addressed(ctx, node: Node, files: dict[str, bytes], target: str) -> tuple[str, tuple[Artifact, ...]]:

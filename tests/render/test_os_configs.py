@@ -90,3 +90,34 @@ def test_seed_001_cloud_config_names_and_install_script(tree):
     script = next(p for p in _files(tree, "cloud-config") if p.name == "install.sh").read_text()
     assert "sudo coreos-install -d /dev/sda -c /tmp/cloud-config.yml -C stable -V 1010.5.0" in script
     assert "sudo reboot" in script
+
+
+def test_tinkerbell_export_for_the_seed_004_worker(tree):
+    import yaml
+
+    hardware, template, workflow = yaml.safe_load_all((tree / "tinkerbell" / "tink-worker.yaml").read_text())
+    dhcp = hardware["spec"]["interfaces"][0]["dhcp"]
+    assert (dhcp["mac"], dhcp["ip"]) == ("08:00:27:00:00:01", {
+        "address": "192.168.1.5", "netmask": "255.255.255.248", "gateway": "192.168.1.1"})
+    netboot = hardware["spec"]["interfaces"][0]["netboot"]
+    assert netboot == {"allowPXE": True, "allowWorkflow": True,
+                       "ipxe": {"url": "http://10.0.0.5:8080/ipxe/08-00-27-00-00-01.ipxe"}}
+    assert (tree / "ipxe" / "08-00-27-00-00-01.ipxe").is_file()
+    actions = yaml.safe_load(template["spec"]["data"])["tasks"][0]["actions"]
+    assert actions[1]["command"] == ["/usr/local/bin/flatcar-install", "-s", "-i", "/statedir/ignition.json"]
+    fetch = actions[0]["command"][2]
+    final_path = fetch.split("http://10.0.0.5:8080/", 1)[1].split()[0]
+    digest = hashlib.sha512((tree / final_path).read_bytes()).hexdigest()
+    assert f"echo '{digest}  /statedir/ignition.json' | sha512sum -c -" in fetch
+    assert workflow["spec"] == {"templateRef": "tink-worker-flatcar-install", "hardwareRef": "tink-worker",
+                                "hardwareMap": {"device_1": "08:00:27:00:00:01"}}
+    installed = list(yaml.safe_load_all((tree / "tinkerbell" / "node-3.yaml").read_text()))
+    assert len(installed) == 1 and installed[0]["spec"]["interfaces"][0]["netboot"]["allowWorkflow"] is False
+
+
+def test_pixiecore_api_answers(tree):
+    answer = json.loads((tree / "pixiecore" / "v1" / "boot" / "00:0c:29:4f:62:c7").read_text())
+    assert answer["kernel"] == "http://192.168.1.3:12345/ubuntu-22.04.1/casper/vmlinuz"
+    assert answer["initrd"] == ["http://192.168.1.3:12345/ubuntu-22.04.1/casper/initrd"]
+    assert "autoinstall ds=nocloud-net;s=http://10.0.0.5:8080/configs/ubuntu-4f62c7/" in answer["cmdline"]
+    assert not (tree / "pixiecore" / "v1" / "boot" / "00:1e:06:45:0a:03").exists()  # boots its disk
