@@ -17,6 +17,7 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is 
 
 from ..model import Node, Profile
 from ..plan import Artifact
+from .network import networkd_file_name, networkd_unit
 from .osconfig import OsConfig, content_addressed
 
 DEFAULT_DISK = "/dev/sda"
@@ -48,12 +49,7 @@ def cloud_config_bytes(node: Node) -> bytes:
 
 
 def _network_file(index: int, iface) -> dict:
-    lines = ["[Match]", f"MACAddress={iface.mac}", "", "[Network]", f"Address={iface.address}"]
-    if iface.gateway:
-        lines.append(f"Gateway={iface.gateway}")
-    lines.extend(f"DNS={dns}" for dns in iface.dns)
-    return {"path": f"/etc/systemd/network/{10 + index:02d}-bootgen.network", "permissions": "0644",
-            "content": "\n".join(lines) + "\n"}
+    return {"path": networkd_file_name(index, iface), "permissions": "0644", "content": networkd_unit(iface)}
 
 
 def install_script(ctx, node: Node, profile: Profile, config_url: str) -> bytes:

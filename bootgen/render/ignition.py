@@ -18,6 +18,7 @@ from __future__ import annotations
 from ..model import Node, Profile
 from ..osconfig.butane import ButaneLayer, build_ignition, ignition_sha512, serialize_ignition
 from ..source import load_yaml_file
+from .network import networkd_file_name, networkd_unit
 from .osconfig import OsConfig, content_addressed
 
 DEFAULT_DISK = "/dev/sda"
@@ -69,12 +70,7 @@ def generated_basics(node: Node) -> dict:
 
 
 def _networkd_file(index: int, iface) -> dict:
-    lines = ["[Match]", f"MACAddress={iface.mac}", "", "[Network]", f"Address={iface.address}"]
-    if iface.gateway:
-        lines.append(f"Gateway={iface.gateway}")
-    lines.extend(f"DNS={dns}" for dns in iface.dns)
-    return {"path": f"/etc/systemd/network/{10 + index:02d}-bootgen-{iface.mac.replace(':', '')}.network",
-            "mode": 0o644, "contents": {"inline": "\n".join(lines) + "\n"}}
+    return {"path": networkd_file_name(index, iface), "mode": 0o644, "contents": {"inline": networkd_unit(iface)}}
 
 
 def installer_config(ctx, node: Node, profile: Profile, final_url: str, final_hash: str) -> dict:

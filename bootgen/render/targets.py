@@ -29,20 +29,20 @@ def _identities(node: Node):
 
 
 def pxelinux(ctx, entry: BootEntry) -> list[Artifact]:
-    spelled = for_loader(entry, "pxelinux", ctx.inputs.site)
-    data = ctx.templates.render("pxelinux.cfg.j2", {"entry": spelled, "label": "bootgen", "timeout": 0,
-                                                    "title": _title(entry)}, node=entry.node.name)
-    return [Artifact.from_bytes(f"pxelinux.cfg/{_pxe_name(kind, value)}", data, target="pxelinux",
-                                node=entry.node.name)
-            for kind, value in _identities(entry.node)]
+    return _per_mac_and_ip(ctx, entry, "pxelinux", "pxelinux.cfg.j2", "pxelinux.cfg/",
+                           {"label": "bootgen", "timeout": 0})
 
 
 def grub(ctx, entry: BootEntry) -> list[Artifact]:
-    spelled = for_loader(entry, "grub", ctx.inputs.site)
-    data = ctx.templates.render("grub.cfg-node.j2", {"entry": spelled, "label": _title(entry),
-                                                     "title": _title(entry)}, node=entry.node.name)
-    return [Artifact.from_bytes(f"grub/grub.cfg-{_pxe_name(kind, value)}", data, target="grub",
-                                node=entry.node.name)
+    return _per_mac_and_ip(ctx, entry, "grub", "grub.cfg-node.j2", "grub/grub.cfg-", {"label": _title(entry)})
+
+
+def _per_mac_and_ip(ctx, entry: BootEntry, loader: str, template: str, prefix: str, extra: dict) -> list[Artifact]:
+    """pxelinux and GRUB look for `01-<mac>`, then the hex IP: one file, written under each name."""
+    spelled = for_loader(entry, loader, ctx.inputs.site)
+    context = {"entry": spelled, "title": _title(entry), **extra}
+    data = ctx.templates.render(template, context, node=entry.node.name)
+    return [Artifact.from_bytes(f"{prefix}{_pxe_name(kind, value)}", data, target=loader, node=entry.node.name)
             for kind, value in _identities(entry.node)]
 
 
