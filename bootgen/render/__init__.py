@@ -132,6 +132,7 @@ def template_vars(ctx: RenderContext, node: Node, profile: Profile, image_set, c
         "boot": node.boot,
         "mac": node.interfaces[0].mac,
         "vars": {**profile.vars, **node.vars},
+        "install": {**profile.install, **node.install},
         "images": _image_urls(ctx, image_set),
     }
 

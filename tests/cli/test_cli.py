@@ -21,7 +21,7 @@ def test_version():
 def test_build_then_check(example):
     result = _run("build")
     assert result.exit_code == 0, result.output
-    assert "files for 6 nodes -> build" in result.output
+    assert "files for 7 nodes -> build" in result.output
     assert _run("build").output.endswith("unchanged (build " + result.output.split("build ")[-1].split()[0] + ")\n")
     assert _run("check").exit_code == 0
 

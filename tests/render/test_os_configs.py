@@ -4,6 +4,7 @@ Every Ignition file must pass `ignition-validate` with no output at all (it
 exits 0 on warnings), and every cloud-config must pass `cloud-init schema`.
 """
 import hashlib
+import re
 import json
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ def tree(example):
 def test_every_ignition_file_passes_ignition_validate(tree):
     assert shutil.which("ignition-validate"), "install Debian's `ignition` package"
     configs = _files(tree, "ignition")
-    assert len(configs) == 6  # node-1, node-2, tink-worker: final + stage 1 each
+    assert len(configs) == 7  # node-1, node-2, tink-worker: final + stage 1 each; fcos-1: final only
     for config in configs:
         done = subprocess.run(["ignition-validate", str(config)], capture_output=True, text=True, timeout=60)
         assert (done.returncode, done.stdout + done.stderr) == (0, ""), config
@@ -121,3 +122,14 @@ def test_pixiecore_api_answers(tree):
     assert answer["initrd"] == ["http://192.168.1.3:12345/ubuntu-22.04.1/casper/initrd"]
     assert "autoinstall ds=nocloud-net;s=http://10.0.0.5:8080/configs/ubuntu-4f62c7/" in answer["cmdline"]
     assert not (tree / "pixiecore" / "v1" / "boot" / "00:1e:06:45:0a:03").exists()  # boots its disk
+
+
+def test_fcos_installs_from_kernel_arguments_with_its_butane_file(tree):
+    ipxe = (tree / "ipxe" / "52-54-00-fc-05-01.ipxe").read_text()
+    final_url = re.search(r"coreos.inst.ignition_url=(\S+)", ipxe).group(1)
+    assert "coreos.inst.install_dev=/dev/nvme0n1" in ipxe
+    assert final_url.endswith("/ignition.json")  # no stage 1: coreos-installer writes the final config
+    final = json.loads((tree / final_url.split("http://10.0.0.5:8080/", 1)[1]).read_text())
+    motd = next(f for f in final["storage"]["files"] if f["path"] == "/etc/motd")
+    assert unquote(motd["contents"]["source"].removeprefix("data:,")) == "Installed by bootgen.\n"
+    assert not (tree / "pxelinux.cfg" / "01-52-54-00-fc-05-01").exists()  # profile loaders: ipxe, grub

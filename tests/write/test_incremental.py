@@ -40,10 +40,10 @@ def test_site_or_template_edit_renders_everything(example):
     build(example, fetch=False)
     site = example.site / "site.yaml"
     site.write_text(site.read_text().replace("console=tty0", "console=tty1"))
-    assert build(example, fetch=False).rendered == 6
+    assert build(example, fetch=False).rendered == 7
     (example.site / "templates").mkdir()
     (example.site / "templates" / "node.ipxe.j2").write_text("#!ipxe\nexit\n")
-    assert build(example, fetch=False).rendered == 6
+    assert build(example, fetch=False).rendered == 7
     assert (example.out / "ipxe" / "00-1e-06-45-0a-01.ipxe").read_text() == "#!ipxe\nexit\n"
 
 
