@@ -91,8 +91,12 @@ def _serve_user_mode(tree: sites.Tree, workdir: Path, payload, uefi_loader: str)
     uefi_file = {"ipxe": "ipxe.efi", "grub": "grubnetx64.efi"}[uefi_loader]
     lan = rig.UserLan.create(tree.root, f"{tree.site.base_url}boot.ipxe", workdir, payload.kernel, private=False)
     lan.bootfile_for.update({node.name: uefi_file for node in tree.nodes if node.name in UEFI_NODES})
-    # Probed on the host's loopback, which the guest sees as 10.0.2.2.
-    lan.start_nginx(tree.root / "server" / "nginx.conf", f"http://127.0.0.1:{tree.site.http_port}/boot.ipxe")
+    try:
+        # Probed on the host's loopback, which the guest sees as 10.0.2.2.
+        lan.start_nginx(tree.root / "server" / "nginx.conf", f"http://127.0.0.1:{tree.site.http_port}/boot.ipxe")
+    except BaseException:
+        lan.close()
+        raise
     return lan
 
 
