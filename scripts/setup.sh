@@ -20,5 +20,6 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
 
-python3 -m pip install -q -e .
+. scripts/python-env.sh
+$PY -m pip install -q -e .
 bootgen build

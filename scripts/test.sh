@@ -21,5 +21,6 @@ $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $PACKAGES
 sh scripts/e2e-deps.sh
 
-python3 -m pip install -q -e '.[test]'
-exec python3 -m pytest "$@"
+. scripts/python-env.sh
+$PY -m pip install -q -e '.[test]'
+exec $PY -m pytest "$@"
