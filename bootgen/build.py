@@ -254,7 +254,7 @@ def _relink_all(records: list[NodeRecord], staging: Staging) -> tuple[list[NodeR
 def _relink(record: NodeRecord, staging: Staging) -> bool:
     """Link an unchanged node's files from the live tree; False if one is missing there."""
     live = staging.live
-    return all(staging.link(path, os.path.join(live, path)) for path, *_ in record.files)
+    return all(staging.link(path, os.path.join(live, path), sha256) for path, sha256, *_ in record.files)
 
 
 def _render_fresh(ctx, path: Path, stamps: InputStamps, key: str, staging: Staging) -> NodeRecord:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -55,13 +57,15 @@ def live_build_id(out: Path) -> str | None:
 class Staging:
     """A tree under construction in `.bootgen/builds/.partial-*`."""
 
-    def __init__(self, path: Path, live: Path | None):
+    def __init__(self, path: Path, live: Path | None, present: dict[str, str] | None = None):
         self.path = path
         self.root = str(path)
         self.live = str(live) if live is not None else None
         self.written = 0
         self.linked = 0
         self.live_hashes: dict[str, str] = {}  # path -> sha256 of live files known to the caller
+        # Files already in a recycled tree (path -> sha256): kept when unchanged, else replaced.
+        self.present = present or {}
         self._dirs: set[str] = set()
 
     def put(self, artifact: Artifact) -> None:
@@ -74,6 +78,9 @@ class Staging:
                                       hint="the previous tree is untouched and still served")) from None
 
     def _put(self, artifact: Artifact) -> None:
+        if self.present.get(artifact.path) == artifact.sha256:
+            self.linked += 1
+            return
         target = self._target(artifact.path)
         if self._link_unchanged(artifact, target) or \
                 (artifact.source is not None and _link(os.path.realpath(artifact.source), target)):
@@ -89,19 +96,47 @@ class Staging:
         return self.live is not None and self.live_hashes.get(artifact.path) == artifact.sha256 and \
             _link(os.path.join(self.live, artifact.path), target)
 
-    def link(self, path: str, source: str) -> bool:
+    def link(self, path: str, source: str, sha256: str) -> bool:
         """Hard-link `source` as `path` (unchanged since the live tree); False if it is gone.
 
         Safe to call from several threads; the caller counts the links."""
+        if self.present.get(path) == sha256:
+            return True
         return _link(source, self._target(path))
 
     def _target(self, path: str) -> str:
-        """Absolute staging path for `path`, creating its directory once."""
+        """Absolute staging path for `path`, creating its directory once.
+
+        A path a recycled tree holds with other bytes is unlinked first: its
+        inode may be shared with the live tree, so it is never written in place."""
         parent = os.path.dirname(path)
         if parent not in self._dirs:
             os.makedirs(os.path.join(self.root, parent), exist_ok=True)
             self._dirs.add(parent)
-        return os.path.join(self.root, path)
+        target = os.path.join(self.root, path)
+        if path in self.present:
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                pass
+        return target
+
+    def remove_stale(self, keep: set[str]) -> None:
+        """Delete what a recycled tree holds that the new build does not (and emptied directories)."""
+        parents = set()
+        for path in self.present.keys() - keep:
+            try:
+                os.unlink(os.path.join(self.root, path))
+            except FileNotFoundError:
+                pass
+            parents.add(os.path.dirname(path))
+        for parent in sorted(parents, key=len, reverse=True):
+            while parent:
+                try:
+                    os.rmdir(os.path.join(self.root, parent))
+                except OSError:
+                    break  # not empty (or gone): its ancestors are not empty either
+                parent = os.path.dirname(parent)
 
 
 def write_bytes(target: str, data: bytes) -> None:
@@ -120,15 +155,47 @@ class TreeWriter:
         self.builds.mkdir(parents=True, exist_ok=True)
         self._lock = open(state_dir / "lock", "w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # a second build waits instead of racing the switch
-        self._remove_partial()
+        self._discard(self.builds.glob(".partial-*"))  # left by a build that was killed midway
         self.live = live_build_id(out)
-        self.staging = Staging(self.builds / f".partial-{os.getpid()}", out.resolve() if self.live else None)
-        self.staging.path.mkdir()
+        staging_path = self.builds / f".partial-{os.getpid()}"
+        present = self._recycle(staging_path)
+        if present is None:
+            staging_path.mkdir()
+        self.staging = Staging(staging_path, out.resolve() if self.live else None, present)
+
+    def _recycle(self, staging_path: Path) -> dict[str, str] | None:
+        """Reuse the oldest kept tree, which the next prune would delete anyway, as the staging tree.
+
+        Only files that differ from it are then replaced, instead of making
+        every entry of a new tree again. It has not been served since two
+        builds ago, and a reader that still has one of its files open keeps
+        reading the old bytes: files are replaced by new directory entries,
+        never rewritten in place. Returns its path -> sha256 map, or None."""
+        trees = self._trees()
+        if len(trees) < KEEP_BUILDS:
+            return None
+        oldest = trees[-1]
+        try:
+            manifest = json.loads((oldest / MANIFEST).read_bytes())
+            present = {f["path"]: f["sha256"] for f in manifest["files"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        os.rename(oldest, staging_path)
+        for name in (MANIFEST, CHECKSUMS):
+            (staging_path / name).unlink(missing_ok=True)
+        return present
+
+    def _trees(self) -> list[Path]:
+        """Complete trees other than the live one, newest first."""
+        live = self.out.resolve() if self.live else None
+        trees = [p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")
+                 and p.resolve() != live and (p / MANIFEST).is_file()]
+        return sorted(trees, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def close(self) -> None:
-        """Release the lock; a staging directory not committed is removed."""
+        """Release the lock; a staging directory not committed is removed (in the background)."""
         if self.staging.path.exists():
-            shutil.rmtree(self.staging.path, ignore_errors=True)
+            self._discard([self.staging.path])
         self._lock.close()
 
     def __enter__(self) -> "TreeWriter":
@@ -146,6 +213,7 @@ class TreeWriter:
             return WriteResult(build_id, final, False, 0, 0)
         try:
             if not (final / MANIFEST).is_file():
+                staging.remove_stale({f["path"] for f in manifest["files"]})
                 write_bytes(staging.path / MANIFEST, manifest_bytes(manifest))
                 write_bytes(staging.path / CHECKSUMS, checksums_bytes(manifest))
                 sync_filesystem(staging.path)  # on disk before any server is switched to it
@@ -167,22 +235,19 @@ class TreeWriter:
         os.symlink(os.path.relpath(final, self.out.absolute().parent.resolve()), temp)
         os.replace(temp, self.out)
 
-    def _remove_partial(self) -> None:
-        """Staging directories left by a build that was killed midway (we hold the lock)."""
-        for leftover in self.builds.glob(".partial-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-
     def _prune(self, keep: Path) -> None:
-        """Keep the newest few trees, never the live one; delete the rest in the background.
-
-        Deleting 80,000 files takes longer than building them, so old trees are
-        renamed out of the way at once and removed by a detached process (the
-        next build retries any it did not finish)."""
+        """Keep the newest few trees, never the live one."""
         trees = sorted((p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in trees[KEEP_BUILDS:]:
-            if old.resolve() != keep.resolve():
-                os.rename(old, self.builds / f".trash-{old.name}")
+        self._discard([old for old in trees[KEEP_BUILDS:] if old.resolve() != keep.resolve()])
+
+    def _discard(self, directories) -> None:
+        """Delete trees in the background: removing 100,000 files takes longer than building them.
+
+        They are renamed out of the way at once; a detached process removes
+        them, and the next build retries any it did not finish."""
+        for directory in directories:
+            os.rename(directory, self.builds / f".trash-{directory.name.lstrip('.')}-{secrets.token_hex(4)}")
         trash = [str(p) for p in self.builds.glob(".trash-*")]
         if trash:
             subprocess.Popen([sys.executable, "-c", "import shutil, sys\nfor p in sys.argv[1:]: shutil.rmtree(p, True)",

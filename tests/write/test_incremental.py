@@ -97,3 +97,24 @@ def test_a_file_missing_from_the_live_tree_is_rendered_again(example):
     assert result.rendered == 2  # node-1 (edited) and node-2 (its file was missing)
     assert (example.out / "pxelinux.cfg" / "0A000047").read_bytes() == data
     assert result.write.build_id != first.write.build_id
+
+
+def test_recycled_trees_never_touch_the_trees_still_kept(example):
+    """From the fourth build on, the oldest tree is reused as the staging tree; the
+    live one and the one before it must still match their own checksums."""
+    import subprocess
+
+    builds = example.state / "builds"
+    for i in range(6):
+        node = example.nodes / ("node-2.yaml" if i % 2 else "ubuntu-4f62c7.yaml")
+        node.write_text(node.read_text() + f"kernel_args: [round={i}]\n" if "kernel_args" not in node.read_text()
+                        else node.read_text().replace(f"round={i - 2}", f"round={i}"))
+        result = build(example, fetch=False)
+        assert result.write.changed
+        for tree in (p for p in builds.iterdir() if not p.name.startswith(".")):
+            check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=tree, capture_output=True,
+                                   text=True, timeout=60)
+            assert check.returncode == 0, (i, tree.name, check.stdout)
+            listed = {line.split("  ", 1)[1] for line in (tree / "SHA256SUMS").read_text().splitlines()}
+            on_disk = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()}
+            assert on_disk - listed == {"manifest.json", "SHA256SUMS"}
