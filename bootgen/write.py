@@ -172,7 +172,7 @@ class TreeWriter:
         reading the old bytes: files are replaced by new directory entries,
         never rewritten in place. Returns its path -> sha256 map, or None."""
         trees = self._trees()
-        if len(trees) < KEEP_BUILDS:
+        if len(trees) < KEEP_BUILDS - 1:  # the live tree and the ones before it stay
             return None
         oldest = trees[-1]
         try:
