@@ -63,14 +63,19 @@ class BuildResult:
 
 def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> tuple:
     """Everything short of writing, from scratch: the validated inputs and the full plan."""
-    from .images import boot_loader_files
     from .load import load_inputs
     from .render import render
 
     inputs = load_inputs(paths.site, paths.nodes)
     images = _resolve(inputs, paths, fetch, progress)
-    placed = [f for image_set in images.values() for f in image_set.files] + list(boot_loader_files())
-    return inputs, render(inputs, images, display_root=Path.cwd(), extra_files=placed)
+    return inputs, render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
+
+
+def _placed_files(images: dict) -> list:
+    """Image and boot loader files to link into the tree (bootgen.images.PlacedFile)."""
+    from .images import boot_loader_files
+
+    return [f for image_set in images.values() for f in image_set.files] + list(boot_loader_files())
 
 
 def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> dict:
@@ -122,14 +127,12 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     """Load the site, resolve images and loaders: once per change of site files (watch keeps it)."""
     if state.site_cache is not None and state.site_cache[0] == stamps.site:
         return state.site_cache[1]
-    from .images import boot_loader_files
     from .load import Reader, load_site
     from .render import make_context, placed_artifact
 
     site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
     images = _resolve(site_inputs, paths, fetch, progress)
-    placed = [placed_artifact(f) for image_set in images.values() for f in image_set.files]
-    placed += [placed_artifact(f) for f in boot_loader_files()]
+    placed = [placed_artifact(f) for f in _placed_files(images)]
     key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
     prepared = (make_context(site_inputs, images, Path.cwd()), placed, key)
     state.site_cache = (stamps.site, prepared)
@@ -168,7 +171,7 @@ class _Outcome:
         self.linked += other.linked
 
 
-def _finish_plan(ctx: RenderContext, outcome: _Outcome, placed: list[Artifact]) -> Plan:
+def _finish_plan(ctx, outcome: _Outcome, placed: list[Artifact]) -> Plan:
     """Fleet-wide checks, then every artifact (node files as metadata only) in one plan."""
     from .load import Reader, check_claims
     from .render import render_site_files

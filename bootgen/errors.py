@@ -7,7 +7,7 @@ collect problems and raise once, so a user fixes everything in one pass.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 

@@ -37,11 +37,6 @@ def code_stamp() -> str:
     return hashlib.sha256(repr((__version__, stats)).encode()).hexdigest()
 
 
-def file_stat(path: Path) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 def _walk(directory: Path):
     """(relative path, stat) of every file below `directory`, in a stable order."""
     stack = [directory]

@@ -287,13 +287,3 @@ def _link(source: str, target: str) -> bool:
             raise
         shutil.copyfile(source, target)
     return True
-
-
-def write_tree(artifacts: dict[str, Artifact], manifest: dict, out: Path, state_dir: Path) -> WriteResult:
-    """Write every artifact of a plan and switch `out` to the result."""
-    with TreeWriter(out, state_dir) as writer:
-        if writer.live == manifest["build_id"]:
-            return writer.commit(manifest)
-        for path in sorted(artifacts):
-            writer.staging.put(artifacts[path])
-        return writer.commit(manifest, writer.staging.written, writer.staging.linked)
