@@ -18,10 +18,11 @@ import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 import os
 import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError, RenderError
+from .errors import InputError, Location, OutputError, Problem, RenderError
 from .incremental import BuildState, InputStamps, NodeRecord, site_key
 from .plan import Artifact, Plan
 from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
@@ -102,24 +103,259 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     if live is not None and state.stamp == stamp and live == state.build_id:
         write = WriteResult(live, paths.out.resolve(), False, 0, 0)
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
-    state.load_records(paths.state)
-    if live != state.build_id:  # the live tree is not the one these records describe
-        state.records, state.shared = {}, {}
+    _load_state(state, paths, live)
     ctx, placed, key = _prepare_site(paths, stamps, state, fetch, progress)
-    with TreeWriter(paths.out, paths.state) as writer:
-        from .load import node_files
-
-        work = [(path, _reusable(state, stamps, path, key)) for path in node_files(paths.nodes)]
+    work = [(path, _reusable(state, stamps, path, key)) for path in _node_files(paths.nodes)]
+    fresh = sum(1 for _, record in work if record is None)
+    if state.listing is not None and fresh < PARALLEL_THRESHOLD:
+        # A few nodes changed: render them in memory first, so a build that
+        # changes nothing leaves every kept tree alone.
+        collected = _Collector()
+        outcome = _run_nodes(ctx, work, stamps, key, collected, jobs=1)
+        change = _assemble(ctx, outcome, state, placed, key)
+        if change.listing.build_id() == live:
+            return _unchanged(state, stamp, change, outcome, started)
+        with TreeWriter(paths.out, paths.state, state.drift) as writer:
+            for artifact in collected.artifacts + change.shared:
+                writer.staging.put(artifact)
+            return _commit(writer, state, stamp, change, outcome, paths, started, save_state)
+    with TreeWriter(paths.out, paths.state, state.drift if state.listing is not None else None) as writer:
         outcome = _run_nodes(ctx, work, stamps, key, writer.staging, jobs)
-        plan = _finish_plan(ctx, outcome, placed)
+        change = _assemble(ctx, outcome, state, placed, key)
         writer.staging.live_hashes = state.shared
-        written, linked = _place_shared_files(plan, writer.staging)
-        write = writer.commit(plan.manifest(), outcome.written + written, outcome.linked + linked)
-        state.stamp, state.build_id, state.files = stamp, write.build_id, len(plan.artifacts)
-        state.shared = {a.path: a.sha256 for a in plan.artifacts.values() if a.node is None}
-        state.records = {record.name: record for record in outcome.records}
+        for artifact in change.shared:
+            writer.staging.put(artifact)
+        return _commit(writer, state, stamp, change, outcome, paths, started, save_state)
+
+
+def _load_state(state: BuildState, paths: Paths, live: str | None) -> None:
+    """Node records and the live tree's listing, if they describe the live tree."""
+    from .plan import Listing
+
+    state.load_records(paths.state)
+    if live is None or live != state.build_id:  # the live tree is not the one these records describe
+        state.forget()
+    elif state.records and state.listing is None:
+        state.listing = Listing.read(paths.out.resolve())
+        if state.listing is None:
+            state.forget()
+
+
+def _node_files(nodes_dir: Path) -> list[Path]:
+    """The node files in name order (as `bootgen.load.node_files`, without sorting Path objects)."""
+    if not nodes_dir.is_dir():
+        return []
+    names = sorted(e.name for e in os.scandir(nodes_dir)
+                   if e.name.endswith((".yaml", ".yml")) and not e.name.startswith("."))
+    return [nodes_dir / name for name in names]
+
+
+class _Collector:
+    """Stands in for the staging tree while nodes render before it is opened."""
+
+    def __init__(self) -> None:
+        self.artifacts: list[Artifact] = []
+        self.written = self.linked = 0
+
+    def put(self, artifact: Artifact) -> None:
+        self.artifacts.append(artifact)
+
+
+@dataclass
+class _Change:
+    """A build's result before it is written: the new listing and what differs from the live tree."""
+
+    listing: object  # bootgen.plan.Listing
+    changed: set[str]  # paths whose bytes differ from the live tree (added, changed, removed)
+    placed: set[str]  # paths this build puts in staging itself
+    shared: list[Artifact]  # files no node owns that this build puts
+    shared_hashes: dict[str, str]
+    shared_key: str
+
+
+def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact], key: str) -> _Change:
+    """Fleet-wide checks, then the new listing: the live one patched, or a new one."""
+    from .plan import Listing
+
+    outcome.records.sort(key=lambda r: r.name)
+    outcome.by_name = {record.name: record for record in outcome.records}
+    deleted = [record for name, record in (state.records or {}).items() if name not in outcome.by_name]
+    _check_claims(outcome, state, deleted)
+    shared, shared_hashes, shared_key = _shared_files(ctx, outcome, state, placed, key, deleted)
+    _check_paths(outcome, state, shared, deleted)
+    shared_lines = {a.path: a.listing_lines() for a in shared}
+    if state.listing is None:
+        listing = Listing.of_lines({**outcome.lines, **shared_lines})
+        changed = set(outcome.lines) | set(shared_lines)
+    else:
+        listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
+    placed_paths = set(outcome.lines) | set(shared_lines)
+    return _Change(listing, changed, placed_paths, shared, shared_hashes, shared_key)
+
+
+def _patch(state: BuildState, outcome: "_Outcome", deleted, shared_lines: dict, shared_hashes: dict):
+    """The live listing with this build's changes; (listing, paths that differ from the live tree)."""
+    listing = state.listing
+    upserts = {path: lines for path, lines in {**outcome.lines, **shared_lines}.items()
+               if listing.sha256(path) != lines[1][:64] or listing.entries[listing.find(path)] != lines[0]}
+    kept = set(outcome.lines) | set(shared_hashes)
+    before = [path for name in outcome.rendered_names for path in _old_paths(state, name)]
+    before += [path for record in deleted for path in record.paths] + list(state.shared)
+    removals = {path for path in before if path not in kept}
+    return listing.patched(upserts, removals), set(upserts) | removals
+
+
+def _old_paths(state: BuildState, name: str) -> tuple[str, ...]:
+    record = (state.records or {}).get(name)
+    return record.paths if record is not None else ()
+
+
+def _check_claims(outcome: "_Outcome", state: BuildState, deleted) -> None:
+    """MACs, addresses and host names stay unique: checked against an index of every claim,
+    updated for the nodes that changed; on a conflict the full check words the problem."""
+    from .load import Reader, check_claims
+
+    index = state.claims
+    if index is None or state.records is None:
+        index = {(c[0], c[1]): c for record in (state.records or {}).values() for c in record.claims}
+    index = dict(index)
+    for record in [*(state.records.get(name) for name in outcome.rendered_names), *deleted]:
+        for claim in record.claims if record is not None else ():
+            if index.get((claim[0], claim[1]), (None, None, None))[2] == claim[2]:
+                del index[(claim[0], claim[1])]
+    conflict = False
+    for name in outcome.rendered_names:
+        for claim in outcome.by_name[name].claims:
+            owner = index.setdefault((claim[0], claim[1]), claim)
+            conflict |= owner[2] != claim[2]
+    reader = Reader(Path.cwd())
+    if conflict:
+        check_claims([claim for record in outcome.records for claim in record.claims], reader)
+    problems = outcome.problems + reader.problems
+    if problems:
+        raise (InputError if outcome.input_problem or reader.problems else RenderError)(problems)
+    state.claims = index
+
+
+def _shared_files(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact], key: str, deleted):
+    """The files no node owns: re-rendered when the site or any node's DHCP hosts changed.
+
+    Returns (artifacts to put, path -> sha256 of all of them, the key they were made for)."""
+    from .render import render_site_files
+
+    hosts_changed = any(record.hosts for record in deleted) or any(
+        outcome.by_name[name].hosts != getattr(state.records.get(name), "hosts", ())
+        for name in outcome.rendered_names)
+    if state.listing is not None and state.shared_key == key and not hosts_changed:
+        return [], state.shared, key
+    hosts = tuple(host for record in outcome.records for host in record.hosts)
+    shared = render_site_files(ctx, hosts) + placed
+    plan = Plan()
+    for artifact in shared:
+        plan.add(artifact)
+    plan.check()
+    artifacts = list(plan.artifacts.values())
+    return artifacts, {a.path: a.sha256 for a in artifacts}, key
+
+
+def _check_paths(outcome: "_Outcome", state: BuildState, shared: list[Artifact], deleted) -> None:
+    """No two outputs on one path: among this build's files, and against the live listing
+    for paths a node did not have before."""
+    problems = list(outcome.path_problems)
+    for artifact in shared:
+        owner = outcome.owners.get(artifact.path)
+        if owner is not None:
+            problems.append(_collision(artifact.path, _producer(artifact), _listed_producer(outcome.lines, artifact.path)))
+    listing = state.listing
+    if listing is not None:
+        redone = set(outcome.rendered_names) | {record.name for record in deleted}
+        for name in outcome.rendered_names:
+            before = set(_old_paths(state, name))
+            for path in outcome.by_name[name].paths:
+                if path in before or listing.find(path) is None:
+                    continue
+                owner = listing.node(path)
+                if owner is not None and owner not in redone:
+                    problems.append(_collision(path, _listed_producer(outcome.lines, path),
+                                               f"{json.loads(listing.entries[listing.find(path)])['target']} "
+                                               f"for node '{owner}'"))
+    if problems:
+        raise RenderError(problems)
+
+
+def _collision(path: str, first: str, second: str) -> Problem:
+    return Problem(Location(path), f"two outputs claim this path: {first} and {second}",
+                   hint="file names come from MACs, addresses and node names; make them unique")
+
+
+def _producer(artifact: Artifact) -> str:
+    return f"{artifact.target} for node '{artifact.node}'" if artifact.node else artifact.target
+
+
+def _listed_producer(lines: dict, path: str) -> str:
+    entry = json.loads(lines[path][0])
+    return f"{entry['target']} for node '{entry['node']}'" if entry["node"] else entry["target"]
+
+
+def _unchanged(state: BuildState, stamp: str, change: _Change, outcome: "_Outcome", started: float) -> BuildResult:
+    """The inputs changed but not the output (an edit and its undo): only the stamp moves."""
+    state.stamp = stamp
+    state.records = {record.name: record for record in outcome.records}
+    live = state.build_id
+    write = WriteResult(live, Path(), False, 0, 0)
+    return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
+                       time.perf_counter() - started)
+
+
+def _commit(writer: TreeWriter, state: BuildState, stamp: str, change: _Change, outcome: "_Outcome",
+            paths: Paths, started: float, save_state: bool) -> BuildResult:
+    staging = writer.staging
+    if staging.live is not None and not staging.recycled:
+        _fill_from_live(staging, change, outcome)
+    write = writer.commit(change.listing, change.changed, change.placed,
+                          outcome.written + staging.written, outcome.linked + staging.linked)
+    parent = state.build_id
+    state.stamp, state.files = stamp, len(change.listing)
+    state.records = {record.name: record for record in outcome.records}
+    state.shared, state.shared_key, state.listing = change.shared_hashes, change.shared_key, change.listing
+    if write.changed:
+        state.remember(write.build_id, parent, change.changed)
+    if save_state:
         state.save(paths.state)
-    return BuildResult(write, len(outcome.records), len(plan.artifacts), outcome.rendered,
+    return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
+                       time.perf_counter() - started)
+
+
+RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
+
+
+def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> None:
+    """A new staging tree gets every unchanged file as a hard link to the live tree's.
+
+    A node whose file is missing there (someone damaged the live tree) is
+    rendered again: same inputs, same bytes."""
+    todo = [path for path in change.listing.paths() if path not in change.placed]
+    chunks = [todo[i::RELINK_THREADS] for i in range(RELINK_THREADS)] if len(todo) > 2000 else [todo]
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        missing = [path for chunk in pool.map(lambda c: [p for p in c if not staging.link_live(p)], chunks)
+                   for path in chunk]
+    staging.linked += len(todo) - len(missing)
+    owners = {change.listing.node(path) for path in missing}
+    if None in owners:
+        raise OutputError(Problem(Location(missing[0]), "missing from the live tree",
+                                  hint="delete .bootgen/stamp and build again"))
+    for name in sorted(owners):
+        _render_fresh(outcome.job, outcome.node_paths[name], staging)
+        outcome.rendered += 1
+
+
+def _unchanged(state: BuildState, stamp: str, change: _Change, outcome: "_Outcome", started: float) -> BuildResult:
+    """The inputs changed but not the output (an edit and its undo): only the state moves."""
+    state.stamp = stamp
+    state.records = {record.name: record for record in outcome.records}
+    state.shared, state.shared_key = change.shared_hashes, change.shared_key
+    write = WriteResult(state.build_id, Path(), False, 0, 0)
+    return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
 
 
@@ -139,28 +375,43 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     return prepared
 
 
-def _place_shared_files(plan: Plan, staging: Staging) -> tuple[int, int]:
-    """Put the files no node owns (node files are in staging already); (written, linked) counts."""
-    written, linked = staging.written, staging.linked
-    for artifact in plan.artifacts.values():
-        if artifact.node is None:
-            staging.put(artifact)
-    return staging.written - written, staging.linked - linked
-
-
 def _reusable(state: BuildState, stamps: InputStamps, path: Path, key: str) -> NodeRecord | None:
-    record = state.records.get(path.stem)
+    record = (state.records or {}).get(path.stem)
     return record if record is not None and record.reusable(stamps, key) else None
 
 
 @dataclass
 class _Outcome:
+    """Node work: every node's record, and the listing lines of the nodes rendered."""
+
     records: list[NodeRecord]
-    problems: list
-    input_problem: bool
+    problems: list = field(default_factory=list)
+    input_problem: bool = False
     rendered: int = 0
     written: int = 0
     linked: int = 0
+    lines: dict = field(default_factory=dict)  # path -> (manifest entry, SHA256SUMS line), rendered nodes
+    owners: dict = field(default_factory=dict)  # path -> node, rendered nodes
+    path_problems: list = field(default_factory=list)  # two rendered nodes on one path
+    rendered_names: list = field(default_factory=list)
+    node_paths: dict = field(default_factory=dict)  # node name -> its file
+    by_name: dict = field(default_factory=dict)  # node name -> record, once all nodes are in
+    job: tuple = ()  # (render context, input stamps, site key), in the parent process only
+
+    def add_rendered(self, record: NodeRecord, lines: dict) -> None:
+        self.records.append(record)
+        self.rendered += 1
+        self.rendered_names.append(record.name)
+        self._add_lines(record.name, lines)
+
+    def _add_lines(self, name: str, lines: dict) -> None:
+        for path, pair in lines.items():
+            other = self.owners.setdefault(path, name)
+            if other != name:
+                self.path_problems.append(_collision(path, _listed_producer(self.lines, path),
+                                                     _listed_producer(lines, path)))
+                continue
+            self.lines[path] = pair
 
     def merge(self, other: "_Outcome") -> None:
         self.records += other.records
@@ -169,63 +420,47 @@ class _Outcome:
         self.rendered += other.rendered
         self.written += other.written
         self.linked += other.linked
-
-
-def _finish_plan(ctx, outcome: _Outcome, placed: list[Artifact]) -> Plan:
-    """Fleet-wide checks, then every artifact (node files as metadata only) in one plan."""
-    from .load import Reader, check_claims
-    from .render import render_site_files
-
-    reader = Reader(Path.cwd())
-    outcome.records.sort(key=lambda r: r.name)
-    check_claims([claim for record in outcome.records for claim in record.claims], reader)
-    problems = outcome.problems + reader.problems
-    if problems:
-        raise (InputError if outcome.input_problem or reader.problems else RenderError)(problems)
-    plan = Plan()
-    for record in outcome.records:
-        for path, sha256, size, immutable, target in record.files:
-            plan.add(Artifact(path, sha256, size, immutable, record.name, target))
-    hosts = tuple(host for record in outcome.records for host in record.hosts)
-    for artifact in render_site_files(ctx, hosts) + placed:
-        plan.add(artifact)
-    plan.check()
-    return plan
+        self.rendered_names += other.rendered_names
+        self.path_problems += other.path_problems
+        paths = {record.name: record.paths for record in other.records}
+        for name in other.rendered_names:
+            self._add_lines(name, {p: other.lines[p] for p in paths[name] if other.owners.get(p) == name})
 
 
 # Node work runs in this process or in forked workers, which inherit these.
 _WORKER: dict = {}
 
 
-def _run_nodes(ctx, work, stamps, key, staging: Staging, jobs: int | None) -> _Outcome:
+def _run_nodes(ctx, work, stamps, key, staging, jobs: int | None) -> _Outcome:
     fresh = sum(1 for _, record in work if record is None)
     jobs = jobs or (os.cpu_count() or 1)
-    _WORKER.update(ctx=ctx, stamps=stamps, key=key, staging=staging)
+    _WORKER.update(job=(ctx, stamps, key), staging=staging)
     try:
         if jobs <= 1 or fresh < PARALLEL_THRESHOLD:
-            return _process(work)
-        chunks = [work[i::jobs * 4] for i in range(jobs * 4)]
-        outcome = _Outcome([], [], False)
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            for part in pool.imap_unordered(_process, chunks):
-                outcome.merge(part)
-        return outcome
+            outcome = _process(work)
+        else:
+            chunks = [work[i::jobs * 4] for i in range(jobs * 4)]
+            outcome = _Outcome([])
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                for part in pool.imap_unordered(_process, chunks):
+                    outcome.merge(part)
     finally:
         _WORKER.clear()
+    outcome.node_paths = {path.stem: path for path, _ in work}
+    outcome.job = (ctx, stamps, key)
+    return outcome
 
 
 def _process(work) -> _Outcome:
-    """Reuse or render each node of `work`, placing its files in the staging tree."""
-    ctx, stamps, key, staging = _WORKER["ctx"], _WORKER["stamps"], _WORKER["key"], _WORKER["staging"]
-    outcome = _Outcome([], [], False)
-    reused, to_render = _relink_all([record for _, record in work if record is not None], staging)
-    outcome.records += reused
-    outcome.linked += sum(len(record.files) for record in reused)
-    paths = [path for path, record in work if record is None or record.name in to_render]
+    """Render each node of `work` that has no reusable record, placing its files in `staging`."""
+    staging = _WORKER["staging"]
+    outcome = _Outcome([record for _, record in work if record is not None])
     before_written, before_linked = staging.written, staging.linked
-    for path in paths:
+    for path, record in work:
+        if record is not None:
+            continue
         try:
-            fresh = _render_fresh(ctx, path, stamps, key, staging)
+            fresh, lines = _render_fresh(_WORKER["job"], path, staging)
         except InputError as exc:
             outcome.problems += exc.problems
             outcome.input_problem = True
@@ -233,37 +468,18 @@ def _process(work) -> _Outcome:
         except RenderError as exc:
             outcome.problems += exc.problems
             continue
-        outcome.records.append(fresh)
-        outcome.rendered += 1
+        outcome.add_rendered(fresh, lines)
     outcome.written += staging.written - before_written
     outcome.linked += staging.linked - before_linked
     return outcome
 
 
-RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
-
-
-def _relink_all(records: list[NodeRecord], staging: Staging) -> tuple[list[NodeRecord], set[str]]:
-    """Link unchanged nodes' files from the live tree; (records reused, names to render again)."""
-    if staging.live is None:
-        return [], {record.name for record in records}
-    chunks = [records[i::RELINK_THREADS] for i in range(RELINK_THREADS)] if len(records) > 200 else [records]
-    with ThreadPoolExecutor(len(chunks)) as pool:
-        results = list(pool.map(lambda chunk: [(r, _relink(r, staging)) for r in chunk], chunks))
-    pairs = [pair for result in results for pair in result]
-    return [r for r, ok in pairs if ok], {r.name for r, ok in pairs if not ok}
-
-
-def _relink(record: NodeRecord, staging: Staging) -> bool:
-    """Link an unchanged node's files from the live tree; False if one is missing there."""
-    live = staging.live
-    return all(staging.link(path, os.path.join(live, path), sha256) for path, sha256, *_ in record.files)
-
-
-def _render_fresh(ctx, path: Path, stamps: InputStamps, key: str, staging: Staging) -> NodeRecord:
+def _render_fresh(job: tuple, path: Path, staging) -> tuple[NodeRecord, dict]:
+    """Read, check and render one node into `staging`; its record and listing lines."""
     from .load import Reader, load_node, node_claims
     from .render import node_hosts, render_node
 
+    ctx, stamps, key = job
     reader = Reader(Path.cwd())
     node = load_node(path, ctx.inputs, reader)
     if node is None:
@@ -271,11 +487,11 @@ def _render_fresh(ctx, path: Path, stamps: InputStamps, key: str, staging: Stagi
     artifacts = render_node(ctx, node)
     for artifact in artifacts:
         staging.put(artifact)
-    return NodeRecord(
+    record = NodeRecord(
         name=node.name, stat=stamps.nodes.get(node.name), profile=node.profile,
         profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
-        hosts=node_hosts(node),
-        files=tuple((a.path, a.sha256, a.size, a.immutable, a.target) for a in artifacts))
+        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts))
+    return record, {a.path: a.listing_lines() for a in artifacts}
 
 
 def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:

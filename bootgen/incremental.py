@@ -25,7 +25,8 @@ from . import __version__
 
 STATE_FILE = "records.pickle"
 STAMP_FILE = "stamp"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+HISTORY_KEPT = 8  # more than the trees kept, so a recycled tree's drift is always known
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,7 +103,7 @@ class NodeRecord(NamedTuple):
     site_key: str
     claims: tuple[tuple, ...]  # Claim.as_tuple()
     hosts: tuple[tuple[str, str, str], ...]  # dhcp-host entries: MAC, address, host name
-    files: tuple[tuple[str, str, int, bool, str], ...]  # path, sha256, size, immutable, target
+    paths: tuple[str, ...]  # its files in the tree (their bytes and digests are in the tree's listing)
 
     def reusable(self, stamps: InputStamps, key: str) -> bool:
         return (self.site_key == key and stamps.nodes.get(self.name) == self.stat
@@ -111,14 +112,24 @@ class NodeRecord(NamedTuple):
 
 @dataclass
 class BuildState:
-    """Saved after every successful build: a small stamp file, and the node records beside it."""
+    """Saved after every successful build: a small stamp file, and the node records beside it.
+
+    `history` maps a build id to its parent's id and the paths whose bytes
+    differ between the two: what a recycled tree must change to become the
+    next one. The listing and claims index are derived data, kept in memory
+    only (watch keeps them between builds; a fresh process reads the listing
+    from the live tree)."""
 
     stamp: str = ""
     build_id: str = ""
     records: dict[str, NodeRecord] | None = field(default_factory=dict)
     files: int = 0
     shared: dict[str, str] = field(default_factory=dict)  # path -> sha256 of files no node owns
+    shared_key: str = ""  # the site key the shared files were made for
+    history: dict[str, tuple[str, frozenset]] = field(default_factory=dict)
     site_cache: tuple | None = field(default=None, repr=False)  # in memory only: (site stamps, prepared site)
+    listing: object = field(default=None, repr=False)  # in memory only: bootgen.plan.Listing of the live tree
+    claims: dict | None = field(default=None, repr=False)  # in memory only: (kind, value) -> claim tuple
 
     @classmethod
     def load_stamp(cls, state_dir: Path) -> "BuildState":
@@ -138,17 +149,45 @@ class BuildState:
         self.records = {}
         try:
             with open(state_dir / STATE_FILE, "rb") as handle:
-                build_id, records, shared = pickle.load(handle)
+                build_id, records, shared, shared_key, history = pickle.load(handle)
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
             return
         if build_id == self.build_id:
             self.records = {record[0]: NodeRecord(*record) for record in records}
-            self.shared = shared
+            self.shared, self.shared_key, self.history = shared, shared_key, history
+
+    def forget(self) -> None:
+        """Drop everything known about the live tree: the next build starts from scratch."""
+        self.records, self.shared, self.shared_key, self.history = {}, {}, "", {}
+        self.listing = self.claims = None
+
+    def drift(self, tree_id: str) -> set[str] | None:
+        """Paths whose bytes differ between an older tree and the live one; None if not known."""
+        drift: set[str] = set()
+        current, steps = self.build_id, 0
+        while current != tree_id:
+            steps += 1
+            if current not in self.history or steps > HISTORY_KEPT:  # unknown, or an edit and its undo
+                return None
+            current, changed = self.history[current]
+            drift |= changed
+        return drift
+
+    def remember(self, build_id: str, parent: str, changed) -> None:
+        """Record a new live build, keeping the last few steps of history."""
+        self.history[build_id] = (parent, frozenset(changed))
+        kept, current = {}, build_id
+        while current in self.history and current not in kept and len(kept) < HISTORY_KEPT:
+            kept[current] = self.history[current]
+            current = self.history[current][0]
+        self.history = kept
+        self.build_id = build_id
 
     def save(self, state_dir: Path) -> None:
         """Records first, stamp last, each replaced atomically: a killed build leaves a consistent pair."""
         records = [tuple(record) for record in self.records.values()]
-        _replace(state_dir / STATE_FILE, pickle.dumps((self.build_id, records, self.shared), protocol=pickle.HIGHEST_PROTOCOL))
+        data = pickle.dumps((self.build_id, records, self.shared, self.shared_key, self.history), protocol=pickle.HIGHEST_PROTOCOL)
+        _replace(state_dir / STATE_FILE, data)
         _replace(state_dir / STAMP_FILE, f"{STATE_FORMAT} {__version__} {self.stamp} {self.build_id} {self.files}\n".encode())
 
 

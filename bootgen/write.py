@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Location, OutputError, Problem
-from .plan import CHECKSUMS, MANIFEST, Artifact, checksums_bytes, manifest_bytes
+from .plan import CHECKSUMS, MANIFEST, Artifact, Listing
 
 KEEP_BUILDS = 3  # the live tree plus two to roll back to (and for requests still in flight)
 
@@ -55,17 +54,20 @@ def live_build_id(out: Path) -> str | None:
 
 
 class Staging:
-    """A tree under construction in `.bootgen/builds/.partial-*`."""
+    """A tree under construction in `.bootgen/builds/.partial-*`.
 
-    def __init__(self, path: Path, live: Path | None, present: dict[str, str] | None = None):
+    Either empty at first, or a recycled old tree that differs from the live
+    one in `drift` paths (known from the build history)."""
+
+    def __init__(self, path: Path, live: Path | None, drift: set[str] | None = None):
         self.path = path
         self.root = str(path)
         self.live = str(live) if live is not None else None
         self.written = 0
         self.linked = 0
         self.live_hashes: dict[str, str] = {}  # path -> sha256 of live files known to the caller
-        # Files already in a recycled tree (path -> sha256): kept when unchanged, else replaced.
-        self.present = present or {}
+        self.recycled = drift is not None
+        self.drift = drift or set()
         self._dirs: set[str] = set()
 
     def put(self, artifact: Artifact) -> None:
@@ -78,9 +80,6 @@ class Staging:
                                       hint="the previous tree is untouched and still served")) from None
 
     def _put(self, artifact: Artifact) -> None:
-        if self.present.get(artifact.path) == artifact.sha256:
-            self.linked += 1
-            return
         target = self._target(artifact.path)
         if self._link_unchanged(artifact, target) or \
                 (artifact.source is not None and _link(os.path.realpath(artifact.source), target)):
@@ -92,39 +91,54 @@ class Staging:
             raise OutputError(Problem(Location(artifact.path), "the file to copy disappeared during the build",
                                       hint="build again; the previous tree is untouched"))
 
-    def _link_unchanged(self, artifact: Artifact, target: Path) -> bool:
+    def _link_unchanged(self, artifact: Artifact, target: str) -> bool:
         return self.live is not None and self.live_hashes.get(artifact.path) == artifact.sha256 and \
             _link(os.path.join(self.live, artifact.path), target)
 
-    def link(self, path: str, source: str, sha256: str) -> bool:
-        """Hard-link `source` as `path` (unchanged since the live tree); False if it is gone.
+    def link_live(self, path: str) -> bool:
+        """Hard-link `path` from the live tree (its bytes are unchanged); False if it is gone there.
 
         Safe to call from several threads; the caller counts the links."""
-        if self.present.get(path) == sha256:
-            return True
-        return _link(source, self._target(path))
+        return _link(os.path.join(self.live, path), self._target(path))
 
     def _target(self, path: str) -> str:
         """Absolute staging path for `path`, creating its directory once.
 
-        A path a recycled tree holds with other bytes is unlinked first: its
-        inode may be shared with the live tree, so it is never written in place."""
+        In a recycled tree the old file is unlinked first: its inode may be
+        shared with a kept tree, so it is never written in place."""
         parent = os.path.dirname(path)
         if parent not in self._dirs:
             os.makedirs(os.path.join(self.root, parent), exist_ok=True)
             self._dirs.add(parent)
         target = os.path.join(self.root, path)
-        if path in self.present:
+        if self.recycled:
             try:
                 os.unlink(target)
             except FileNotFoundError:
                 pass
         return target
 
-    def remove_stale(self, keep: set[str]) -> None:
-        """Delete what a recycled tree holds that the new build does not (and emptied directories)."""
+    def settle(self, listing: Listing, changed: set[str], placed: set[str]) -> None:
+        """Bring a recycled tree level with `listing`: every path it may hold with other bytes
+        (`drift`) and every path this build changed, except those just `placed`, is
+        linked from the live tree if it is still listed, or removed."""
+        if not self.recycled:
+            return
+        gone = []
+        for path in (self.drift | changed) - placed:
+            if listing.find(path) is None:
+                gone.append(path)
+            elif not self.link_live(path):
+                raise OutputError(Problem(Location(os.path.join(self.live, path)), "missing from the live tree",
+                                          hint="delete .bootgen/stamp and build again"))
+            else:
+                self.linked += 1
+        self._remove(gone)
+
+    def _remove(self, paths) -> None:
+        """Delete files (and the directories they leave empty)."""
         parents = set()
-        for path in self.present.keys() - keep:
+        for path in paths:
             try:
                 os.unlink(os.path.join(self.root, path))
             except FileNotFoundError:
@@ -148,7 +162,9 @@ def write_bytes(target: str, data: bytes) -> None:
 class TreeWriter:
     """Owns the output link: one writer at a time, staging, commit, prune."""
 
-    def __init__(self, out: Path, state_dir: Path):
+    def __init__(self, out: Path, state_dir: Path, drift=None):
+        """`drift(tree id)` says which paths an old tree holds with other bytes than the live
+        one (None if unknown): such a tree can be recycled as the staging tree."""
         check_out_path(out)
         self.out = out
         self.builds = state_dir / "builds"
@@ -158,32 +174,31 @@ class TreeWriter:
         self._discard(self.builds.glob(".partial-*"))  # left by a build that was killed midway
         self.live = live_build_id(out)
         staging_path = self.builds / f".partial-{os.getpid()}"
-        present = self._recycle(staging_path)
-        if present is None:
+        drift = self._recycle(staging_path, drift) if self.live and drift else None
+        if drift is None:
             staging_path.mkdir()
-        self.staging = Staging(staging_path, out.resolve() if self.live else None, present)
+        self.staging = Staging(staging_path, out.resolve() if self.live else None, drift)
 
-    def _recycle(self, staging_path: Path) -> dict[str, str] | None:
+    def _recycle(self, staging_path: Path, drift) -> set[str] | None:
         """Reuse the oldest kept tree, which the next prune would delete anyway, as the staging tree.
 
         Only files that differ from it are then replaced, instead of making
         every entry of a new tree again. It has not been served since two
         builds ago, and a reader that still has one of its files open keeps
         reading the old bytes: files are replaced by new directory entries,
-        never rewritten in place. Returns its path -> sha256 map, or None."""
+        never rewritten in place. Returns the paths where it differs from the
+        live tree, or None."""
         trees = self._trees()
         if len(trees) < KEEP_BUILDS - 1:  # the live tree and the ones before it stay
             return None
         oldest = trees[-1]
-        try:
-            manifest = json.loads((oldest / MANIFEST).read_bytes())
-            present = {f["path"]: f["sha256"] for f in manifest["files"]}
-        except (OSError, ValueError, KeyError, TypeError):
+        paths = drift(oldest.name)
+        if paths is None:
             return None
         os.rename(oldest, staging_path)
         for name in (MANIFEST, CHECKSUMS):
             (staging_path / name).unlink(missing_ok=True)
-        return present
+        return paths
 
     def _trees(self) -> list[Path]:
         """Complete trees other than the live one, newest first."""
@@ -204,18 +219,24 @@ class TreeWriter:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def commit(self, manifest: dict, written: int = 0, linked: int = 0) -> WriteResult:
-        """Finish the staging tree for `manifest` and point the output at it."""
-        build_id = manifest["build_id"]
+    def commit(self, listing: Listing, changed: set[str] = frozenset(), placed: set[str] = frozenset(),
+               written: int = 0, linked: int = 0) -> WriteResult:
+        """Finish the staging tree for `listing` and point the output at it.
+
+        `changed` holds the paths whose bytes differ from the live tree and
+        `placed` the ones this build put in staging (a recycled tree needs both)."""
+        build_id = listing.build_id()
         final = self.builds / build_id
         staging = self.staging
         if self.live == build_id:
             return WriteResult(build_id, final, False, 0, 0)
         try:
             if not (final / MANIFEST).is_file():
-                staging.remove_stale({f["path"] for f in manifest["files"]})
-                write_bytes(staging.path / MANIFEST, manifest_bytes(manifest))
-                write_bytes(staging.path / CHECKSUMS, checksums_bytes(manifest))
+                before = staging.linked
+                staging.settle(listing, changed, placed)
+                linked += staging.linked - before
+                write_bytes(staging.path / CHECKSUMS, listing.checksums_bytes())
+                write_bytes(staging.path / MANIFEST, listing.manifest_bytes(build_id))
                 sync_filesystem(staging.path)  # on disk before any server is switched to it
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
