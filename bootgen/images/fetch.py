@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager
 
-import urllib3
-from urllib3.exceptions import HTTPError
-
 from .digests import Digests, StreamHasher, feed_file
 
 # Network reads: urllib3 waits for a whole chunk, so a small one loses little on a cut.
@@ -63,8 +60,11 @@ class Fetcher:
     """Downloads URLs into files, computing sha256 and sha512 as bytes arrive."""
 
     def __init__(self, policy: FetchPolicy = FetchPolicy(), progress: ProgressFactory = _no_progress):
+        import urllib3  # here, not at the top: a build that fetches nothing never pays for it
+
         self.policy = policy
         self.progress = progress
+        self._errors = urllib3.exceptions.HTTPError
         timeout = urllib3.Timeout(connect=policy.connect_timeout, read=policy.read_timeout)
         # retries=False: we retry ourselves so a retry can resume with Range.
         self._http = urllib3.PoolManager(timeout=timeout, retries=False)
@@ -95,7 +95,7 @@ class Fetcher:
             # (urllib3 2 does this by default, 1.26 only when asked).
             response = self._http.request("GET", url, headers=headers, preload_content=False, redirect=True,
                                           enforce_content_length=True)
-        except HTTPError as exc:
+        except self._errors as exc:
             raise _Transient(f"connection failed: {_short(exc)}") from None
         try:
             self._receive(url, response, state, offset)
@@ -127,7 +127,7 @@ class Fetcher:
                     out.write(chunk)
                     hasher.update(chunk)
                     advance(len(chunk))
-            except HTTPError as exc:
+            except self._errors as exc:
                 raise _Transient(f"connection lost after {hasher.count} bytes: {_short(exc)}") from None
 
 

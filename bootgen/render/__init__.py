@@ -27,8 +27,8 @@ class RenderContext:
     templates: Templates
 
 
-def make_context(inputs, images: dict, display_root: Path) -> RenderContext:
-    return RenderContext(inputs, images, Templates(inputs.templates_dir, display_root))
+def make_context(inputs, images: dict, display_root: Path, cache_dir: Path | None = None) -> RenderContext:
+    return RenderContext(inputs, images, Templates(inputs.templates_dir, display_root, cache_dir))
 
 
 def render(inputs: Inputs, images: dict, *, display_root: Path, extra_files=()) -> Plan:

@@ -18,7 +18,7 @@ from ..errors import Location, Problem, RenderError
 class Templates:
     """A Jinja2 environment over the site's overrides and the built-ins."""
 
-    def __init__(self, override_dir: Path | None, display_root: Path):
+    def __init__(self, override_dir: Path | None, display_root: Path, cache_dir: Path | None = None):
         loaders: list[jinja2.BaseLoader] = []
         if override_dir is not None and override_dir.is_dir():
             loaders.append(jinja2.FileSystemLoader(str(override_dir)))
@@ -26,7 +26,8 @@ class Templates:
         self.display_root = display_root.resolve()
         self.env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined, autoescape=False,
-            keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+            keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+            bytecode_cache=_bytecode_cache(cache_dir))
         self.env.filters["grub_quote"] = grub_quote
         self._inline: dict[str, jinja2.Template] = {}
 
@@ -61,6 +62,18 @@ class Templates:
             return str(path.relative_to(self.display_root))
         except ValueError:
             return f"<built-in>/{path.name}"
+
+
+def _bytecode_cache(cache_dir: Path | None) -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs (keyed by each template's source checksum):
+    compiling them is most of an edit build's rendering time."""
+    if cache_dir is None:
+        return None
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(cache_dir))
 
 
 def _message(exc: jinja2.TemplateError) -> str:
