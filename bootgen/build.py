@@ -14,6 +14,8 @@ the live tree is untouched. `check` runs steps 2 to 4 without writing.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 import os
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, Location, OutputError, Problem, RenderError
-from .incremental import BuildState, InputStamps, NodeRecord, site_key
+from .incremental import BuildState, InputStamps, NodeRecord, paused_gc, site_key
 from .plan import Artifact, Plan
 from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
 
@@ -94,6 +96,12 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
 
     `state` lets a long-running caller (watch) keep the build state in memory;
     it then saves it itself, when edits pause (`save_state=False`)."""
+    with paused_gc():  # re-enabled while many nodes render (see _run_nodes)
+        return _build(paths, fetch, progress, jobs, state, save_state)
+
+
+def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, state: BuildState | None,
+           save_state: bool) -> BuildResult:
     started = time.perf_counter()
     check_out_path(paths.out)
     stamps = InputStamps.take(paths.site, paths.nodes)
@@ -105,7 +113,7 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
     _load_state(state, paths, live)
     ctx, placed, key = _prepare_site(paths, stamps, state, fetch, progress)
-    work = [(name, path, _reusable(state, stamps, name, key)) for name, path in _node_files(paths.nodes)]
+    work = [(name, path, _reusable(state, stamps, name, key)) for name, path in stamps.node_files]
     fresh = sum(1 for *_, record in work if record is None)
     if state.listing is not None and fresh < PARALLEL_THRESHOLD:
         # A few nodes changed: render them in memory first, so a build that
@@ -139,17 +147,6 @@ def _load_state(state: BuildState, paths: Paths, live: str | None) -> None:
         state.listing = Listing.read(paths.out.resolve())
         if state.listing is None:
             state.forget()
-
-
-def _node_files(nodes_dir: Path) -> list[tuple[str, str]]:
-    """(node name, file) in file name order, like `bootgen.load.node_files` but as plain
-    strings: making 10,000 Path objects costs more than the rest of an edit build."""
-    if not nodes_dir.is_dir():
-        return []
-    names = sorted(e.name for e in os.scandir(nodes_dir)
-                   if e.name.endswith((".yaml", ".yml")) and not e.name.startswith("."))
-    directory = str(nodes_dir)
-    return [(name.rsplit(".", 1)[0], os.path.join(directory, name)) for name in names]
 
 
 class _Collector:
@@ -435,12 +432,15 @@ def _run_nodes(ctx, work, stamps, key, staging, jobs: int | None) -> _Outcome:
     jobs = jobs or (os.cpu_count() or 1)
     _WORKER.update(job=(ctx, stamps, key), staging=staging)
     try:
-        if jobs <= 1 or fresh < PARALLEL_THRESHOLD:
+        if fresh < PARALLEL_THRESHOLD:
             outcome = _process(work)
+        elif jobs <= 1:
+            with _collecting_gc():
+                outcome = _process(work)
         else:
             chunks = [work[i::jobs * 4] for i in range(jobs * 4)]
             outcome = _Outcome([])
-            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            with _collecting_gc(), multiprocessing.get_context("fork").Pool(jobs) as pool:
                 for part in pool.imap_unordered(_process, chunks):
                     outcome.merge(part)
     finally:
@@ -448,6 +448,16 @@ def _run_nodes(ctx, work, stamps, key, staging, jobs: int | None) -> _Outcome:
     outcome.node_paths = {name: path for name, path, _ in work}
     outcome.job = (ctx, stamps, key)
     return outcome
+
+
+@contextlib.contextmanager
+def _collecting_gc():
+    """Garbage collection on while thousands of nodes render (templates leave cycles behind)."""
+    gc.enable()
+    try:
+        yield
+    finally:
+        gc.disable()
 
 
 def _process(work) -> _Outcome:

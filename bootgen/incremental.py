@@ -13,7 +13,9 @@ edit that keeps all three is not seen (`touch` the file, or delete
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import marshal
 import os
@@ -63,6 +65,7 @@ class InputStamps:
     site: tuple  # everything under site/ except profiles/*.yaml
     profiles: dict[str, tuple]
     nodes: dict[str, tuple]  # node name -> stat
+    node_files: tuple[tuple[str, str], ...] = ()  # (node name, file) in file name order
 
     @classmethod
     def take(cls, site_dir: Path, nodes_dir: Path) -> "InputStamps":
@@ -74,14 +77,17 @@ class InputStamps:
                 profiles[Path(name).stem] = stat
             else:
                 site.append((path, stat))
-        nodes = {}
+        nodes, files = {}, []
         if nodes_dir.is_dir():
             for entry in os.scandir(nodes_dir):
                 name = entry.name
                 if name.endswith((".yaml", ".yml")) and not name.startswith("."):
                     st = entry.stat()
-                    nodes[name.rsplit(".", 1)[0]] = (st.st_size, st.st_mtime_ns, st.st_ino)
-        return cls(tuple(site), profiles, nodes)
+                    stem = name.rsplit(".", 1)[0]
+                    nodes[stem] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                    files.append((name, stem, entry.path))
+        files.sort()
+        return cls(tuple(site), profiles, nodes, tuple((stem, path) for _, stem, path in files))
 
     def digest(self, *extra) -> str:
         """One key for all inputs: equal digests mean nothing was touched."""
@@ -169,12 +175,13 @@ class BuildState:
             return
         self.records = {}
         try:
-            with open(state_dir / STATE_FILE, "rb") as handle:
+            with open(state_dir / STATE_FILE, "rb") as handle, paused_gc():
                 build_id, records, shared, shared_key, history, claims = pickle.load(handle)
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
             return
         if build_id == self.build_id:
-            self.records = {record[0]: NodeRecord(*record) for record in records}
+            with paused_gc():
+                self.records = {record[0]: NodeRecord(*record) for record in records}
             self.shared, self.shared_key, self.history, self.claims = shared, shared_key, history, claims
 
     def forget(self) -> None:
@@ -206,11 +213,25 @@ class BuildState:
 
     def save(self, state_dir: Path) -> None:
         """Records first, stamp last, each replaced atomically: a killed build leaves a consistent pair."""
-        records = [tuple(record) for record in self.records.values()]
-        data = pickle.dumps((self.build_id, records, self.shared, self.shared_key, self.history,
-                             self.claims), protocol=pickle.HIGHEST_PROTOCOL)
+        with paused_gc():
+            records = [tuple(record) for record in self.records.values()]
+            data = pickle.dumps((self.build_id, records, self.shared, self.shared_key, self.history,
+                                 self.claims), protocol=pickle.HIGHEST_PROTOCOL)
         _replace(state_dir / STATE_FILE, data)
         _replace(state_dir / STAMP_FILE, f"{STATE_FORMAT} {__version__} {self.stamp} {self.build_id} {self.files}\n".encode())
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """No cyclic garbage collection while making many small objects that hold no cycles:
+    the collector would walk them over and over (it makes loading records four times slower)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _replace(path: Path, data: bytes) -> None:

@@ -12,10 +12,12 @@ the build writes no tree.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 from urllib.parse import urlsplit
 
 from ..errors import ImageError, Problem
@@ -56,8 +58,13 @@ class _Context:
     cache_dir: Path
     index: DigestIndex
     keyring: Keyring
-    fetcher: Fetcher
+    make_fetcher: Callable[[], Fetcher]
     fetch: bool
+
+    @functools.cached_property
+    def fetcher(self) -> Fetcher:
+        """Made when first needed: a build with every image cached never sets up HTTP."""
+        return self.make_fetcher()
 
 
 def resolve_images(config: ImageConfig, *, site_dir: Path, cache_dir: Path, needed: set[str], fetch: bool = True,
@@ -76,7 +83,7 @@ def resolve_images(config: ImageConfig, *, site_dir: Path, cache_dir: Path, need
     problems: list[Problem] = []
     results: dict[str, ResolvedImageSet] = {}
     with Keyring(config.keys) as keyring:
-        ctx = _Context(site_dir, cache_dir, index, keyring, Fetcher(policy, progress_factory(progress)), fetch)
+        ctx = _Context(site_dir, cache_dir, index, keyring, lambda: Fetcher(policy, progress_factory(progress)), fetch)
         for name in sorted(needed):
             resolved = _resolve_set(ctx, config.images[name], problems)
             if resolved is not None:
