@@ -195,8 +195,7 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
 def _patch(state: BuildState, outcome: "_Outcome", deleted, shared_lines: dict, shared_hashes: dict):
     """The live listing with this build's changes; (listing, paths that differ from the live tree)."""
     listing = state.listing
-    upserts = {path: lines for path, lines in {**outcome.lines, **shared_lines}.items()
-               if listing.sha256(path) != lines[1][:64] or listing.entries[listing.find(path)] != lines[0]}
+    upserts = listing.differing({**outcome.lines, **shared_lines})
     kept = set(outcome.lines) | set(shared_hashes)
     before = [path for name in outcome.rendered_names for path in _old_paths(state, name)]
     before += [path for record in deleted for path in record.paths] + list(state.shared)
@@ -264,16 +263,13 @@ def _check_paths(outcome: "_Outcome", state: BuildState, shared: list[Artifact],
     listing = state.listing
     if listing is not None:
         redone = set(outcome.rendered_names) | {record.name for record in deleted}
-        for name in outcome.rendered_names:
-            before = set(_old_paths(state, name))
-            for path in outcome.by_name[name].paths:
-                if path in before or listing.find(path) is None:
-                    continue
-                owner = listing.node(path)
-                if owner is not None and owner not in redone:
-                    problems.append(_collision(path, _listed_producer(outcome.lines, path),
-                                               f"{json.loads(listing.entries[listing.find(path)])['target']} "
-                                               f"for node '{owner}'"))
+        new = {path: name for name in outcome.rendered_names
+               for path in set(outcome.by_name[name].paths) - set(_old_paths(state, name))}
+        for path in sorted(listing.holding(new)):
+            owner = listing.node(path)
+            if owner is not None and owner not in redone:
+                problems.append(_collision(path, _listed_producer(outcome.lines, path),
+                                           f"{listing.target(path)} for node '{owner}'"))
     if problems:
         raise RenderError(problems)
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import __version__
 from .errors import Location, Problem, RenderError
@@ -80,118 +81,207 @@ def _producer(artifact: Artifact) -> str:
 
 
 _ENTRY_ENCODER = json.JSONEncoder(sort_keys=True)  # one encoder: json.dumps builds a new one per call
-_FILES_OPEN = '  "files": [\n    '
-_ENTRY_SEPARATOR = ",\n    "
+_FILES_OPEN = b'  "files": [\n    '
+_FILES_CLOSE = b"\n  ]\n}\n"
+_SEPARATOR = b",\n    "  # between manifest entries
 _SUM_PATH = 66  # a SHA256SUMS line is 64 hex digits, two spaces, the path and a newline
+CHUNK = 512  # files per chunk of a listing
 
 
 def listing_lines(path: str, sha256: str, size: int, immutable: bool, node: str | None,
-                  target: str) -> tuple[str, str]:
+                  target: str) -> tuple[bytes, bytes]:
     """A file's manifest entry (JSON, sorted keys) and its SHA256SUMS line."""
     entry = _ENTRY_ENCODER.encode({"path": path, "size": size, "sha256": sha256, "immutable": immutable,
                                    "node": node, "target": target})
-    return entry, f"{sha256}  {path}\n"
+    return entry.encode(), f"{sha256}  {path}\n".encode()
 
 
-def _sum_key(line: str) -> str:
+def _sum_key(line: bytes) -> bytes:
     return line[_SUM_PATH:-1]
 
 
+class _Chunk(NamedTuple):
+    """A run of consecutive files: their manifest entries and SHA256SUMS lines, joined."""
+
+    first: bytes  # its first path (UTF-8 sorts as the str paths do)
+    entries: bytes
+    sums: bytes
+
+    @classmethod
+    def of(cls, entries: list[bytes], sums: list[bytes]) -> "_Chunk":
+        return cls(_sum_key(sums[0]), _SEPARATOR.join(entries), b"".join(sums))
+
+    def lines(self) -> tuple[list[bytes], list[bytes]]:
+        return self.entries.split(_SEPARATOR), self.sums.splitlines(keepends=True)
+
+
 class Listing:
-    """Every file of a tree as text, sorted by path: manifest entries and SHA256SUMS lines.
+    """Every file of a tree, sorted by path: its manifest entries and SHA256SUMS lines.
 
-    Index i of both lists describes the same file. A build that changes a few
-    nodes patches a few lines of the live tree's listing (found by bisection)
-    instead of encoding 100,000 entries again; manifest.json and SHA256SUMS
-    are then joins of these lines."""
+    Kept as chunks of a few hundred files, each one bytes object: a build that
+    changes a few nodes splits and rejoins only the chunks they fall in, and
+    manifest.json and SHA256SUMS are joins of the chunks. Reading a tree's
+    listing cuts its files at chunk boundaries without splitting every line."""
 
-    __slots__ = ("entries", "sums", "_checksums")
-
-    def __init__(self, entries: list[str], sums: list[str]):
-        self.entries = entries
-        self.sums = sums
+    def __init__(self, chunks: list[_Chunk]):
+        self.chunks = chunks
+        self._firsts = [chunk.first for chunk in chunks]
         self._checksums: bytes | None = None
+        self._build_id: str | None = None
+
+    @classmethod
+    def of_lines(cls, lines: dict[str, tuple[bytes, bytes]]) -> "Listing":
+        """From path -> (manifest entry, SHA256SUMS line)."""
+        ordered = [lines[p] for p in sorted(lines)]
+        return cls([_Chunk.of([e for e, _ in part], [s for _, s in part])
+                    for part in (ordered[i:i + CHUNK] for i in range(0, len(ordered), CHUNK))])
 
     @classmethod
     def of(cls, artifacts) -> "Listing":
-        lines = [a.listing_lines() for a in sorted(artifacts, key=lambda a: a.path)]
-        return cls([entry for entry, _ in lines], [line for _, line in lines])
-
-    @classmethod
-    def of_lines(cls, lines: dict[str, tuple[str, str]]) -> "Listing":
-        """From path -> (manifest entry, SHA256SUMS line)."""
-        ordered = sorted(lines)
-        return cls([lines[p][0] for p in ordered], [lines[p][1] for p in ordered])
+        return cls.of_lines({a.path: a.listing_lines() for a in artifacts})
 
     @classmethod
     def read(cls, tree: Path) -> "Listing | None":
         """The listing of a tree bootgen wrote (None if its files are not in that shape)."""
         try:
-            manifest = (tree / MANIFEST).read_text()
-            sums = (tree / CHECKSUMS).read_text().splitlines(keepends=True)
-        except (OSError, UnicodeDecodeError):
+            manifest = (tree / MANIFEST).read_bytes()
+            sums = (tree / CHECKSUMS).read_bytes()
+        except OSError:
             return None
-        start, end = manifest.find(_FILES_OPEN), manifest.rfind("\n  ]\n}")
-        entries = manifest[start + len(_FILES_OPEN):end].split(_ENTRY_SEPARATOR) if start >= 0 and end > start else []
-        if len(entries) != len(sums):
+        start, end = manifest.find(_FILES_OPEN), manifest.rfind(_FILES_CLOSE)
+        if not sums:
+            return cls([]) if start < 0 else None
+        if start < 0 or end < start or not sums.endswith(b"\n"):
             return None
-        return cls(entries, sums)
+        if manifest.find(f'"build_id": "{hashlib.sha256(sums).hexdigest()}"'.encode(), 0, start) < 0:
+            return None  # SHA256SUMS is not the one this manifest was written with
+        return cls._cut(manifest, start + len(_FILES_OPEN), end, sums)
+
+    @classmethod
+    def _cut(cls, manifest: bytes, start: int, end: int, sums: bytes) -> "Listing | None":
+        """Chunks from the files' bytes: cut SHA256SUMS every ~CHUNK lines, and the manifest
+        where the entry of each chunk's first path begins."""
+        step = max(1, len(sums) // max(1, sums.count(b"\n") // CHUNK))
+        chunks, sum_at, entry_at = [], 0, start
+        while sum_at < len(sums):
+            sum_end = sums.find(b"\n", min(sum_at + step, len(sums) - 1)) + 1
+            next_entry = end
+            if sum_end < len(sums):
+                path = sums[sum_end + _SUM_PATH:sums.find(b"\n", sum_end)]
+                found = manifest.find(b'"path": ' + json.dumps(path.decode()).encode(), entry_at, end)
+                next_entry = manifest.rfind(b"{", entry_at, found) if found > 0 else -1
+                if next_entry < entry_at + len(_SEPARATOR):
+                    return None
+            entries = manifest[entry_at:next_entry - len(_SEPARATOR) if next_entry < end else end]
+            part = sums[sum_at:sum_end]
+            if entries.count(_SEPARATOR) != part.count(b"\n") - 1:
+                return None
+            chunks.append(_Chunk(part[_SUM_PATH:part.find(b"\n")], entries, part))
+            sum_at, entry_at = sum_end, next_entry
+        return cls(chunks)
 
     def __len__(self) -> int:
-        return len(self.sums)
+        return sum(chunk.sums.count(b"\n") for chunk in self.chunks)
 
-    def find(self, path: str) -> int | None:
-        """Index of `path`, or None."""
-        i = bisect.bisect_left(self.sums, path, key=_sum_key)
-        return i if i < len(self.sums) and _sum_key(self.sums[i]) == path else None
+    def _chunk_of(self, key: bytes) -> int:
+        return max(0, bisect.bisect_right(self._firsts, key) - 1)
 
-    def sha256(self, path: str) -> str | None:
-        i = self.find(path)
-        return None if i is None else self.sums[i][:64]
+    def lookup(self, path: str) -> tuple[bytes, bytes] | None:
+        """(manifest entry, SHA256SUMS line) of `path`, or None."""
+        if not self.chunks:
+            return None
+        key = path.encode()
+        entries, sums = self.chunks[self._chunk_of(key)].lines()
+        i = bisect.bisect_left(sums, key, key=_sum_key)
+        return (entries[i], sums[i]) if i < len(sums) and _sum_key(sums[i]) == key else None
+
+    def _by_chunk(self, paths) -> dict[int, list[str]]:
+        grouped: dict[int, list[str]] = {}
+        for path in paths:
+            grouped.setdefault(self._chunk_of(path.encode()), []).append(path)
+        return grouped if self.chunks else {}
+
+    def differing(self, lines: dict[str, tuple[bytes, bytes]]) -> dict[str, tuple[bytes, bytes]]:
+        """The items of `lines` (path -> lines) this listing does not hold as they are.
+
+        Each chunk concerned is split once, however many paths fall in it."""
+        if not self.chunks:
+            return dict(lines)
+        differ = {}
+        for index, paths in self._by_chunk(lines).items():
+            entries, sums = self.chunks[index].lines()
+            held = dict(zip(map(_sum_key, sums), entries))
+            differ.update((p, lines[p]) for p in paths if held.get(p.encode()) != lines[p][0])
+        return differ
+
+    def holding(self, paths) -> set[str]:
+        """Those of `paths` this listing holds."""
+        held = set()
+        for index, group in self._by_chunk(paths).items():
+            keys = {_sum_key(line) for line in self.chunks[index].sums.splitlines(keepends=True)}
+            held.update(p for p in group if p.encode() in keys)
+        return held
 
     def node(self, path: str) -> str | None:
         """The node that owns `path` (None for shared files or a path not listed)."""
-        i = self.find(path)
-        return None if i is None else json.loads(self.entries[i])["node"]
+        found = self.lookup(path)
+        return None if found is None else json.loads(found[0])["node"]
+
+    def target(self, path: str) -> str | None:
+        found = self.lookup(path)
+        return None if found is None else json.loads(found[0])["target"]
 
     def paths(self) -> list[str]:
-        return [line[_SUM_PATH:-1] for line in self.sums]
+        return [line[_SUM_PATH:].decode() for chunk in self.chunks for line in chunk.sums.splitlines()]
 
-    def patched(self, upserts: dict[str, tuple[str, str]], removals) -> "Listing":
-        """A new listing with `upserts` (path -> (entry, sum line)) set and `removals` gone."""
-        if len(upserts) + len(removals) > max(64, len(self.sums) // 64):  # many changes: one merge
-            merged = {path: pair for path, pair in zip(self.paths(), zip(self.entries, self.sums))}
-            for path in removals:
-                merged.pop(path, None)
-            merged.update(upserts)
-            ordered = sorted(merged)
-            return Listing([merged[p][0] for p in ordered], [merged[p][1] for p in ordered])
-        entries, sums = self.entries.copy(), self.sums.copy()
+    def patched(self, upserts: dict[str, tuple[bytes, bytes]], removals) -> "Listing":
+        """A new listing with `upserts` (path -> lines) set and `removals` gone; chunks
+        nothing touched are shared with this one."""
+        touched: dict[int, dict[bytes, tuple[bytes, bytes] | None]] = {}
         for path in removals:
-            i = bisect.bisect_left(sums, path, key=_sum_key)
-            if i < len(sums) and _sum_key(sums[i]) == path:
-                del entries[i], sums[i]
-        for path, (entry, line) in upserts.items():
-            i = bisect.bisect_left(sums, path, key=_sum_key)
-            if i < len(sums) and _sum_key(sums[i]) == path:
-                entries[i], sums[i] = entry, line
-            else:
-                entries.insert(i, entry)
-                sums.insert(i, line)
-        return Listing(entries, sums)
+            key = path.encode()
+            touched.setdefault(self._chunk_of(key), {})[key] = None
+        for path, lines in upserts.items():
+            key = path.encode()
+            touched.setdefault(self._chunk_of(key), {})[key] = lines
+        if not self.chunks:
+            return Listing.of_lines({k.decode(): v for k, v in touched.get(0, {}).items() if v is not None})
+        chunks = list(self.chunks)
+        for index in sorted(touched, reverse=True):  # replacing one chunk by several keeps earlier indexes
+            chunks[index:index + 1] = _patch_chunk(chunks[index], touched[index])
+        return Listing(chunks)
 
     def checksums_bytes(self) -> bytes:
         if self._checksums is None:
-            self._checksums = "".join(self.sums).encode()
+            self._checksums = b"".join(chunk.sums for chunk in self.chunks)
         return self._checksums
 
     def build_id(self) -> str:
         """A tree's id is the digest of its SHA256SUMS: same files and bytes, same id."""
-        return hashlib.sha256(self.checksums_bytes()).hexdigest()
+        if self._build_id is None:
+            self._build_id = hashlib.sha256(self.checksums_bytes()).hexdigest()
+        return self._build_id
 
     def manifest_bytes(self, build_id: str) -> bytes:
         """manifest.json: sorted keys, one file per line (json's indent= is 20x slower on 80,000 files)."""
-        head = f'{{\n  "bootgen_version": {json.dumps(__version__)},\n  "build_id": {json.dumps(build_id)},\n'
-        if not self.entries:
-            return (head + '  "files": []\n}\n').encode()
-        return (head + _FILES_OPEN + _ENTRY_SEPARATOR.join(self.entries) + "\n  ]\n}\n").encode()
+        head = f'{{\n  "bootgen_version": {json.dumps(__version__)},\n  "build_id": {json.dumps(build_id)},\n'.encode()
+        if not self.chunks:
+            return head + b'  "files": []\n}\n'
+        return b"".join([head, _FILES_OPEN, _SEPARATOR.join(chunk.entries for chunk in self.chunks), _FILES_CLOSE])
+
+
+def _patch_chunk(chunk: _Chunk, changes: dict[bytes, tuple[bytes, bytes] | None]) -> list[_Chunk]:
+    """One chunk with `changes` applied (key -> lines, or None to remove): zero, one or more chunks."""
+    entries, sums = chunk.lines()
+    for key, lines in changes.items():
+        i = bisect.bisect_left(sums, key, key=_sum_key)
+        present = i < len(sums) and _sum_key(sums[i]) == key
+        if lines is None:
+            if present:
+                del entries[i], sums[i]
+        elif present:
+            entries[i], sums[i] = lines
+        else:
+            entries.insert(i, lines[0])
+            sums.insert(i, lines[1])
+    return [_Chunk.of(entries[i:i + CHUNK], sums[i:i + CHUNK]) for i in range(0, len(sums), CHUNK)]

@@ -124,9 +124,11 @@ class Staging:
         linked from the live tree if it is still listed, or removed."""
         if not self.recycled:
             return
+        todo = (self.drift | changed) - placed
+        listed = listing.holding(todo)
         gone = []
-        for path in (self.drift | changed) - placed:
-            if listing.find(path) is None:
+        for path in todo:
+            if path not in listed:
                 gone.append(path)
             elif not self.link_live(path):
                 raise OutputError(Problem(Location(os.path.join(self.live, path)), "missing from the live tree",
