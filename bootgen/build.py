@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 import os
 import time
@@ -91,24 +90,32 @@ def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> d
 
 
 def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, jobs: int | None = None,
-          state: BuildState | None = None, save_state: bool = True) -> BuildResult:
+          state: BuildState | None = None, save_state: bool = True, stamps: InputStamps | None = None,
+          durable: bool = True) -> BuildResult:
     """Build the tree and switch `paths.out` to it atomically, redoing only what changed.
 
-    `state` lets a long-running caller (watch) keep the build state in memory;
-    it then saves it itself, when edits pause (`save_state=False`)."""
+    A long-running caller (watch) keeps `state` in memory and saves it itself
+    when edits pause (`save_state=False`); it may pass the input `stamps` it
+    keeps current from file events, and skip flushing the tree to disk before
+    the switch (`durable=False`)."""
     with paused_gc():  # re-enabled while many nodes render (see _run_nodes)
-        return _build(paths, fetch, progress, jobs, state, save_state)
+        return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
 
 
 def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, state: BuildState | None,
-           save_state: bool) -> BuildResult:
+           save_state: bool, stamps: InputStamps | None, durable: bool) -> BuildResult:
     started = time.perf_counter()
     check_out_path(paths.out)
-    stamps = InputStamps.take(paths.site, paths.nodes)
     state = state if state is not None else BuildState.load_stamp(paths.state)
-    stamp = stamps.digest(str(paths.site.resolve()), str(paths.nodes.resolve()))
     live = live_build_id(paths.out)
-    if live is not None and state.stamp == stamp and live == state.build_id:
+    extras = (str(paths.site.resolve()), str(paths.nodes.resolve()))
+    stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
+    if stamps is None:  # a fresh process: a build with nothing to do stops here
+        stamps = InputStamps.take(paths.site, paths.nodes)
+        stamp = stamps.digest(*extras)
+    state.attempt = (stamps, extras, stamp)  # becomes state.inputs if the build succeeds
+    if live is not None and stamp and state.stamp == stamp and live == state.build_id:
+        state.succeeded()
         write = WriteResult(live, paths.out.resolve(), False, 0, 0)
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
     _load_state(state, paths, live)
@@ -122,18 +129,18 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
         outcome = _run_nodes(ctx, work, stamps, key, collected, jobs=1)
         change = _assemble(ctx, outcome, state, placed, key)
         if change.listing.build_id() == live:
-            return _unchanged(state, stamp, change, outcome, started)
+            return _unchanged(state, change, outcome, paths, started, save_state)
         with TreeWriter(paths.out, paths.state, state.drift) as writer:
             for artifact in collected.artifacts + change.shared:
                 writer.staging.put(artifact)
-            return _commit(writer, state, stamp, change, outcome, paths, started, save_state)
+            return _commit(writer, state, change, outcome, paths, started, save_state, durable)
     with TreeWriter(paths.out, paths.state, state.drift if state.listing is not None else None) as writer:
         outcome = _run_nodes(ctx, work, stamps, key, writer.staging, jobs)
         change = _assemble(ctx, outcome, state, placed, key)
         writer.staging.live_hashes = state.shared
         for artifact in change.shared:
             writer.staging.put(artifact)
-        return _commit(writer, state, stamp, change, outcome, paths, started, save_state)
+        return _commit(writer, state, change, outcome, paths, started, save_state, durable)
 
 
 def _load_state(state: BuildState, paths: Paths, live: str | None) -> None:
@@ -288,25 +295,16 @@ def _listed_producer(lines: dict, path: str) -> str:
     return f"{entry['target']} for node '{entry['node']}'" if entry["node"] else entry["target"]
 
 
-def _unchanged(state: BuildState, stamp: str, change: _Change, outcome: "_Outcome", started: float) -> BuildResult:
-    """The inputs changed but not the output (an edit and its undo): only the stamp moves."""
-    state.stamp = stamp
-    state.records = {record.name: record for record in outcome.records}
-    live = state.build_id
-    write = WriteResult(live, Path(), False, 0, 0)
-    return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
-                       time.perf_counter() - started)
-
-
-def _commit(writer: TreeWriter, state: BuildState, stamp: str, change: _Change, outcome: "_Outcome",
-            paths: Paths, started: float, save_state: bool) -> BuildResult:
+def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_Outcome",
+            paths: Paths, started: float, save_state: bool, durable: bool) -> BuildResult:
     staging = writer.staging
     if staging.live is not None and not staging.recycled:
         _fill_from_live(staging, change, outcome)
     write = writer.commit(change.listing, change.changed, change.placed,
-                          outcome.written + staging.written, outcome.linked + staging.linked)
+                          outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
     parent = state.build_id
-    state.stamp, state.files = stamp, len(change.listing)
+    state.succeeded()
+    state.files = len(change.listing)
     state.records, state.claims = outcome.by_name, outcome.claims
     state.shared, state.shared_key, state.listing = change.shared_hashes, change.shared_key, change.listing
     if write.changed:
@@ -340,12 +338,15 @@ def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> N
         outcome.rendered += 1
 
 
-def _unchanged(state: BuildState, stamp: str, change: _Change, outcome: "_Outcome", started: float) -> BuildResult:
+def _unchanged(state: BuildState, change: _Change, outcome: "_Outcome", paths: Paths, started: float,
+               save_state: bool) -> BuildResult:
     """The inputs changed but not the output (an edit and its undo): only the state moves."""
-    state.stamp = stamp
+    state.succeeded()
     state.records, state.claims = outcome.by_name, outcome.claims
     state.shared, state.shared_key = change.shared_hashes, change.shared_key
-    write = WriteResult(state.build_id, Path(), False, 0, 0)
+    if save_state:
+        state.save(paths.state)
+    write = WriteResult(state.build_id, paths.out.resolve(), False, 0, 0)
     return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
 
@@ -436,6 +437,8 @@ def _run_nodes(ctx, work, stamps, key, staging, jobs: int | None) -> _Outcome:
         else:
             chunks = [work[i::jobs * 4] for i in range(jobs * 4)]
             outcome = _Outcome([])
+            import multiprocessing  # only a build that renders many nodes forks
+
             with _collecting_gc(), multiprocessing.get_context("fork").Pool(jobs) as pool:
                 for part in pool.imap_unordered(_process, chunks):
                     outcome.merge(part)

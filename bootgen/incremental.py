@@ -69,30 +69,75 @@ class InputStamps:
 
     @classmethod
     def take(cls, site_dir: Path, nodes_dir: Path) -> "InputStamps":
-        profiles_dir = str(site_dir / "profiles")
-        site, profiles = [], {}
-        for path, stat in _walk(site_dir):
+        site, profiles = _site_stamps(site_dir)
+        nodes, files = _node_stamps(nodes_dir)
+        return cls(site, profiles, nodes, files)
+
+    def updated(self, site_dir: Path, nodes_dir: Path, changed: set[str]) -> "InputStamps":
+        """These stamps after the files in `changed` (paths from file events) changed.
+
+        Only the node files named are stat'ed again; site/ is small and walked
+        whole when something in it changed. A node file added or removed, or
+        anything else under nodes/, means a full scan of nodes/."""
+        directory = os.path.abspath(nodes_dir)
+        nodes = dict(self.nodes)
+        in_site = False
+        for path in map(os.path.abspath, changed):
             parent, name = os.path.split(path)
-            if parent == profiles_dir and name.endswith((".yaml", ".yml")):
-                profiles[Path(name).stem] = stat
-            else:
-                site.append((path, stat))
-        nodes, files = {}, []
-        if nodes_dir.is_dir():
-            for entry in os.scandir(nodes_dir):
-                name = entry.name
-                if name.endswith((".yaml", ".yml")) and not name.startswith("."):
-                    st = entry.stat()
-                    stem = name.rsplit(".", 1)[0]
-                    nodes[stem] = (st.st_size, st.st_mtime_ns, st.st_ino)
-                    files.append((name, stem, entry.path))
-        files.sort()
-        return cls(tuple(site), profiles, nodes, tuple((stem, path) for _, stem, path in files))
+            if parent != directory:
+                if path.startswith(directory + os.sep) or path == directory:
+                    return InputStamps.take(site_dir, nodes_dir)
+                in_site = True
+            elif name.endswith((".yaml", ".yml")) and not name.startswith("."):
+                stem, stat = name.rsplit(".", 1)[0], _stat(path)
+                if stat is None and stem not in nodes:
+                    continue  # a file that came and went
+                if stat is None or stem not in nodes:
+                    return InputStamps.take(site_dir, nodes_dir)  # removed or added: list nodes/ again
+                nodes[stem] = stat
+        site, profiles = _site_stamps(site_dir) if in_site else (self.site, self.profiles)
+        return InputStamps(site, profiles, nodes, self.node_files)
 
     def digest(self, *extra) -> str:
         """One key for all inputs: equal digests mean nothing was touched."""
         text = repr((code_stamp(), self.site, sorted(self.profiles.items()), sorted(self.nodes.items()), extra))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _site_stamps(site_dir: Path) -> tuple[tuple, dict[str, tuple]]:
+    """(stats of everything under site/ but profiles, profile name -> stat)."""
+    profiles_dir = str(site_dir / "profiles")
+    site, profiles = [], {}
+    for path, stat in _walk(site_dir):
+        parent, name = os.path.split(path)
+        if parent == profiles_dir and name.endswith((".yaml", ".yml")):
+            profiles[Path(name).stem] = stat
+        else:
+            site.append((path, stat))
+    return tuple(site), profiles
+
+
+def _node_stamps(nodes_dir: Path) -> tuple[dict[str, tuple], tuple[tuple[str, str], ...]]:
+    """(node name -> stat, (node name, file) in file name order)."""
+    nodes, files = {}, []
+    if nodes_dir.is_dir():
+        for entry in os.scandir(nodes_dir):
+            name = entry.name
+            if name.endswith((".yaml", ".yml")) and not name.startswith("."):
+                st = entry.stat()
+                stem = name.rsplit(".", 1)[0]
+                nodes[stem] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                files.append((name, stem, entry.path))
+    files.sort()
+    return nodes, tuple((stem, path) for _, stem, path in files)
+
+
+def _stat(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def site_key(stamps: InputStamps, *resolved) -> str:
@@ -157,6 +202,8 @@ class BuildState:
     site_cache: tuple | None = field(default=None, repr=False)  # in memory only: (site stamps, prepared site)
     listing: object = field(default=None, repr=False)  # in memory only: bootgen.plan.Listing of the live tree
     claims: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> node name
+    inputs: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras) the live tree was built from
+    attempt: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras, digest or "") of the last build
 
     @classmethod
     def load_stamp(cls, state_dir: Path) -> "BuildState":
@@ -183,6 +230,11 @@ class BuildState:
             with paused_gc():
                 self.records = {record[0]: NodeRecord(*record) for record in records}
             self.shared, self.shared_key, self.history, self.claims = shared, shared_key, history, claims
+
+    def succeeded(self) -> None:
+        """The last build's inputs are now those of the live tree (the digest may follow on save)."""
+        stamps, extras, digest = self.attempt
+        self.inputs, self.stamp = (stamps, extras), digest
 
     def forget(self) -> None:
         """Drop everything known about the live tree: the next build starts from scratch."""
@@ -212,7 +264,13 @@ class BuildState:
         self.build_id = build_id
 
     def save(self, state_dir: Path) -> None:
-        """Records first, stamp last, each replaced atomically: a killed build leaves a consistent pair."""
+        """Records first, stamp last, each replaced atomically: a killed build leaves a consistent pair.
+
+        The stamp (a digest of every input's stat) is worked out here, not per
+        build: watch builds many times between saves."""
+        if not self.stamp and self.inputs is not None:
+            stamps, extras = self.inputs
+            self.stamp = stamps.digest(*extras)
         with paused_gc():
             records = [tuple(record) for record in self.records.values()]
             data = pickle.dumps((self.build_id, records, self.shared, self.shared_key, self.history,

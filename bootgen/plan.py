@@ -174,7 +174,7 @@ class Listing:
                     return None
             entries = manifest[entry_at:next_entry - len(_SEPARATOR) if next_entry < end else end]
             part = sums[sum_at:sum_end]
-            if entries.count(_SEPARATOR) != part.count(b"\n") - 1:
+            if entries.count(b"\n") != part.count(b"\n") - 1:  # one newline per separator
                 return None
             chunks.append(_Chunk(part[_SUM_PATH:part.find(b"\n")], entries, part))
             sum_at, entry_at = sum_end, next_entry

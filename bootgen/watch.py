@@ -2,13 +2,22 @@
 
 File events from site/ and nodes/ are collected until the input has been quiet
 for a short while (an editor's save is several events), then one incremental
-build runs with the build state kept in memory. A build that fails prints its
-problems and leaves the last good tree in place; the next save tries again.
+build runs with the build state kept in memory: only the files the events name
+are stat'ed again. A build that fails prints its problems and leaves the last
+good tree in place; the next save tries again.
+
+Watch builds switch to a new tree without first flushing it to disk (the
+kernel writes it back within seconds): a power cut in that window can leave
+the newest tree incomplete on disk. `bootgen build` always flushes first.
+When edits pause, every input is stat'ed again, so an event the watcher
+missed is caught within seconds, and the state is saved for the next
+`bootgen build`.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +26,7 @@ from typing import Callable
 
 from .build import BuildResult, Paths, build
 from .errors import BootgenError, format_problems
-from .incremental import BuildState
+from .incremental import BuildState, InputStamps
 
 QUIET_SECONDS = 0.03  # editors write a file as a burst of events within a few milliseconds
 SAVE_AFTER_IDLE = 2.0  # persist the build state once edits pause
@@ -35,15 +44,24 @@ class Rebuilder:
         self.state = BuildState.load_stamp(self.paths.state)
         self.dirty_state = False
         self.last: BuildResult | None = None
+        self.stamps: InputStamps | None = None  # as of the last build, kept current from events
 
-    def rebuild(self) -> BuildResult | None:
-        """One build; problems are reported, never raised (the last good tree stays)."""
+    def rebuild(self, changed: set[str] | None = None) -> BuildResult | None:
+        """One build after the files in `changed` changed (None: look at every input).
+
+        Problems are reported, never raised (the last good tree stays)."""
+        paths = self.paths
+        known = self.stamps is not None and changed is not None
+        stamps = self.stamps.updated(paths.site, paths.nodes, changed) if known else None
         try:
-            result = build(self.paths, fetch=self.fetch, state=self.state, save_state=False)
+            result = build(paths, fetch=self.fetch, state=self.state, save_state=False, stamps=stamps,
+                           durable=False)
         except BootgenError as exc:
             self.report(format_problems(exc.problems) + "\nbuild failed; still serving the last good tree")
             return None
-        self.dirty_state = self.dirty_state or result.write.changed
+        finally:
+            self.stamps = self.state.attempt[0] if self.state.attempt else None
+        self.dirty_state = True
         self.last = result
         self.report(result.summary())
         return result
@@ -53,19 +71,35 @@ class Rebuilder:
             self.state.save(self.paths.state)
             self.dirty_state = False
 
+    def missed_changes(self) -> bool:
+        """True if some input's stat differs from what events told (a missed event)."""
+        return self.stamps is not None and InputStamps.take(self.paths.site, self.paths.nodes) != self.stamps
+
 
 class _Changes:
-    """Thread-safe 'something changed at time t' flag fed by watchdog."""
+    """The paths changed since the last build and when the latest changed; fed by watchdog."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.last = 0.0
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
 
     def dispatch(self, event) -> None:  # watchdog calls this from its thread
         if event.event_type in ("opened", "closed_no_write"):
             return
+        with self._lock:
+            self._paths.add(event.src_path)
+            if getattr(event, "dest_path", ""):
+                self._paths.add(event.dest_path)
         self.last = time.monotonic()
         self.event.set()
+
+    def take(self) -> set[str]:
+        with self._lock:
+            self.event.clear()
+            paths, self._paths = self._paths, set()
+        return {os.fsdecode(path) for path in paths}
 
 
 def watch(paths: Paths, report: Callable[[str], None], *, poll: bool = False, fetch: bool = True,
@@ -93,14 +127,18 @@ def watch(paths: Paths, report: Callable[[str], None], *, poll: bool = False, fe
 
 
 def _loop(rebuilder: Rebuilder, changes: _Changes, stop: threading.Event) -> None:
+    idle_checked = False
     while not stop.is_set():
         if not changes.event.wait(timeout=SAVE_AFTER_IDLE):
+            if not idle_checked and rebuilder.missed_changes():
+                rebuilder.rebuild()
+            idle_checked = True
             rebuilder.save_state()
             continue
         while time.monotonic() - changes.last < QUIET_SECONDS:  # wait out the burst
-            time.sleep(QUIET_SECONDS / 3)
-        changes.event.clear()
-        rebuilder.rebuild()
+            time.sleep(QUIET_SECONDS / 6)
+        rebuilder.rebuild(changes.take())
+        idle_checked = False
 
 
 def serve(paths: Paths, report: Callable[[str], None], *, bind: str = "127.0.0.1", port: int = 8000,

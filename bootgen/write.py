@@ -222,11 +222,13 @@ class TreeWriter:
         self.close()
 
     def commit(self, listing: Listing, changed: set[str] = frozenset(), placed: set[str] = frozenset(),
-               written: int = 0, linked: int = 0) -> WriteResult:
+               written: int = 0, linked: int = 0, *, durable: bool = True) -> WriteResult:
         """Finish the staging tree for `listing` and point the output at it.
 
         `changed` holds the paths whose bytes differ from the live tree and
-        `placed` the ones this build put in staging (a recycled tree needs both)."""
+        `placed` the ones this build put in staging (a recycled tree needs both).
+        `durable` flushes the tree to disk before the switch, so that not even a
+        power cut can leave the output pointing at a tree with missing bytes."""
         build_id = listing.build_id()
         final = self.builds / build_id
         staging = self.staging
@@ -239,7 +241,8 @@ class TreeWriter:
                 linked += staging.linked - before
                 write_bytes(staging.path / CHECKSUMS, listing.checksums_bytes())
                 write_bytes(staging.path / MANIFEST, listing.manifest_bytes(build_id))
-                sync_filesystem(staging.path)  # on disk before any server is switched to it
+                if durable:
+                    sync_filesystem(staging.path)  # on disk before any server is switched to it
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
             os.utime(final)  # newest, so pruning keeps it

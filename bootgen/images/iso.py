@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-import pycdlib
-from pycdlib.pycdlibexception import PyCdlibException
 
 
 class IsoError(Exception):
@@ -30,6 +28,9 @@ def extract_files(iso_path: Path, members: list[str], out_dir: Path) -> dict[str
     missing = {m: p for m, p in wanted.items() if not p.is_file()}
     if not missing:
         return wanted
+    import pycdlib  # here: a build whose files are extracted already never loads it
+    from pycdlib.pycdlibexception import PyCdlibException
+
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(iso_path))
@@ -43,7 +44,9 @@ def extract_files(iso_path: Path, members: list[str], out_dir: Path) -> dict[str
     return wanted
 
 
-def _extract_one(iso: pycdlib.PyCdlib, member: str, dest: Path) -> None:
+def _extract_one(iso: "pycdlib.PyCdlib", member: str, dest: Path) -> None:
+    from pycdlib.pycdlibexception import PyCdlibException
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     for facet in _facets(iso, member):
@@ -58,7 +61,7 @@ def _extract_one(iso: pycdlib.PyCdlib, member: str, dest: Path) -> None:
     raise IsoError(f"{member} not found in the ISO")
 
 
-def _facets(iso: pycdlib.PyCdlib, member: str) -> list[dict]:
+def _facets(iso: "pycdlib.PyCdlib", member: str) -> list[dict]:
     """Ways to name `member`: Rock Ridge and Joliet keep real names; plain ISO 9660 upper-cases them."""
     path = "/" + member.lstrip("/")
     facets = []

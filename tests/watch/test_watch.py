@@ -81,3 +81,35 @@ def test_watch_saves_state_for_the_next_cli_build(watcher):
     _wait_for(lambda: "saved=1" in (paths.out / "pxelinux.cfg" / "0A000047").read_text(), "a node edit")
     _wait_for(lambda: (paths.state / "stamp").is_file() and
               (paths.state / "stamp").read_text().split()[3] == _build_id(paths), "the state to be saved")
+
+
+def test_a_change_no_event_reported_is_found_when_edits_pause(example):
+    """Watch builds stat only the files events name; the idle check catches the rest."""
+    from bootgen.watch import Rebuilder
+
+    rebuilder = Rebuilder(example, lambda line: None, fetch=False)
+    first = rebuilder.rebuild()
+    assert not rebuilder.missed_changes()
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [unseen=1]\n")
+    assert rebuilder.rebuild(set()).write.build_id == first.write.build_id  # no event named it
+    assert rebuilder.missed_changes()
+    rebuilder.rebuild()  # what the idle check does
+    assert "unseen=1" in (example.out / "pxelinux.cfg" / "0A000047").read_text()
+    assert not rebuilder.missed_changes()
+
+
+def test_a_failed_build_is_not_remembered_as_built(example):
+    """The state saved after a broken edit must not make the next build think it is done."""
+    from bootgen.build import build
+    from bootgen.errors import InputError
+    from bootgen.watch import Rebuilder
+
+    rebuilder = Rebuilder(example, lambda line: None, fetch=False)
+    rebuilder.rebuild()
+    node = example.nodes / "node-1.yaml"
+    node.write_text(node.read_text().replace("00:1e:06:45:0a:01", "not-a-mac"))
+    assert rebuilder.rebuild({str(node)}) is None
+    rebuilder.save_state()
+    with pytest.raises(InputError):
+        build(example, fetch=False)
