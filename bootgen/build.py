@@ -120,7 +120,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
     _load_state(state, paths, live)
     ctx, placed, key = _prepare_site(paths, stamps, state, fetch, progress)
-    work = [(name, path, _reusable(state, stamps, name, key)) for name, path in stamps.node_files]
+    work = _work(state, stamps, key)
     fresh = sum(1 for *_, record in work if record is None)
     if state.listing is not None and fresh < PARALLEL_THRESHOLD:
         # A few nodes changed: render them in memory first, so a build that
@@ -305,7 +305,7 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
     parent = state.build_id
     state.succeeded()
     state.files = len(change.listing)
-    state.records, state.claims = outcome.by_name, outcome.claims
+    state.records, state.claims, state.records_key = outcome.by_name, outcome.claims, change.shared_key
     state.shared, state.shared_key, state.listing = change.shared_hashes, change.shared_key, change.listing
     if write.changed:
         state.remember(write.build_id, parent, change.changed)
@@ -342,7 +342,7 @@ def _unchanged(state: BuildState, change: _Change, outcome: "_Outcome", paths: P
                save_state: bool) -> BuildResult:
     """The inputs changed but not the output (an edit and its undo): only the state moves."""
     state.succeeded()
-    state.records, state.claims = outcome.by_name, outcome.claims
+    state.records, state.claims, state.records_key = outcome.by_name, outcome.claims, change.shared_key
     state.shared, state.shared_key = change.shared_hashes, change.shared_key
     if save_state:
         state.save(paths.state)
@@ -365,6 +365,17 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.state / "cache" / "templates"), placed, key)
     state.site_cache = (stamps.site, prepared)
     return prepared
+
+
+def _work(state: BuildState, stamps: InputStamps, key: str) -> list[tuple[str, str, NodeRecord | None]]:
+    """(node name, file, record if it can be reused) for every node file."""
+    records = state.records or {}
+    if state.inputs is not None and state.records_key == key and stamps.unchanged_nodes_since(state.inputs[0]):
+        # watch: only the nodes events named can have changed since the last build
+        touched = stamps.touched
+        return [(name, path, _reusable(state, stamps, name, key) if name in touched else records.get(name))
+                for name, path in stamps.node_files]
+    return [(name, path, _reusable(state, stamps, name, key)) for name, path in stamps.node_files]
 
 
 def _reusable(state: BuildState, stamps: InputStamps, name: str, key: str) -> NodeRecord | None:

@@ -42,20 +42,23 @@ def code_stamp() -> str:
 
 
 def _walk(directory: Path):
-    """(relative path, stat) of every file below `directory`, in a stable order."""
-    stack = [directory]
+    """(path relative to `directory`, stat) of every file below it, in a stable order.
+
+    Relative, so that `--site site` and `--site /abs/site` give the same stamps."""
+    stack = [""]
     while stack:
-        current = stack.pop()
+        relative = stack.pop()
         try:
-            entries = sorted(os.scandir(current), key=lambda e: e.name)
+            entries = sorted(os.scandir(os.path.join(directory, relative)), key=lambda e: e.name)
         except FileNotFoundError:
             continue
         for entry in entries:
+            path = os.path.join(relative, entry.name)
             if entry.is_dir(follow_symlinks=True):
-                stack.append(Path(entry.path))
+                stack.append(path)
             else:
                 st = entry.stat()
-                yield entry.path, (st.st_size, st.st_mtime_ns, st.st_ino)
+                yield path, (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class InputStamps:
     profiles: dict[str, tuple]
     nodes: dict[str, tuple]  # node name -> stat
     node_files: tuple[tuple[str, str], ...] = ()  # (node name, file) in file name order
+    # Set by `updated`: the stamps these were made from and the node names whose stat was taken again.
+    base: "InputStamps | None" = field(default=None, compare=False, repr=False)
+    touched: frozenset = field(default=frozenset(), compare=False, repr=False)
 
     @classmethod
     def take(cls, site_dir: Path, nodes_dir: Path) -> "InputStamps":
@@ -81,7 +87,7 @@ class InputStamps:
         anything else under nodes/, means a full scan of nodes/."""
         directory = os.path.abspath(nodes_dir)
         nodes = dict(self.nodes)
-        in_site = False
+        in_site, touched = False, set()
         for path in map(os.path.abspath, changed):
             parent, name = os.path.split(path)
             if parent != directory:
@@ -95,8 +101,14 @@ class InputStamps:
                 if stat is None or stem not in nodes:
                     return InputStamps.take(site_dir, nodes_dir)  # removed or added: list nodes/ again
                 nodes[stem] = stat
+                touched.add(stem)
         site, profiles = _site_stamps(site_dir) if in_site else (self.site, self.profiles)
-        return InputStamps(site, profiles, nodes, self.node_files)
+        return InputStamps(site, profiles, nodes, self.node_files, self, frozenset(touched))
+
+    def unchanged_nodes_since(self, earlier: "InputStamps") -> bool:
+        """True if, apart from `touched`, no node or profile changed since `earlier`
+        (known without comparing 10,000 stats when these were `updated` from it)."""
+        return self.base is earlier and self.profiles == earlier.profiles and self.site == earlier.site
 
     def digest(self, *extra) -> str:
         """One key for all inputs: equal digests mean nothing was touched."""
@@ -106,7 +118,7 @@ class InputStamps:
 
 def _site_stamps(site_dir: Path) -> tuple[tuple, dict[str, tuple]]:
     """(stats of everything under site/ but profiles, profile name -> stat)."""
-    profiles_dir = str(site_dir / "profiles")
+    profiles_dir = "profiles"
     site, profiles = [], {}
     for path, stat in _walk(site_dir):
         parent, name = os.path.split(path)
@@ -203,6 +215,7 @@ class BuildState:
     listing: object = field(default=None, repr=False)  # in memory only: bootgen.plan.Listing of the live tree
     claims: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> node name
     inputs: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras) the live tree was built from
+    records_key: str = field(default="", repr=False)  # in memory: the site key every record was made with
     attempt: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras, digest or "") of the last build
 
     @classmethod

@@ -106,10 +106,11 @@ class _Chunk(NamedTuple):
     first: bytes  # its first path (UTF-8 sorts as the str paths do)
     entries: bytes
     sums: bytes
+    count: int
 
     @classmethod
     def of(cls, entries: list[bytes], sums: list[bytes]) -> "_Chunk":
-        return cls(_sum_key(sums[0]), _SEPARATOR.join(entries), b"".join(sums))
+        return cls(_sum_key(sums[0]), _SEPARATOR.join(entries), b"".join(sums), len(sums))
 
     def lines(self) -> tuple[list[bytes], list[bytes]]:
         return self.entries.split(_SEPARATOR), self.sums.splitlines(keepends=True)
@@ -174,14 +175,15 @@ class Listing:
                     return None
             entries = manifest[entry_at:next_entry - len(_SEPARATOR) if next_entry < end else end]
             part = sums[sum_at:sum_end]
-            if entries.count(b"\n") != part.count(b"\n") - 1:  # one newline per separator
+            count = part.count(b"\n")
+            if entries.count(b"\n") != count - 1:  # one newline per separator
                 return None
-            chunks.append(_Chunk(part[_SUM_PATH:part.find(b"\n")], entries, part))
+            chunks.append(_Chunk(part[_SUM_PATH:part.find(b"\n")], entries, part, count))
             sum_at, entry_at = sum_end, next_entry
         return cls(chunks)
 
     def __len__(self) -> int:
-        return sum(chunk.sums.count(b"\n") for chunk in self.chunks)
+        return sum(chunk.count for chunk in self.chunks)
 
     def _chunk_of(self, key: bytes) -> int:
         return max(0, bisect.bisect_right(self._firsts, key) - 1)
