@@ -126,7 +126,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
         # A few nodes changed: render them in memory first, so a build that
         # changes nothing leaves every kept tree alone.
         collected = _Collector()
-        outcome = _run_nodes(ctx, work, stamps, key, collected, jobs=1)
+        outcome = _run_nodes(ctx, work, fresh, stamps, key, collected, jobs=1)
         change = _assemble(ctx, outcome, state, placed, key)
         if change.listing.build_id() == live:
             return _unchanged(state, change, outcome, paths, started, save_state)
@@ -135,7 +135,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
                 writer.staging.put(artifact)
             return _commit(writer, state, change, outcome, paths, started, save_state, durable)
     with TreeWriter(paths.out, paths.state, state.drift if state.listing is not None else None) as writer:
-        outcome = _run_nodes(ctx, work, stamps, key, writer.staging, jobs)
+        outcome = _run_nodes(ctx, work, fresh, stamps, key, writer.staging, jobs)
         change = _assemble(ctx, outcome, state, placed, key)
         writer.staging.live_hashes = state.shared
         for artifact in change.shared:
@@ -435,8 +435,8 @@ class _Outcome:
 _WORKER: dict = {}
 
 
-def _run_nodes(ctx, work, stamps, key, staging, jobs: int | None) -> _Outcome:
-    fresh = sum(1 for *_, record in work if record is None)
+def _run_nodes(ctx, work, fresh: int, stamps, key, staging, jobs: int | None) -> _Outcome:
+    """Render the `fresh` nodes of `work` that have no reusable record, on every core if many."""
     jobs = jobs or (os.cpu_count() or 1)
     _WORKER.update(job=(ctx, stamps, key), staging=staging)
     try:

@@ -161,6 +161,27 @@ def write_bytes(target: str, data: bytes) -> None:
         handle.write(data)
 
 
+def write_parts(target: Path, parts: list[bytes]) -> None:
+    """Write a new file from pieces with writev(2), without joining them in memory first."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for start in range(0, len(parts), IOV_MAX):
+            batch = [memoryview(part) for part in parts[start:start + IOV_MAX] if part]
+            first = 0
+            while first < len(batch):
+                written = os.writev(fd, batch[first:])
+                while first < len(batch) and written >= len(batch[first]):  # whole pieces written
+                    written -= len(batch[first])
+                    first += 1
+                if written:  # a piece written in part
+                    batch[first] = batch[first][written:]
+    finally:
+        os.close(fd)
+
+
+IOV_MAX = 1024  # pieces per writev(2) on Linux
+
+
 class TreeWriter:
     """Owns the output link: one writer at a time, staging, commit, prune."""
 
@@ -239,8 +260,8 @@ class TreeWriter:
                 before = staging.linked
                 staging.settle(listing, changed, placed)
                 linked += staging.linked - before
-                write_bytes(staging.path / CHECKSUMS, listing.checksums_bytes())
-                write_bytes(staging.path / MANIFEST, listing.manifest_bytes(build_id))
+                write_parts(staging.path / CHECKSUMS, listing.checksums_parts())
+                write_parts(staging.path / MANIFEST, listing.manifest_parts(build_id))
                 if durable:
                     sync_filesystem(staging.path)  # on disk before any server is switched to it
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id

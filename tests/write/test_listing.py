@@ -81,3 +81,15 @@ def test_a_damaged_listing_is_not_trusted(tmp_path):
         (tmp_path / "manifest.json").write_bytes(manifest_bytes)
         (tmp_path / "SHA256SUMS").write_bytes(sums_bytes)
         assert Listing.read(tmp_path) is None, case
+
+
+def test_written_in_pieces_equals_joined(tmp_path, monkeypatch):
+    import bootgen.write as write
+
+    parts = [bytes([i % 251]) * (i % 7) for i in range(3000)]  # more pieces than one writev takes
+    monkeypatch.setattr(write, "IOV_MAX", 100)
+    write.write_parts(tmp_path / "f", parts)
+    assert (tmp_path / "f").read_bytes() == b"".join(parts)
+    listing = Listing.of_lines(_files([f"p{i}" for i in range(1500)]))
+    write.write_parts(tmp_path / "m", listing.manifest_parts("x"))
+    assert (tmp_path / "m").read_bytes() == listing.manifest_bytes("x")
