@@ -70,7 +70,9 @@ def test_iso_kernel_and_initrd_are_extracted_once(site, server, tmp_path, monkey
     assert result.iso.name == "ubuntu-22.04.1-live-server-amd64.iso"
     assert sources[result.iso.tree_path].read_bytes() == iso_bytes
 
-    monkeypatch.setattr(iso_mod.pycdlib, "PyCdlib", lambda: pytest.fail("extracted the ISO again"))
+    import pycdlib
+
+    monkeypatch.setattr(pycdlib, "PyCdlib", lambda: pytest.fail("extracted the ISO again"))
     assert resolve(site, config, fetch=False)["ubuntu-22.04"] == result
 
 
