@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import InputError, Location, OutputError, Problem, RenderError
 from .incremental import BuildState, InputStamps, NodeRecord, paused_gc, site_key
-from .plan import Artifact, Plan
+from .plan import Artifact, Plan, producer
 from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
 
 # Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
@@ -172,8 +172,8 @@ class _Change:
     """A build's result before it is written: the new listing and what differs from the live tree."""
 
     listing: object  # bootgen.plan.Listing
-    changed: set[str]  # paths whose bytes differ from the live tree (added, changed, removed)
-    placed: set[str]  # paths this build puts in staging itself
+    changed: set[str] | None  # paths whose bytes differ from the live tree (None: not worked out)
+    placed: set[str] | None  # paths this build puts in staging itself (None: all of them)
     shared: list[Artifact]  # files no node owns that this build puts
     shared_hashes: dict[str, str]
     shared_key: str
@@ -190,11 +190,11 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     shared, shared_hashes, shared_key = _shared_files(ctx, outcome, state, placed, key, deleted)
     _check_paths(outcome, state, shared, deleted)
     shared_lines = {a.path: a.listing_lines() for a in shared}
-    if state.listing is None:
-        listing = Listing.of_lines({**outcome.lines, **shared_lines})
-        changed = set(outcome.lines) | set(shared_lines)
-    else:
-        listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
+    if state.listing is None:  # every node rendered: a new listing, all of it placed by this build
+        outcome.lines.update(shared_lines)
+        listing = Listing.of_lines(outcome.lines, consume=True)  # 1,000,000 lines at 100,000 nodes
+        return _Change(listing, None, None, shared, shared_hashes, shared_key)
+    listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
     placed_paths = set(outcome.lines) | set(shared_lines)
     return _Change(listing, changed, placed_paths, shared, shared_hashes, shared_key)
 
@@ -264,9 +264,8 @@ def _check_paths(outcome: "_Outcome", state: BuildState, shared: list[Artifact],
     for paths a node did not have before."""
     problems = list(outcome.path_problems)
     for artifact in shared:
-        owner = outcome.owners.get(artifact.path)
-        if owner is not None:
-            problems.append(_collision(artifact.path, _producer(artifact), _listed_producer(outcome.lines, artifact.path)))
+        if artifact.path in outcome.lines:
+            problems.append(_collision(artifact.path, producer(artifact), _listed_producer(outcome.lines, artifact.path)))
     listing = state.listing
     if listing is not None:
         redone = set(outcome.rendered_names) | {record.name for record in deleted}
@@ -286,10 +285,6 @@ def _collision(path: str, first: str, second: str) -> Problem:
                    hint="file names come from MACs, addresses and node names; make them unique")
 
 
-def _producer(artifact: Artifact) -> str:
-    return f"{artifact.target} for node '{artifact.node}'" if artifact.node else artifact.target
-
-
 def _listed_producer(lines: dict, path: str) -> str:
     entry = json.loads(lines[path][0])
     return f"{entry['target']} for node '{entry['node']}'" if entry["node"] else entry["target"]
@@ -298,9 +293,9 @@ def _listed_producer(lines: dict, path: str) -> str:
 def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_Outcome",
             paths: Paths, started: float, save_state: bool, durable: bool) -> BuildResult:
     staging = writer.staging
-    if staging.live is not None and not staging.recycled:
+    if staging.live is not None and not staging.recycled and change.placed is not None:
         _fill_from_live(staging, change, outcome)
-    write = writer.commit(change.listing, change.changed, change.placed,
+    write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
                           outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
     parent = state.build_id
     state.succeeded()
@@ -394,7 +389,6 @@ class _Outcome:
     written: int = 0
     linked: int = 0
     lines: dict = field(default_factory=dict)  # path -> (manifest entry, SHA256SUMS line), rendered nodes
-    owners: dict = field(default_factory=dict)  # path -> node, rendered nodes
     path_problems: list = field(default_factory=list)  # two rendered nodes on one path
     rendered_names: list = field(default_factory=list)
     node_paths: dict = field(default_factory=dict)  # node name -> its file
@@ -406,12 +400,11 @@ class _Outcome:
         self.records.append(record)
         self.rendered += 1
         self.rendered_names.append(record.name)
-        self._add_lines(record.name, lines)
+        self._add_lines(lines)
 
-    def _add_lines(self, name: str, lines: dict) -> None:
+    def _add_lines(self, lines: dict) -> None:
         for path, pair in lines.items():
-            other = self.owners.setdefault(path, name)
-            if other != name:
+            if path in self.lines:
                 self.path_problems.append(_collision(path, _listed_producer(self.lines, path),
                                                      _listed_producer(lines, path)))
                 continue
@@ -426,9 +419,7 @@ class _Outcome:
         self.linked += other.linked
         self.rendered_names += other.rendered_names
         self.path_problems += other.path_problems
-        paths = {record.name: record.paths for record in other.records}
-        for name in other.rendered_names:
-            self._add_lines(name, {p: other.lines[p] for p in paths[name] if other.owners.get(p) == name})
+        self._add_lines(other.lines)
 
 
 # Node work runs in this process or in forked workers, which inherit these.

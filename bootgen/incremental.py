@@ -263,12 +263,14 @@ class BuildState:
             if current not in self.history or steps > HISTORY_KEPT:  # unknown, or an edit and its undo
                 return None
             current, changed = self.history[current]
+            if changed is None:  # a build from scratch: what it changed was not worked out
+                return None
             drift |= changed
         return drift
 
-    def remember(self, build_id: str, parent: str, changed) -> None:
+    def remember(self, build_id: str, parent: str, changed: set[str] | None) -> None:
         """Record a new live build, keeping the last few steps of history."""
-        self.history[build_id] = (parent, frozenset(changed))
+        self.history[build_id] = (parent, None if changed is None else frozenset(changed))
         kept, current = {}, build_id
         while current in self.history and current not in kept and len(kept) < HISTORY_KEPT:
             kept[current] = self.history[current]

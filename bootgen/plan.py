@@ -38,7 +38,7 @@ class Artifact:
                    immutable: bool = False) -> "Artifact":
         return cls(path, hashlib.sha256(data).hexdigest(), len(data), immutable, node, target, data=data)
 
-    def listing_lines(self) -> tuple[str, str]:
+    def listing_lines(self) -> tuple[bytes, bytes]:
         """Its manifest entry and SHA256SUMS line."""
         return listing_lines(self.path, self.sha256, self.size, self.immutable, self.node, self.target)
 
@@ -65,18 +65,16 @@ class Plan:
         elif existing.sha256 != artifact.sha256 or artifact.source is None:
             # Identical image files may be placed by two image sets; rendered files never collide.
             self.problems.append(Problem(
-                Location(artifact.path), f"two outputs claim this path: {_producer(existing)} and {_producer(artifact)}",
+                Location(artifact.path), f"two outputs claim this path: {producer(existing)} and {producer(artifact)}",
                 hint="file names come from MACs, addresses and node names; make them unique"))
 
     def check(self) -> None:
         if self.problems:
             raise RenderError(self.problems)
 
-    def listing(self) -> "Listing":
-        return Listing.of(self.artifacts.values())
 
-
-def _producer(artifact: Artifact) -> str:
+def producer(artifact: Artifact) -> str:
+    """Who makes a file, for problems: 'ipxe for node \'node-1\'', or a site-wide target."""
     return f"{artifact.target} for node '{artifact.node}'" if artifact.node else artifact.target
 
 
@@ -130,15 +128,15 @@ class Listing:
         self._build_id: str | None = None
 
     @classmethod
-    def of_lines(cls, lines: dict[str, tuple[bytes, bytes]]) -> "Listing":
-        """From path -> (manifest entry, SHA256SUMS line)."""
-        ordered = [lines[p] for p in sorted(lines)]
-        return cls([_Chunk.of([e for e, _ in part], [s for _, s in part])
-                    for part in (ordered[i:i + CHUNK] for i in range(0, len(ordered), CHUNK))])
-
-    @classmethod
-    def of(cls, artifacts) -> "Listing":
-        return cls.of_lines({a.path: a.listing_lines() for a in artifacts})
+    def of_lines(cls, lines: dict[str, tuple[bytes, bytes]], *, consume: bool = False) -> "Listing":
+        """From path -> (manifest entry, SHA256SUMS line); `consume` empties `lines` as it
+        goes, so a million lines are not held twice."""
+        ordered = sorted(lines)
+        chunks = []
+        for i in range(0, len(ordered), CHUNK):
+            part = [lines.pop(p) if consume else lines[p] for p in ordered[i:i + CHUNK]]
+            chunks.append(_Chunk.of([e for e, _ in part], [s for _, s in part]))
+        return cls(chunks)
 
     @classmethod
     def read(cls, tree: Path) -> "Listing | None":

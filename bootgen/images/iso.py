@@ -44,7 +44,7 @@ def extract_files(iso_path: Path, members: list[str], out_dir: Path) -> dict[str
     return wanted
 
 
-def _extract_one(iso: "pycdlib.PyCdlib", member: str, dest: Path) -> None:
+def _extract_one(iso, member: str, dest: Path) -> None:
     from pycdlib.pycdlibexception import PyCdlibException
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def _extract_one(iso: "pycdlib.PyCdlib", member: str, dest: Path) -> None:
     raise IsoError(f"{member} not found in the ISO")
 
 
-def _facets(iso: "pycdlib.PyCdlib", member: str) -> list[dict]:
+def _facets(iso, member: str) -> list[dict]:
     """Ways to name `member`: Rock Ridge and Joliet keep real names; plain ISO 9660 upper-cases them."""
     path = "/" + member.lstrip("/")
     facets = []

@@ -13,7 +13,6 @@ import pytest
 
 from bootgen.errors import ImageError
 from bootgen.images import FetchPolicy, boot_loader_files, resolve_images
-from bootgen.images import iso as iso_mod
 
 FAST = FetchPolicy(attempts=2, backoff=0.01, connect_timeout=2, read_timeout=5)
 VMLINUZ = os.urandom(70_000)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bootgen.build import Paths, build
+from bootgen.build import build
 from bootgen.errors import OutputError, RenderError
 from bootgen.plan import Artifact, Plan
 import bootgen.write as write_module
