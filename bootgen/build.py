@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import InputError, Location, OutputError, Problem, RenderError
 from .incremental import BuildState, InputStamps, NodeRecord, paused_gc, site_key
-from .plan import Artifact, Plan, producer
+from .plan import Artifact, Listing, Plan, producer
 from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
 
 # Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
@@ -135,7 +135,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
                 writer.staging.put(artifact)
             return _commit(writer, state, change, outcome, paths, started, save_state, durable)
     with TreeWriter(paths.out, paths.state, state.drift if state.listing is not None else None) as writer:
-        outcome = _run_nodes(ctx, work, fresh, stamps, key, writer.staging, jobs)
+        outcome = _run_nodes(ctx, work, fresh, stamps, key, writer.staging, jobs, sorted_runs=state.listing is None)
         change = _assemble(ctx, outcome, state, placed, key)
         writer.staging.live_hashes = state.shared
         for artifact in change.shared:
@@ -145,8 +145,6 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
 
 def _load_state(state: BuildState, paths: Paths, live: str | None) -> None:
     """Node records and the live tree's listing, if they describe the live tree."""
-    from .plan import Listing
-
     state.load_records(paths.state)
     if live is None or live != state.build_id:  # the live tree is not the one these records describe
         state.forget()
@@ -181,8 +179,6 @@ class _Change:
 
 def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact], key: str) -> _Change:
     """Fleet-wide checks, then the new listing: the live one patched, or a new one."""
-    from .plan import Listing
-
     outcome.records.sort(key=lambda r: r.name)
     outcome.by_name = {record.name: record for record in outcome.records}
     deleted = [record for name, record in (state.records or {}).items() if name not in outcome.by_name]
@@ -191,8 +187,10 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     _check_paths(outcome, state, shared, deleted)
     shared_lines = {a.path: a.listing_lines() for a in shared}
     if state.listing is None:  # every node rendered: a new listing, all of it placed by this build
-        outcome.lines.update(shared_lines)
-        listing = Listing.of_lines(outcome.lines, consume=True)  # 1,000,000 lines at 100,000 nodes
+        runs = outcome.runs + [Listing.of_lines(outcome.lines, consume=True), Listing.of_lines(shared_lines)]
+        listing, clashes = Listing.merged(runs)  # a million lines at 100,000 nodes
+        if clashes:
+            raise RenderError([_collision(_entry_path(a), _entry_producer(a), _entry_producer(b)) for a, b in clashes])
         return _Change(listing, None, None, shared, shared_hashes, shared_key)
     listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
     placed_paths = set(outcome.lines) | set(shared_lines)
@@ -286,8 +284,16 @@ def _collision(path: str, first: str, second: str) -> Problem:
 
 
 def _listed_producer(lines: dict, path: str) -> str:
-    entry = json.loads(lines[path][0])
-    return f"{entry['target']} for node '{entry['node']}'" if entry["node"] else entry["target"]
+    return _entry_producer(lines[path][0])
+
+
+def _entry_producer(entry: bytes) -> str:
+    fields = json.loads(entry)
+    return f"{fields['target']} for node '{fields['node']}'" if fields["node"] else fields["target"]
+
+
+def _entry_path(entry: bytes) -> str:
+    return json.loads(entry)["path"]
 
 
 def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_Outcome",
@@ -393,6 +399,7 @@ class _Outcome:
     rendered_names: list = field(default_factory=list)
     node_paths: dict = field(default_factory=dict)  # node name -> its file
     by_name: dict = field(default_factory=dict)  # node name -> record, once all nodes are in
+    runs: list = field(default_factory=list)  # sorted Listings of workers' lines, in the parent (see _run_nodes)
     claims: dict = field(default_factory=dict)  # (kind, value) -> node name, once checked
     job: tuple = ()  # (render context, input stamps, site key), in the parent process only
 
@@ -426,8 +433,12 @@ class _Outcome:
 _WORKER: dict = {}
 
 
-def _run_nodes(ctx, work, fresh: int, stamps, key, staging, jobs: int | None) -> _Outcome:
-    """Render the `fresh` nodes of `work` that have no reusable record, on every core if many."""
+def _run_nodes(ctx, work, fresh: int, stamps, key, staging, jobs: int | None, sorted_runs: bool = False) -> _Outcome:
+    """Render the `fresh` nodes of `work` that have no reusable record, on every core if many.
+
+    With `sorted_runs` (a build from scratch), each worker's listing lines are
+    sorted into a run of chunks as they arrive, to be merged at the end: a
+    million lines are never held as separate objects at once."""
     jobs = jobs or (os.cpu_count() or 1)
     _WORKER.update(job=(ctx, stamps, key), staging=staging)
     try:
@@ -443,6 +454,8 @@ def _run_nodes(ctx, work, fresh: int, stamps, key, staging, jobs: int | None) ->
 
             with _collecting_gc(), multiprocessing.get_context("fork").Pool(jobs) as pool:
                 for part in pool.imap_unordered(_process, chunks):
+                    if sorted_runs:
+                        outcome.runs.append(Listing.of_lines(part.lines, consume=True))
                     outcome.merge(part)
     finally:
         _WORKER.clear()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import json
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -137,6 +139,34 @@ class Listing:
             part = [lines.pop(p) if consume else lines[p] for p in ordered[i:i + CHUNK]]
             chunks.append(_Chunk.of([e for e, _ in part], [s for _, s in part]))
         return cls(chunks)
+
+    @classmethod
+    def merged(cls, runs: list["Listing"]) -> tuple["Listing", list[tuple[bytes, bytes]]]:
+        """One listing from several (each sorted), and the entries of any path two of them hold.
+
+        Each run's chunks are released as they are merged."""
+        def lines(run: Listing):
+            chunks, run.chunks = run.chunks, []
+            chunks.reverse()
+            while chunks:
+                entries, sums = chunks.pop().lines()
+                yield from zip(map(_sum_key, sums), entries, sums)
+
+        chunks, entries, sums, clashes = [], [], [], []
+        last = None
+        for key, entry, line in heapq.merge(*map(lines, runs), key=operator.itemgetter(0)):
+            if key == last:
+                clashes.append((entries[-1] if entries else chunks[-1].entries.rsplit(_SEPARATOR, 1)[-1], entry))
+                continue
+            last = key
+            entries.append(entry)
+            sums.append(line)
+            if len(sums) == CHUNK:
+                chunks.append(_Chunk.of(entries, sums))
+                entries, sums = [], []
+        if sums:
+            chunks.append(_Chunk.of(entries, sums))
+        return cls(chunks), clashes
 
     @classmethod
     def read(cls, tree: Path) -> "Listing | None":

@@ -93,3 +93,17 @@ def test_written_in_pieces_equals_joined(tmp_path, monkeypatch):
     listing = Listing.of_lines(_files([f"p{i}" for i in range(1500)]))
     write.write_parts(tmp_path / "m", listing.manifest_parts("x"))
     assert (tmp_path / "m").read_bytes() == listing.manifest_bytes("x")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sets(NAMES, max_size=25), max_size=5), st.integers(min_value=1, max_value=5))
+def test_merged_runs_equal_one_listing_and_report_shared_paths(runs, chunk):
+    old_chunk, plan.CHUNK = plan.CHUNK, chunk
+    try:
+        listing, clashes = Listing.merged([Listing.of_lines(_files(run)) for run in runs])
+        everything = set().union(*runs)
+        _same(listing, _files(everything))
+        assert sorted(json.loads(a)["path"] for a, _ in clashes) == sorted(
+            p for p in everything for _ in range(sum(p in run for run in runs) - 1))
+    finally:
+        plan.CHUNK = old_chunk
