@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bootgen.build import Paths, build
+from bootgen.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,22 +31,44 @@ def _edit(nodes: Path, site: Path, kind: str, index: int) -> None:
     elif kind == "profile":
         profile = site / "profiles" / "flatcar-install.yaml"
         profile.write_text(profile.read_text() + f"  - edit{index}=1\n")
+    elif kind == "toggle" and target is not None:  # twice: back to a tree built before (maybe still kept)
+        text, line = target.read_text(), "# toggled\nkernel_args: [toggled]\n"
+        if text.endswith(line):
+            target.write_text(text[:-len(line)])
+        elif "kernel_args" not in text:
+            target.write_text(text + line)
 
 
 def _files(tree: Path) -> dict[str, bytes]:
     return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
 
 
+def _broken_build(paths: Paths, nodes: Path) -> None:
+    """A build that fails (a node with a bad MAC) must change nothing the next builds rely on."""
+    broken = nodes / "zz-broken.yaml"
+    broken.write_text("interfaces:\n  - mac: not-a-mac\n")
+    try:
+        build(paths, fetch=False)
+        raise AssertionError("a broken node must fail the build")
+    except InputError:
+        pass
+    broken.unlink()
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(["add", "delete", "vars", "state", "profile"]),
-                          st.integers(min_value=0, max_value=40)), min_size=1, max_size=5))
+@given(st.lists(st.tuples(st.sampled_from(["add", "delete", "vars", "state", "profile", "toggle", "toggle", "broken"]),
+                          st.integers(min_value=0, max_value=40)), min_size=1, max_size=8))
 def test_incremental_equals_clean(tmp_path_factory, edits):
+    """Eight edits reach the builds that recycle the oldest kept tree several times."""
     work = tmp_path_factory.mktemp("incremental")
     shutil.copytree(ROOT / "site", work / "site")
     shutil.copytree(ROOT / "nodes", work / "nodes")
     incremental = Paths(work / "site", work / "nodes", work / "build")
     build(incremental, fetch=False)
     for kind, index in edits:
+        if kind == "broken":
+            _broken_build(incremental, work / "nodes")
+            continue
         _edit(work / "nodes", work / "site", kind, index)
         build(incremental, fetch=False)
     clean_dir = tmp_path_factory.mktemp("clean")
