@@ -267,7 +267,7 @@ def _check_paths(outcome: "_Outcome", state: BuildState, shared: list[Artifact],
     listing = state.listing
     if listing is not None:
         redone = set(outcome.rendered_names) | {record.name for record in deleted}
-        new = {path: name for name in outcome.rendered_names
+        new = {path for name in outcome.rendered_names
                for path in set(outcome.by_name[name].paths) - set(_old_paths(state, name))}
         for path in sorted(listing.holding(new)):
             owner = listing.node(path)
@@ -304,10 +304,8 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
     write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
                           outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
     parent = state.build_id
-    state.succeeded()
-    state.files = len(change.listing)
-    state.records, state.claims, state.records_key = outcome.by_name, outcome.claims, change.shared_key
-    state.shared, state.shared_key, state.listing = change.shared_hashes, change.shared_key, change.listing
+    _adopt(state, change, outcome)
+    state.files, state.listing = len(change.listing), change.listing
     if write.changed:
         state.remember(write.build_id, parent, change.changed)
     if save_state:
@@ -342,14 +340,19 @@ def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> N
 def _unchanged(state: BuildState, change: _Change, outcome: "_Outcome", paths: Paths, started: float,
                save_state: bool) -> BuildResult:
     """The inputs changed but not the output (an edit and its undo): only the state moves."""
-    state.succeeded()
-    state.records, state.claims, state.records_key = outcome.by_name, outcome.claims, change.shared_key
-    state.shared, state.shared_key = change.shared_hashes, change.shared_key
+    _adopt(state, change, outcome)
     if save_state:
         state.save(paths.state)
     write = WriteResult(state.build_id, paths.out.resolve(), False, 0, 0)
     return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
+
+
+def _adopt(state: BuildState, change: _Change, outcome: "_Outcome") -> None:
+    """The build succeeded: its inputs, records, claims and shared files now describe the live tree."""
+    state.succeeded()
+    state.records, state.claims = outcome.by_name, outcome.claims
+    state.shared, state.shared_key = change.shared_hashes, change.shared_key
 
 
 def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: bool, progress: bool | None):
@@ -371,7 +374,7 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
 def _work(state: BuildState, stamps: InputStamps, key: str) -> list[tuple[str, str, NodeRecord | None]]:
     """(node name, file, record if it can be reused) for every node file."""
     records = state.records or {}
-    if state.inputs is not None and state.records_key == key and stamps.unchanged_nodes_since(state.inputs[0]):
+    if state.inputs is not None and state.shared_key == key and stamps.unchanged_nodes_since(state.inputs[0]):
         # watch: only the nodes events named can have changed since the last build
         touched = stamps.touched
         return [(name, path, _reusable(state, stamps, name, key) if name in touched else records.get(name))

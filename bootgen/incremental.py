@@ -57,8 +57,7 @@ def _walk(directory: Path):
             if entry.is_dir(follow_symlinks=True):
                 stack.append(path)
             else:
-                st = entry.stat()
-                yield path, (st.st_size, st.st_mtime_ns, st.st_ino)
+                yield path, _stamp(entry.stat())
 
 
 @dataclass(frozen=True)
@@ -136,9 +135,8 @@ def _node_stamps(nodes_dir: Path) -> tuple[dict[str, tuple], tuple[tuple[str, st
         for entry in os.scandir(nodes_dir):
             name = entry.name
             if name.endswith((".yaml", ".yml")) and not name.startswith("."):
-                st = entry.stat()
                 stem = name.rsplit(".", 1)[0]
-                nodes[stem] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                nodes[stem] = _stamp(entry.stat())
                 files.append((name, stem, entry.path))
     files.sort()
     return nodes, tuple((stem, path) for _, stem, path in files)
@@ -146,9 +144,13 @@ def _node_stamps(nodes_dir: Path) -> tuple[dict[str, tuple], tuple[tuple[str, st
 
 def _stat(path: str) -> tuple | None:
     try:
-        st = os.stat(path)
+        return _stamp(os.stat(path))
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    """What identifies a file's version: (size, mtime_ns, inode)."""
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
@@ -200,8 +202,8 @@ class BuildState:
 
     `history` maps a build id to its parent's id and the paths whose bytes
     differ between the two: what a recycled tree must change to become the
-    next one. The listing and claims index are derived data, kept in memory
-    only (watch keeps them between builds; a fresh process reads the listing
+    next one. The claims index is saved with the records; the listing is kept
+    in memory only (watch keeps it between builds; a fresh process reads it
     from the live tree)."""
 
     stamp: str = ""
@@ -209,13 +211,12 @@ class BuildState:
     records: dict[str, NodeRecord] | None = field(default_factory=dict)
     files: int = 0
     shared: dict[str, str] = field(default_factory=dict)  # path -> sha256 of files no node owns
-    shared_key: str = ""  # the site key the shared files were made for
+    shared_key: str = ""  # the site key the shared files (and every record) were made with
     history: dict[str, tuple[str, frozenset]] = field(default_factory=dict)
     site_cache: tuple | None = field(default=None, repr=False)  # in memory only: (site stamps, prepared site)
     listing: object = field(default=None, repr=False)  # in memory only: bootgen.plan.Listing of the live tree
     claims: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> node name
     inputs: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras) the live tree was built from
-    records_key: str = field(default="", repr=False)  # in memory: the site key every record was made with
     attempt: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras, digest or "") of the last build
 
     @classmethod
@@ -237,11 +238,11 @@ class BuildState:
         try:
             with open(state_dir / STATE_FILE, "rb") as handle, paused_gc():
                 build_id, records, shared, shared_key, history, claims = pickle.load(handle)
+                records = {record[0]: NodeRecord(*record) for record in records} if build_id == self.build_id else None
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
             return
-        if build_id == self.build_id:
-            with paused_gc():
-                self.records = {record[0]: NodeRecord(*record) for record in records}
+        if records is not None:
+            self.records = records
             self.shared, self.shared_key, self.history, self.claims = shared, shared_key, history, claims
 
     def succeeded(self) -> None:
