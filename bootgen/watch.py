@@ -88,6 +88,10 @@ class _Changes:
     def dispatch(self, event) -> None:  # watchdog calls this from its thread
         if event.event_type in ("opened", "closed_no_write"):
             return
+        if event.is_directory and event.event_type == "modified":
+            # Sent for the parent of every file written, created or removed, beside
+            # that file's own event; naming nodes/ itself would mean re-stating all of it.
+            return
         with self._lock:
             self._paths.add(event.src_path)
             if getattr(event, "dest_path", ""):

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from bootgen.incremental import InputStamps
 from bootgen.watch import watch
 
 WAIT = 30  # seconds; a rebuild takes well under one
@@ -72,6 +73,19 @@ def test_watch_follows_edits_deletes_and_survives_a_broken_edit(watcher):
     assert _build_id(paths) == good_tree  # same inputs as the last good build: the same tree
     manifest = json.loads((paths.out / "manifest.json").read_text())
     assert "node-1" in {f["node"] for f in manifest["files"]}
+
+
+def test_a_saved_node_file_is_the_only_input_stated_again(watcher, monkeypatch):
+    """An editor's save also reports nodes/ as modified; that must not mean a scan of every node."""
+    paths, lines = watcher
+    scans = []
+    take = InputStamps.take.__func__
+    monkeypatch.setattr(InputStamps, "take", classmethod(lambda cls, *args: scans.append(args) or take(cls, *args)))
+    node = paths.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [fast=1]\n")
+    _wait_for(lambda: len(lines) >= 2, "a rebuild after a node edit")
+    assert "(1 nodes rendered" in lines[-1]
+    assert scans == []
 
 
 def test_watch_saves_state_for_the_next_cli_build(watcher):
