@@ -121,12 +121,11 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     _load_state(state, paths, live)
     ctx, placed, key = _prepare_site(paths, stamps, state, fetch, progress)
     work = _work(state, stamps, key)
-    fresh = sum(1 for *_, record in work if record is None)
-    if state.listing is not None and fresh < PARALLEL_THRESHOLD:
+    if state.listing is not None and len(work.fresh) < PARALLEL_THRESHOLD:
         # A few nodes changed: render them in memory first, so a build that
         # changes nothing leaves every kept tree alone.
         collected = _Collector()
-        outcome = _run_nodes(ctx, work, fresh, stamps, key, collected, jobs=1)
+        outcome = _run_nodes(ctx, work, stamps, key, collected, jobs=1)
         change = _assemble(ctx, outcome, state, placed, key)
         if change.listing.build_id() == live:
             return _unchanged(state, change, outcome, paths, started, save_state)
@@ -135,7 +134,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
                 writer.staging.put(artifact)
             return _commit(writer, state, change, outcome, paths, started, save_state, durable)
     with TreeWriter(paths.out, paths.state, state.drift if state.listing is not None else None) as writer:
-        outcome = _run_nodes(ctx, work, fresh, stamps, key, writer.staging, jobs, sorted_runs=state.listing is None)
+        outcome = _run_nodes(ctx, work, stamps, key, writer.staging, jobs, sorted_runs=state.listing is None)
         change = _assemble(ctx, outcome, state, placed, key)
         writer.staging.live_hashes = state.shared
         for artifact in change.shared:
@@ -179,9 +178,8 @@ class _Change:
 
 def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact], key: str) -> _Change:
     """Fleet-wide checks, then the new listing: the live one patched, or a new one."""
-    outcome.records.sort(key=lambda r: r.name)
-    outcome.by_name = {record.name: record for record in outcome.records}
-    deleted = [record for name, record in (state.records or {}).items() if name not in outcome.by_name]
+    records = state.records or {}
+    deleted = [records[name] for name in sorted(records.keys() - outcome.by_name.keys())]
     _check_claims(outcome, state, deleted)
     shared, shared_hashes, shared_key = _shared_files(ctx, outcome, state, placed, key, deleted)
     _check_paths(outcome, state, shared, deleted)
@@ -229,7 +227,7 @@ def _check_claims(outcome: "_Outcome", state: BuildState, deleted) -> None:
             conflict |= index.setdefault((kind, value), node) != node
     reader = Reader(Path.cwd())
     if conflict:
-        check_claims([claim for record in outcome.records for claim in record.claims], reader)
+        check_claims([claim for record in outcome.sorted_records() for claim in record.claims], reader)
     problems = outcome.problems + reader.problems
     if problems:
         raise (InputError if outcome.input_problem or reader.problems else RenderError)(problems)
@@ -247,7 +245,7 @@ def _shared_files(ctx, outcome: "_Outcome", state: BuildState, placed: list[Arti
         for name in outcome.rendered_names)
     if state.listing is not None and state.shared_key == key and not hosts_changed:
         return [], state.shared, key
-    hosts = tuple(host for record in outcome.records for host in record.hosts)
+    hosts = tuple(host for record in outcome.sorted_records() for host in record.hosts)
     shared = render_site_files(ctx, hosts) + placed
     plan = Plan()
     for artifact in shared:
@@ -310,7 +308,7 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
         state.remember(write.build_id, parent, change.changed)
     if save_state:
         state.save(paths.state)
-    return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
+    return BuildResult(write, len(outcome.by_name), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
 
 
@@ -333,7 +331,7 @@ def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> N
         raise OutputError(Problem(Location(missing[0]), "missing from the live tree",
                                   hint="delete .bootgen/stamp and build again"))
     for name in sorted(owners):
-        _render_fresh(outcome.job, outcome.node_paths[name], staging)
+        _render_fresh(outcome.job, dict(outcome.job[1].node_files)[name], staging)
         outcome.rendered += 1
 
 
@@ -344,7 +342,7 @@ def _unchanged(state: BuildState, change: _Change, outcome: "_Outcome", paths: P
     if save_state:
         state.save(paths.state)
     write = WriteResult(state.build_id, paths.out.resolve(), False, 0, 0)
-    return BuildResult(write, len(outcome.records), len(change.listing), outcome.rendered,
+    return BuildResult(write, len(outcome.by_name), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
 
 
@@ -371,15 +369,36 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     return prepared
 
 
-def _work(state: BuildState, stamps: InputStamps, key: str) -> list[tuple[str, str, NodeRecord | None]]:
-    """(node name, file, record if it can be reused) for every node file."""
+@dataclass
+class _Work:
+    """The nodes of a build: those whose last outputs are reused, and those to render."""
+
+    reused: dict[str, NodeRecord]  # node name -> its record, reused as it is
+    fresh: list[tuple[str, str]]  # (node name, file) to read and render, in file name order
+
+
+def _work(state: BuildState, stamps: InputStamps, key: str) -> _Work:
     records = state.records or {}
-    if state.inputs is not None and state.shared_key == key and stamps.unchanged_nodes_since(state.inputs[0]):
-        # watch: only the nodes events named can have changed since the last build
-        touched = stamps.touched
-        return [(name, path, _reusable(state, stamps, name, key) if name in touched else records.get(name))
-                for name, path in stamps.node_files]
-    return [(name, path, _reusable(state, stamps, name, key)) for name, path in stamps.node_files]
+    if (state.inputs is not None and state.shared_key == key and len(records) == len(stamps.nodes)
+            and stamps.unchanged_nodes_since(state.inputs[0])):
+        # watch: only the nodes events named can have changed since the last build,
+        # so every other record carries over with one dict copy, not 10,000 checks
+        reused = dict(records)
+        fresh = []
+        for name in stamps.touched:
+            if _reusable(state, stamps, name, key) is None:
+                del reused[name]
+                fresh.append(name)
+        files = dict(stamps.node_files) if fresh else {}
+        return _Work(reused, sorted(((name, files[name]) for name in fresh), key=lambda item: item[1]))
+    work = _Work({}, [])
+    for name, path in stamps.node_files:
+        record = _reusable(state, stamps, name, key)
+        if record is None:
+            work.fresh.append((name, path))
+        else:
+            work.reused[name] = record
+    return work
 
 
 def _reusable(state: BuildState, stamps: InputStamps, name: str, key: str) -> NodeRecord | None:
@@ -391,7 +410,7 @@ def _reusable(state: BuildState, stamps: InputStamps, name: str, key: str) -> No
 class _Outcome:
     """Node work: every node's record, and the listing lines of the nodes rendered."""
 
-    records: list[NodeRecord]
+    by_name: dict  # node name -> record, reused or made by this build
     problems: list = field(default_factory=list)
     input_problem: bool = False
     rendered: int = 0
@@ -400,14 +419,15 @@ class _Outcome:
     lines: dict = field(default_factory=dict)  # path -> (manifest entry, SHA256SUMS line), rendered nodes
     path_problems: list = field(default_factory=list)  # two rendered nodes on one path
     rendered_names: list = field(default_factory=list)
-    node_paths: dict = field(default_factory=dict)  # node name -> its file
-    by_name: dict = field(default_factory=dict)  # node name -> record, once all nodes are in
     runs: list = field(default_factory=list)  # sorted Listings of workers' lines, in the parent (see _run_nodes)
     claims: dict = field(default_factory=dict)  # (kind, value) -> node name, once checked
     job: tuple = ()  # (render context, input stamps, site key), in the parent process only
 
+    def sorted_records(self) -> list[NodeRecord]:
+        return [self.by_name[name] for name in sorted(self.by_name)]
+
     def add_rendered(self, record: NodeRecord, lines: dict) -> None:
-        self.records.append(record)
+        self.by_name[record.name] = record
         self.rendered += 1
         self.rendered_names.append(record.name)
         self._add_lines(lines)
@@ -421,7 +441,7 @@ class _Outcome:
             self.lines[path] = pair
 
     def merge(self, other: "_Outcome") -> None:
-        self.records += other.records
+        self.by_name.update(other.by_name)
         self.problems += other.problems
         self.input_problem |= other.input_problem
         self.rendered += other.rendered
@@ -436,23 +456,24 @@ class _Outcome:
 _WORKER: dict = {}
 
 
-def _run_nodes(ctx, work, fresh: int, stamps, key, staging, jobs: int | None, sorted_runs: bool = False) -> _Outcome:
-    """Render the `fresh` nodes of `work` that have no reusable record, on every core if many.
+def _run_nodes(ctx, work: _Work, stamps, key, staging, jobs: int | None, sorted_runs: bool = False) -> _Outcome:
+    """Render the fresh nodes of `work`, on every core if there are many.
 
     With `sorted_runs` (a build from scratch), each worker's listing lines are
     sorted into a run of chunks as they arrive, to be merged at the end: a
     million lines are never held as separate objects at once."""
     jobs = jobs or (os.cpu_count() or 1)
+    fresh = work.fresh
     _WORKER.update(job=(ctx, stamps, key), staging=staging)
     try:
-        if fresh < PARALLEL_THRESHOLD:
-            outcome = _process(work)
+        if len(fresh) < PARALLEL_THRESHOLD:
+            outcome = _process(fresh)
         elif jobs <= 1:
             with _collecting_gc():
-                outcome = _process(work)
+                outcome = _process(fresh)
         else:
-            chunks = [work[i::jobs * 4] for i in range(jobs * 4)]
-            outcome = _Outcome([])
+            chunks = [fresh[i::jobs * 4] for i in range(jobs * 4)]
+            outcome = _Outcome({})
             import multiprocessing  # only a build that renders many nodes forks
 
             with _collecting_gc(), multiprocessing.get_context("fork").Pool(jobs) as pool:
@@ -462,7 +483,7 @@ def _run_nodes(ctx, work, fresh: int, stamps, key, staging, jobs: int | None, so
                     outcome.merge(part)
     finally:
         _WORKER.clear()
-    outcome.node_paths = {name: path for name, path, _ in work}
+    outcome.by_name.update(work.reused)
     outcome.job = (ctx, stamps, key)
     return outcome
 
@@ -477,14 +498,12 @@ def _collecting_gc():
         gc.disable()
 
 
-def _process(work) -> _Outcome:
-    """Render each node of `work` that has no reusable record, placing its files in `staging`."""
+def _process(fresh: list[tuple[str, str]]) -> _Outcome:
+    """Render each (node name, file) of `fresh`, placing its files in `staging`."""
     staging = _WORKER["staging"]
-    outcome = _Outcome([record for *_, record in work if record is not None])
+    outcome = _Outcome({})
     before_written, before_linked = staging.written, staging.linked
-    for _, path, record in work:
-        if record is not None:
-            continue
+    for _, path in fresh:
         try:
             fresh, lines = _render_fresh(_WORKER["job"], path, staging)
         except InputError as exc:

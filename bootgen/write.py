@@ -291,15 +291,41 @@ class TreeWriter:
     def _discard(self, directories) -> None:
         """Delete trees in the background: removing 100,000 files takes longer than building them.
 
-        They are renamed out of the way at once; a detached process removes
-        them, and the next build retries any it did not finish."""
+        They are renamed out of the way at once; one detached process removes
+        them and whatever trash appears while it runs. A build starts it only
+        when none is running, and the next build retries any it did not finish."""
         for directory in directories:
             os.rename(directory, self.builds / f".trash-{directory.name.lstrip('.')}-{secrets.token_hex(4)}")
-        trash = [str(p) for p in self.builds.glob(".trash-*")]
-        if trash:
-            subprocess.Popen([sys.executable, "-c", "import shutil, sys\nfor p in sys.argv[1:]: shutil.rmtree(p, True)",
-                              *trash], start_new_session=True, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not any(self.builds.glob(".trash-*")):
+            return
+        lock = self.builds / ".trash.lock"
+        with open(lock, "w") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a remover is at work; it looks for new trash before it exits
+        subprocess.Popen([sys.executable, "-c", _REMOVER, str(lock), str(self.builds / ".trash-*")],
+                         start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# Holds the lock while trash remains; stops when a pass removes nothing more.
+_REMOVER = """
+import fcntl, glob, shutil, sys
+lock = open(sys.argv[1], "w")
+try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    sys.exit()
+before = None
+while True:
+    trash = sorted(glob.glob(sys.argv[2]))
+    if not trash or trash == before:
+        break
+    for path in trash:
+        shutil.rmtree(path, True)
+    before = trash
+"""
 
 
 def sync_filesystem(path: Path) -> None:

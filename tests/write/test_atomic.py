@@ -145,3 +145,25 @@ def test_old_trees_are_pruned_but_live_one_kept(example):
     trees = [p for p in (example.state / "builds").iterdir() if not p.name.startswith(".")]
     assert len(trees) == write_module.KEEP_BUILDS
     assert example.out.resolve() in [t.resolve() for t in trees]
+
+
+def test_discarded_trees_are_removed_by_one_background_process(example):
+    builds = example.state / "builds"
+    builds.mkdir(parents=True)
+    for name in ("old-a", "old-b"):
+        (builds / name / "sub").mkdir(parents=True)
+        (builds / name / "sub" / "file").write_text(name)
+    lock = open(builds / ".trash.lock", "w")
+    import fcntl
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as if a remover were at work
+    writer = write_module.TreeWriter(example.out, example.state)
+    writer._discard([builds / "old-a"])
+    time.sleep(0.5)
+    assert len(list(builds.glob(".trash-*"))) == 1  # left to the running remover
+    lock.close()
+    writer._discard([builds / "old-b"])
+    deadline = time.monotonic() + 30
+    while list(builds.glob(".trash-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(builds.glob(".trash-*"))  # the new remover took both
+    writer.close()
