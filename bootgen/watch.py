@@ -1,7 +1,8 @@
 """`bootgen watch` and `bootgen serve`: rebuild on every change, serve the tree.
 
 File events from site/ and nodes/ are collected until the input has been quiet
-for a short while (an editor's save is several events), then one incremental
+for a short while (an editor's save is several events: 30 ms, or 5 ms once a
+file was closed after writing or renamed into place), then one incremental
 build runs with the build state kept in memory: only the files the events name
 are stat'ed again. A build that fails prints its problems and leaves the last
 good tree in place; the next save tries again.
@@ -29,6 +30,7 @@ from .errors import BootgenError, format_problems
 from .incremental import BuildState, InputStamps
 
 QUIET_SECONDS = 0.03  # editors write a file as a burst of events within a few milliseconds
+SETTLED_SECONDS = 0.005  # after a file is closed or renamed into place, the save is usually done
 SAVE_AFTER_IDLE = 2.0  # persist the build state once edits pause
 
 
@@ -82,6 +84,7 @@ class _Changes:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.last = 0.0
+        self.quiet = QUIET_SECONDS  # how long to wait after the latest event
         self._lock = threading.Lock()
         self._paths: set[str] = set()
 
@@ -96,6 +99,7 @@ class _Changes:
             self._paths.add(event.src_path)
             if getattr(event, "dest_path", ""):
                 self._paths.add(event.dest_path)
+        self.quiet = SETTLED_SECONDS if event.event_type in ("closed", "moved") else QUIET_SECONDS
         self.last = time.monotonic()
         self.event.set()
 
@@ -139,8 +143,8 @@ def _loop(rebuilder: Rebuilder, changes: _Changes, stop: threading.Event) -> Non
             idle_checked = True
             rebuilder.save_state()
             continue
-        while time.monotonic() - changes.last < QUIET_SECONDS:  # wait out the burst
-            time.sleep(QUIET_SECONDS / 6)
+        while time.monotonic() - changes.last < changes.quiet:  # wait out the burst
+            time.sleep(SETTLED_SECONDS / 5)
         rebuilder.rebuild(changes.take())
         idle_checked = False
 

@@ -41,6 +41,8 @@ class Templates:
 
     def render_string(self, source: str, context: dict, location: Location, field: str) -> str:
         """Render a templated value from an input file (e.g. a kernel argument)."""
+        if "{" not in source:  # no Jinja syntax: it renders to itself, without compiling a template
+            return source
         try:
             template = self._inline.get(source)
             if template is None:

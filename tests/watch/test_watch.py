@@ -127,3 +127,19 @@ def test_a_failed_build_is_not_remembered_as_built(example):
     rebuilder.save_state()
     with pytest.raises(InputError):
         build(example, fetch=False)
+
+
+def test_the_wait_after_a_save_is_short_once_the_file_is_closed_or_renamed_into_place():
+    from watchdog.events import DirModifiedEvent, FileClosedEvent, FileModifiedEvent, FileMovedEvent
+
+    from bootgen.watch import QUIET_SECONDS, SETTLED_SECONDS, _Changes
+
+    changes = _Changes()
+    changes.dispatch(FileModifiedEvent("nodes/a.yaml"))
+    assert changes.quiet == QUIET_SECONDS  # more of the save may follow
+    changes.dispatch(FileClosedEvent("nodes/a.yaml"))
+    assert changes.quiet == SETTLED_SECONDS
+    changes.dispatch(FileMovedEvent("nodes/.a.yaml.tmp", "nodes/b.yaml"))
+    assert changes.quiet == SETTLED_SECONDS
+    changes.dispatch(DirModifiedEvent("nodes"))  # sent beside the others; says nothing new
+    assert changes.take() == {"nodes/a.yaml", "nodes/.a.yaml.tmp", "nodes/b.yaml"}
