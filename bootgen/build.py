@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from concurrent.futures import ThreadPoolExecutor
+import json
 import os
 import time
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,6 +319,8 @@ def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> N
 
     A node whose file is missing there (someone damaged the live tree) is
     rendered again: same inputs, same bytes."""
+    from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
+
     todo = [path for path in change.listing.paths() if path not in change.placed]
     chunks = [todo[i::RELINK_THREADS] for i in range(RELINK_THREADS)] if len(todo) > 2000 else [todo]
     with ThreadPoolExecutor(len(chunks)) as pool:
@@ -379,26 +380,43 @@ class _Work:
 
 def _work(state: BuildState, stamps: InputStamps, key: str) -> _Work:
     records = state.records or {}
-    if (state.inputs is not None and state.shared_key == key and len(records) == len(stamps.nodes)
-            and stamps.unchanged_nodes_since(state.inputs[0])):
-        # watch: only the nodes events named can have changed since the last build,
-        # so every other record carries over with one dict copy, not 10,000 checks
-        reused = dict(records)
-        fresh = []
-        for name in stamps.touched:
-            if _reusable(state, stamps, name, key) is None:
-                del reused[name]
-                fresh.append(name)
-        files = dict(stamps.node_files) if fresh else {}
-        return _Work(reused, sorted(((name, files[name]) for name in fresh), key=lambda item: item[1]))
-    work = _Work({}, [])
-    for name, path in stamps.node_files:
-        record = _reusable(state, stamps, name, key)
-        if record is None:
-            work.fresh.append((name, path))
-        else:
-            work.reused[name] = record
-    return work
+    touched = _touched(state, stamps, key)
+    if touched is None:  # something all nodes depend on changed: check every record
+        work = _Work({}, [])
+        for name, path in stamps.node_files:
+            record = _reusable(state, stamps, name, key)
+            if record is None:
+                work.fresh.append((name, path))
+            else:
+                work.reused[name] = record
+        return work
+    reused = dict(records)  # one copy instead of 10,000 checks
+    for name in records.keys() - stamps.nodes.keys():  # node files removed
+        del reused[name]
+    fresh = []
+    for name in touched:
+        if _reusable(state, stamps, name, key) is None:
+            reused.pop(name, None)
+            fresh.append(name)
+    files = dict(stamps.node_files) if fresh else {}
+    return _Work(reused, sorted(((name, files[name]) for name in fresh), key=lambda item: item[1]))
+
+
+def _touched(state: BuildState, stamps: InputStamps, key: str) -> set[str] | None:
+    """The node files changed or added since the records were made; None if the site key
+    or a profile a record used changed (then every record must be checked)."""
+    records = state.records or {}
+    if not records or state.shared_key != key:
+        return None
+    if state.inputs is not None and stamps.unchanged_nodes_since(state.inputs[0]):
+        return set(stamps.touched)  # watch: file events named them
+    stats, profiles = {}, set()
+    for name, record in records.items():
+        stats[name] = record.stat
+        profiles.add((record.profile, record.profile_stat))
+    if any(stamps.profiles.get(profile) != stat for profile, stat in profiles):
+        return None
+    return {name for name, _ in stamps.nodes.items() - stats.items()}
 
 
 def _reusable(state: BuildState, stamps: InputStamps, name: str, key: str) -> NodeRecord | None:

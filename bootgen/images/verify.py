@@ -12,10 +12,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import gnupg
+from typing import TYPE_CHECKING
 
 from .model import KeySpec
+
+if TYPE_CHECKING:
+    import gnupg
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Keyring:
     def _ready(self) -> gnupg.GPG:
         if self._gpg is None:
             # Short path: gpg puts sockets in GNUPGHOME and socket paths are limited.
+            import gnupg  # only a build that checks a signature needs it (and its imports)
+
             self._home = tempfile.mkdtemp(prefix="bootgen-gpg-")
             self._gpg = gnupg.GPG(gnupghome=self._home)
             for name, spec in sorted(self._keys.items()):
