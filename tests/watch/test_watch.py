@@ -75,7 +75,7 @@ def test_watch_follows_edits_deletes_and_survives_a_broken_edit(watcher):
     assert "node-1" in {f["node"] for f in manifest["files"]}
 
 
-def test_a_saved_node_file_is_the_only_input_stated_again(watcher, monkeypatch):
+def test_a_saved_node_file_is_the_only_input_looked_at_again(watcher, monkeypatch):
     """An editor's save also reports nodes/ as modified; that must not mean a scan of every node."""
     paths, lines = watcher
     scans = []
