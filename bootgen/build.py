@@ -404,7 +404,10 @@ def _work(state: BuildState, stamps: InputStamps, key: str) -> _Work:
 
 def _touched(state: BuildState, stamps: InputStamps, key: str) -> set[str] | None:
     """The node files changed or added since the records were made; None if the site key
-    or a profile a record used changed (then every record must be checked)."""
+    or a profile a record used changed (then every record must be checked).
+
+    Every saved record was made or checked with the state's shared key, so an
+    equal key vouches for all of them at once."""
     records = state.records or {}
     if not records or state.shared_key != key:
         return None
