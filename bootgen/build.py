@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError, Location, OutputError, Problem, RenderError
+from .errors import BootgenError, InputError, Location, OutputError, Problem, RenderError
 from .incremental import BuildState, InputStamps, NodeRecord, paused_gc, site_key
 from .plan import Artifact, Listing, Plan, producer
 from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
@@ -139,6 +139,18 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
         for artifact in change.shared:
             writer.staging.put(artifact)
         return _commit(writer, state, change, outcome, paths, started, save_state, durable)
+
+
+def warm_up(paths: Paths, state: BuildState, stamps: InputStamps, *, fetch: bool = True) -> None:
+    """Load what an edit build needs before the first edit: the node records, the live
+    tree's listing, the site and the modules that validate and render (watch calls
+    this after a build that had nothing to do, which loads none of them)."""
+    _load_state(state, paths, live_build_id(paths.out))
+    try:
+        _prepare_site(paths, stamps, state, fetch, progress=False)
+        from .render import ignition  # noqa: F401  (Butane and Ignition, for nodes that use them)
+    except BootgenError:
+        pass  # the next build reports it
 
 
 def _load_state(state: BuildState, paths: Paths, live: str | None) -> None:

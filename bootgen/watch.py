@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .build import BuildResult, Paths, build
+from .build import BuildResult, Paths, build, warm_up
 from .errors import BootgenError, format_problems
 from .incremental import BuildState, InputStamps
 
@@ -67,6 +67,11 @@ class Rebuilder:
         self.last = result
         self.report(result.summary())
         return result
+
+    def warm_up(self) -> None:
+        """Have the first edit cost what later ones do (see bootgen.build.warm_up)."""
+        if self.stamps is not None:
+            warm_up(self.paths, self.state, self.stamps, fetch=self.fetch)
 
     def save_state(self) -> None:
         if self.dirty_state:
@@ -118,6 +123,7 @@ def watch(paths: Paths, report: Callable[[str], None], *, poll: bool = False, fe
 
     rebuilder = Rebuilder(paths, report, fetch)
     rebuilder.rebuild()
+    rebuilder.warm_up()
     changes = _Changes()
     observer = PollingObserver(timeout=0.5) if poll else Observer()
     for directory in (paths.site, paths.nodes):

@@ -143,3 +143,22 @@ def test_the_wait_after_a_save_is_short_once_the_file_is_closed_or_renamed_into_
     assert changes.quiet == SETTLED_SECONDS
     changes.dispatch(DirModifiedEvent("nodes"))  # sent beside the others; says nothing new
     assert changes.take() == {"nodes/a.yaml", "nodes/.a.yaml.tmp", "nodes/b.yaml"}
+
+
+def test_watch_loads_what_an_edit_needs_before_the_first_edit(example):
+    """A watch that starts on a built tree has nothing to build; the first save must not
+    then pay for reading the records, the listing and the site."""
+    from bootgen.build import build
+    from bootgen.watch import Rebuilder
+
+    build(example, fetch=False)
+    rebuilder = Rebuilder(example, lambda line: None, fetch=False)
+    assert rebuilder.rebuild().rendered == 0
+    assert rebuilder.state.listing is None and rebuilder.state.site_cache is None
+    rebuilder.warm_up()
+    assert rebuilder.state.records and rebuilder.state.listing is not None
+    assert rebuilder.state.site_cache is not None
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [warm=1]\n")
+    assert rebuilder.rebuild({str(node)}).rendered == 1
+    assert "warm=1" in (example.out / "pxelinux.cfg" / "0A000047").read_text()
