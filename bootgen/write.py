@@ -13,6 +13,7 @@ every core); only the process holding the lock commits it.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -28,6 +29,7 @@ from .errors import Location, OutputError, Problem
 from .plan import CHECKSUMS, MANIFEST, Artifact, Listing
 
 KEEP_BUILDS = 3  # the live tree plus two to roll back to (and for requests still in flight)
+SPARE_PREFIX = ".spare-"  # .spare-<build id>: a hard-linked copy of that tree, for the next build to recycle
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,8 @@ class TreeWriter:
         self.builds.mkdir(parents=True, exist_ok=True)
         self._lock = open(state_dir / "lock", "w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # a second build waits instead of racing the switch
-        self._discard(self.builds.glob(".partial-*"))  # left by a build that was killed midway
+        # left by a build, or a spare copy, that was killed midway
+        self._discard([*self.builds.glob(".partial-*"), *self.builds.glob(".sparework-*")])
         self.live = live_build_id(out)
         staging_path = self.builds / f".partial-{os.getpid()}"
         drift = self._recycle(staging_path, drift) if self.live and drift else None
@@ -213,7 +216,11 @@ class TreeWriter:
         live tree, or None."""
         trees = self._trees()
         if len(trees) < KEEP_BUILDS - 1:  # the live tree and the ones before it stay
-            return None
+            spare = self.builds / f"{SPARE_PREFIX}{self.live}"
+            if not spare.is_dir():
+                return None
+            os.rename(spare, staging_path)  # a copy of the live tree made while watch was idle
+            return set()
         oldest = trees[-1]
         paths = drift(oldest.name)
         if paths is None:
@@ -224,11 +231,7 @@ class TreeWriter:
         return paths
 
     def _trees(self) -> list[Path]:
-        """Complete trees other than the live one, newest first."""
-        live = self.out.resolve() if self.live else None
-        trees = [p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")
-                 and p.resolve() != live and (p / MANIFEST).is_file()]
-        return sorted(trees, key=lambda p: p.stat().st_mtime, reverse=True)
+        return _old_trees(self.out, self.builds)
 
     def close(self) -> None:
         """Release the lock; a staging directory not committed is removed (in the background)."""
@@ -287,26 +290,31 @@ class TreeWriter:
         trees = sorted((p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime, reverse=True)
         self._discard([old for old in trees[KEEP_BUILDS:] if old.resolve() != keep.resolve()])
+        self._discard(p for p in self.builds.glob(f"{SPARE_PREFIX}*") if p.name != f"{SPARE_PREFIX}{keep.name}")
 
     def _discard(self, directories) -> None:
-        """Delete trees in the background: removing 100,000 files takes longer than building them.
+        discard(self.builds, directories)
 
-        They are renamed out of the way at once; one detached process removes
-        them and whatever trash appears while it runs. A build starts it only
-        when none is running, and the next build retries any it did not finish."""
-        for directory in directories:
-            os.rename(directory, self.builds / f".trash-{directory.name.lstrip('.')}-{secrets.token_hex(4)}")
-        if not any(self.builds.glob(".trash-*")):
-            return
-        lock = self.builds / ".trash.lock"
-        with open(lock, "w") as probe:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # a remover is at work; it looks for new trash before it exits
-        subprocess.Popen([sys.executable, "-c", _REMOVER, str(lock), str(self.builds / ".trash-*")],
-                         start_new_session=True, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def discard(builds: Path, directories) -> None:
+    """Delete trees in the background: removing 100,000 files takes longer than building them.
+
+    They are renamed out of the way at once; one detached process removes
+    them and whatever trash appears while it runs. A build starts it only
+    when none is running, and the next build retries any it did not finish."""
+    for directory in directories:
+        os.rename(directory, builds / f".trash-{directory.name.lstrip('.')}-{secrets.token_hex(4)}")
+    if not any(builds.glob(".trash-*")):
+        return
+    lock = builds / ".trash.lock"
+    with open(lock, "w") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a remover is at work; it looks for new trash before it exits
+    subprocess.Popen([sys.executable, "-c", _REMOVER, str(lock), str(builds / ".trash-*")],
+                     start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # Holds the lock while trash remains; stops when a pass removes nothing more.
@@ -326,6 +334,52 @@ while True:
         shutil.rmtree(path, True)
     before = trash
 """
+
+
+def _old_trees(out: Path, builds: Path) -> list[Path]:
+    """Complete trees other than the live one, newest first."""
+    live = out.resolve() if live_build_id(out) else None
+    trees = [p for p in builds.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and p.resolve() != live and (p / MANIFEST).is_file()]
+    return sorted(trees, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def needs_spare(out: Path, state_dir: Path) -> bool:
+    """True if the next build would have to make a whole new tree: too few old trees to
+    recycle and no spare copy of the live one."""
+    live, builds = live_build_id(out), state_dir / "builds"
+    return live is not None and builds.is_dir() and len(_old_trees(out, builds)) < KEEP_BUILDS - 1 \
+        and not (builds / f"{SPARE_PREFIX}{live}").is_dir()
+
+
+def make_spare(out: Path, state_dir: Path, paths: list[str], cancel) -> bool:
+    """Hard-link a copy of the live tree (whose files are `paths`) for the next build to recycle.
+
+    After a build from scratch there is no old tree to recycle, so the next
+    edit would make a whole new tree (one link per file: seconds at 10,000
+    nodes). watch makes this copy while edits pause; setting `cancel` (an
+    edit arrived) stops it, and an unfinished copy is removed. It takes no
+    lock: the live tree is never written to, and the copy only gets its final
+    name when complete. True if the copy is ready."""
+    live = live_build_id(out)
+    if live is None:
+        return False
+    builds = state_dir / "builds"
+    work = builds / f".sparework-{live}-{os.getpid()}"
+    staging = Staging(work, out.resolve())
+    try:
+        work.mkdir()
+        for path in paths:
+            if cancel.is_set() or not staging.link_live(path):
+                break
+        else:
+            os.rename(work, builds / f"{SPARE_PREFIX}{live}")
+            return True
+    except OSError:
+        pass  # the live tree moved on (another build), or the disk is full: no spare this time
+    with contextlib.suppress(OSError):
+        discard(builds, [work])
+    return False
 
 
 def sync_filesystem(path: Path) -> None:

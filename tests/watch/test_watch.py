@@ -162,3 +162,48 @@ def test_watch_loads_what_an_edit_needs_before_the_first_edit(example):
     node.write_text(node.read_text() + "kernel_args: [warm=1]\n")
     assert rebuilder.rebuild({str(node)}).rendered == 1
     assert "warm=1" in (example.out / "pxelinux.cfg" / "0A000047").read_text()
+
+
+def _files(tree):
+    return {str(p.relative_to(tree)): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+
+
+def test_after_a_build_from_scratch_watch_copies_the_live_tree_for_the_next_edit(example, tmp_path):
+    from bootgen.build import build
+    from bootgen.watch import Rebuilder
+    from bootgen.write import SPARE_PREFIX
+
+    build(example, fetch=False)  # from scratch: the only tree, nothing to recycle
+    rebuilder = Rebuilder(example, lambda line: None, fetch=False)
+    rebuilder.rebuild()
+    rebuilder.warm_up()
+    rebuilder.prepare_spare()
+    rebuilder._spare[0].join(WAIT)
+    live = _build_id(example)
+    spare = example.state / "builds" / f"{SPARE_PREFIX}{live}"
+    assert sorted(p.relative_to(spare) for p in spare.rglob("*") if p.is_file()) == \
+        sorted(p.relative_to(example.out.resolve()) for p in example.out.resolve().rglob("*")
+               if p.is_file() and p.name not in ("manifest.json", "SHA256SUMS"))
+
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [spare=1]\n")
+    result = rebuilder.rebuild({str(node)})
+    assert not spare.exists()  # recycled as the staging tree
+    assert result.write.linked < 10  # only the node's changed files, not one link per file
+    assert "spare=1" in (example.out / "pxelinux.cfg" / "0A000047").read_text()
+    from bootgen.build import Paths
+
+    clean = Paths(example.site, example.nodes, tmp_path / "clean" / "build")
+    build(clean, fetch=False)
+    assert _files(example.out.resolve()) == _files(clean.out.resolve())  # what a clean build makes
+
+
+def test_an_edit_stops_the_copy_and_nothing_half_made_is_kept(example):
+    from bootgen.build import build
+    from bootgen.write import make_spare
+
+    build(example, fetch=False)
+    cancel = threading.Event()
+    cancel.set()
+    assert not make_spare(example.out, example.state, ["boot.ipxe", "ldlinux.c32"], cancel)
+    assert not [p for p in (example.state / "builds").iterdir() if p.name.startswith((".spare", ".sparework"))]
