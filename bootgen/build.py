@@ -538,7 +538,7 @@ def _process(fresh: list[tuple[str, str]]) -> _Outcome:
     before_written, before_linked = staging.written, staging.linked
     for _, path in fresh:
         try:
-            fresh, lines = _render_fresh(_WORKER["job"], path, staging)
+            record, lines = _render_fresh(_WORKER["job"], path, staging)
         except InputError as exc:
             outcome.problems += exc.problems
             outcome.input_problem = True
@@ -546,7 +546,7 @@ def _process(fresh: list[tuple[str, str]]) -> _Outcome:
         except RenderError as exc:
             outcome.problems += exc.problems
             continue
-        outcome.add_rendered(fresh, lines)
+        outcome.add_rendered(record, lines)
     outcome.written += staging.written - before_written
     outcome.linked += staging.linked - before_linked
     return outcome

@@ -86,8 +86,8 @@ class Rebuilder:
         if listing is None or not needs_spare(self.paths.out, self.paths.state):
             return
         cancel = threading.Event()
-        thread = threading.Thread(target=make_spare, args=(self.paths.out, self.paths.state, listing.paths(), cancel),
-                                  daemon=True)
+        args = (self.paths.state, self.state.build_id, listing.paths(), cancel)  # the listing is of that tree
+        thread = threading.Thread(target=make_spare, args=args, daemon=True)
         thread.start()
         self._spare = (thread, cancel)
 

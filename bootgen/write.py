@@ -352,31 +352,32 @@ def needs_spare(out: Path, state_dir: Path) -> bool:
         and not (builds / f"{SPARE_PREFIX}{live}").is_dir()
 
 
-def make_spare(out: Path, state_dir: Path, paths: list[str], cancel) -> bool:
-    """Hard-link a copy of the live tree (whose files are `paths`) for the next build to recycle.
+def make_spare(state_dir: Path, build_id: str, paths: list[str], cancel) -> bool:
+    """Hard-link a copy of the kept tree `build_id` (whose files are `paths`) for the
+    next build to recycle while that tree is live.
 
     After a build from scratch there is no old tree to recycle, so the next
     edit would make a whole new tree (one link per file: seconds at 10,000
     nodes). watch makes this copy while edits pause; setting `cancel` (an
     edit arrived) stops it, and an unfinished copy is removed. It takes no
-    lock: the live tree is never written to, and the copy only gets its final
+    lock: kept trees are never written to, and the copy only gets its final
     name when complete. True if the copy is ready."""
-    live = live_build_id(out)
-    if live is None:
-        return False
     builds = state_dir / "builds"
-    work = builds / f".sparework-{live}-{os.getpid()}"
-    staging = Staging(work, out.resolve())
+    source = builds / build_id
+    if not (source / MANIFEST).is_file():
+        return False
+    work = builds / f".sparework-{build_id}-{os.getpid()}"
+    staging = Staging(work, source)
     try:
         work.mkdir()
         for path in paths:
             if cancel.is_set() or not staging.link_live(path):
                 break
         else:
-            os.rename(work, builds / f"{SPARE_PREFIX}{live}")
+            os.rename(work, builds / f"{SPARE_PREFIX}{build_id}")
             return True
     except OSError:
-        pass  # the live tree moved on (another build), or the disk is full: no spare this time
+        pass  # the tree was pruned by another build, or the disk is full: no spare this time
     with contextlib.suppress(OSError):
         discard(builds, [work])
     return False

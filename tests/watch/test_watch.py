@@ -205,5 +205,5 @@ def test_an_edit_stops_the_copy_and_nothing_half_made_is_kept(example):
     build(example, fetch=False)
     cancel = threading.Event()
     cancel.set()
-    assert not make_spare(example.out, example.state, ["boot.ipxe", "ldlinux.c32"], cancel)
+    assert not make_spare(example.state, _build_id(example), ["boot.ipxe", "ldlinux.c32"], cancel)
     assert not [p for p in (example.state / "builds").iterdir() if p.name.startswith((".spare", ".sparework"))]
