@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import BootgenError, InputError, Location, OutputError, Problem, RenderError
 from .incremental import BuildState, InputStamps, NodeRecord, paused_gc, site_key
 from .plan import Artifact, Listing, Plan, producer
-from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id
+from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id, prepare_next
 
 # Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
 # urllib3 (about 0.4 s of imports): they are imported where first needed, so a
@@ -312,6 +312,8 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
         _fill_from_live(staging, change, outcome)
     write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
                           outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
+    if write.changed:
+        prepare_next(paths.out, paths.state, len(change.listing))
     parent = state.build_id
     _adopt(state, change, outcome)
     state.files, state.listing = len(change.listing), change.listing

@@ -11,9 +11,8 @@ Watch builds switch to a new tree without first flushing it to disk (the
 kernel writes it back within seconds): a power cut in that window can leave
 the newest tree incomplete on disk. `bootgen build` always flushes first.
 When edits pause, every input is stat'ed again, so an event the watcher
-missed is caught within seconds, the state is saved for the next
-`bootgen build`, and, right after a build from scratch, a hard-linked copy
-of the live tree is made for the next build to recycle.
+missed is caught within seconds, and the state is saved for the next
+`bootgen build`.
 """
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ from typing import Callable
 from .build import BuildResult, Paths, build, warm_up
 from .errors import BootgenError, format_problems
 from .incremental import BuildState, InputStamps
-from .write import make_spare, needs_spare
 
 QUIET_SECONDS = 0.03  # editors write a file as a burst of events within a few milliseconds
 SETTLED_SECONDS = 0.005  # after a file is closed or renamed into place, the save is usually done
@@ -49,7 +47,6 @@ class Rebuilder:
         self.dirty_state = False
         self.last: BuildResult | None = None
         self.stamps: InputStamps | None = None  # as of the last build, kept current from events
-        self._spare: tuple[threading.Thread, threading.Event] | None = None  # copying the live tree
 
     def rebuild(self, changed: set[str] | None = None) -> BuildResult | None:
         """One build after the files in `changed` changed (None: look at every input).
@@ -75,29 +72,6 @@ class Rebuilder:
         """Have the first edit cost what later ones do (see bootgen.build.warm_up)."""
         if self.stamps is not None:
             warm_up(self.paths, self.state, self.stamps, fetch=self.fetch)
-
-    def prepare_spare(self) -> None:
-        """While edits pause, hard-link a copy of the live tree if the next build could not
-        recycle an old one (right after a build from scratch): the next edit then costs
-        milliseconds instead of one link per file."""
-        if self._spare is not None and self._spare[0].is_alive():
-            return
-        listing = self.state.listing
-        if listing is None or not needs_spare(self.paths.out, self.paths.state):
-            return
-        cancel = threading.Event()
-        args = (self.paths.state, self.state.build_id, listing.paths(), cancel)  # the listing is of that tree
-        thread = threading.Thread(target=make_spare, args=args, daemon=True)
-        thread.start()
-        self._spare = (thread, cancel)
-
-    def stop_spare(self) -> None:
-        """An edit arrived: stop copying (an unfinished copy is discarded)."""
-        if self._spare is not None:
-            thread, cancel = self._spare
-            cancel.set()
-            thread.join(timeout=30)
-            self._spare = None
 
     def save_state(self) -> None:
         if self.dirty_state:
@@ -161,7 +135,6 @@ def watch(paths: Paths, report: Callable[[str], None], *, poll: bool = False, fe
     try:
         _loop(rebuilder, changes, stop)
     finally:
-        rebuilder.stop_spare()
         observer.stop()
         observer.join(timeout=5)
         rebuilder.save_state()
@@ -175,9 +148,7 @@ def _loop(rebuilder: Rebuilder, changes: _Changes, stop: threading.Event) -> Non
                 rebuilder.rebuild()
             idle_checked = True
             rebuilder.save_state()
-            rebuilder.prepare_spare()
             continue
-        rebuilder.stop_spare()
         while time.monotonic() - changes.last < changes.quiet:  # wait out the burst
             time.sleep(SETTLED_SECONDS / 5)
         rebuilder.rebuild(changes.take())

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from .plan import CHECKSUMS, MANIFEST, Artifact, Listing
 
 KEEP_BUILDS = 3  # the live tree plus two to roll back to (and for requests still in flight)
 SPARE_PREFIX = ".spare-"  # .spare-<build id>: a hard-linked copy of that tree, for the next build to recycle
+SPARE_MIN_FILES = 20_000  # smaller trees are linked anew in well under a second: no copy in the background
+SPARE_WAIT = 300  # seconds a build waits for a copy being made before making a new tree itself
+_SPARE_LOCK = ".sparework.lock"
 
 
 @dataclass(frozen=True)
@@ -196,8 +200,7 @@ class TreeWriter:
         self.builds.mkdir(parents=True, exist_ok=True)
         self._lock = open(state_dir / "lock", "w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # a second build waits instead of racing the switch
-        # left by a build, or a spare copy, that was killed midway
-        self._discard([*self.builds.glob(".partial-*"), *self.builds.glob(".sparework-*")])
+        self._discard(self.builds.glob(".partial-*"))  # left by a build that was killed midway
         self.live = live_build_id(out)
         staging_path = self.builds / f".partial-{os.getpid()}"
         drift = self._recycle(staging_path, drift) if self.live and drift else None
@@ -216,10 +219,11 @@ class TreeWriter:
         live tree, or None."""
         trees = self._trees()
         if len(trees) < KEEP_BUILDS - 1:  # the live tree and the ones before it stay
+            wait_for_spare(self.builds)
             spare = self.builds / f"{SPARE_PREFIX}{self.live}"
             if not spare.is_dir():
                 return None
-            os.rename(spare, staging_path)  # a copy of the live tree made while watch was idle
+            os.rename(spare, staging_path)  # a copy of the live tree (see make_spare)
             return set()
         oldest = trees[-1]
         paths = drift(oldest.name)
@@ -352,35 +356,86 @@ def needs_spare(out: Path, state_dir: Path) -> bool:
         and not (builds / f"{SPARE_PREFIX}{live}").is_dir()
 
 
-def make_spare(state_dir: Path, build_id: str, paths: list[str], cancel) -> bool:
-    """Hard-link a copy of the kept tree `build_id` (whose files are `paths`) for the
-    next build to recycle while that tree is live.
+def prepare_next(out: Path, state_dir: Path, files: int) -> None:
+    """After a switch: if the next build would have to make a whole new tree of `files`
+    files, start copying the live one for it to recycle."""
+    if files >= SPARE_MIN_FILES and needs_spare(out, state_dir):
+        start_spare(state_dir, live_build_id(out))
+
+
+def start_spare(state_dir: Path, build_id: str) -> None:
+    """Copy the kept tree `build_id` in a detached process (see make_spare)."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    subprocess.Popen([sys.executable, "-c", "import sys\nfrom bootgen.write import make_spare\n"
+                      "make_spare(__import__('pathlib').Path(sys.argv[1]), sys.argv[2])", str(state_dir), build_id],
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, env=env)
+
+
+def make_spare(state_dir: Path, build_id: str) -> bool:
+    """Hard-link a copy of the kept tree `build_id` for the next build to recycle while
+    that tree is live. True if the copy is ready.
 
     After a build from scratch there is no old tree to recycle, so the next
-    edit would make a whole new tree (one link per file: seconds at 10,000
-    nodes). watch makes this copy while edits pause; setting `cancel` (an
-    edit arrived) stops it, and an unfinished copy is removed. It takes no
-    lock: kept trees are never written to, and the copy only gets its final
-    name when complete. True if the copy is ready."""
+    edit would make a whole new tree: one link per file, seconds at 10,000
+    nodes. A build that leaves too few old trees starts this copy in the
+    background; the next build waits for it if it is still being made
+    (finishing it costs less than starting a new tree). It holds a lock of
+    its own, not the build lock: kept trees are never written to, and the
+    copy gets its final name only when complete."""
     builds = state_dir / "builds"
-    source = builds / build_id
-    if not (source / MANIFEST).is_file():
-        return False
-    work = builds / f".sparework-{build_id}-{os.getpid()}"
-    staging = Staging(work, source)
-    try:
-        work.mkdir()
-        for path in paths:
-            if cancel.is_set() or not staging.link_live(path):
-                break
-        else:
-            os.rename(work, builds / f"{SPARE_PREFIX}{build_id}")
+    with open(builds / _SPARE_LOCK, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # another copy is being made
+        spare = builds / f"{SPARE_PREFIX}{build_id}"
+        if spare.is_dir():
             return True
+        with contextlib.suppress(OSError):
+            discard(builds, builds.glob(".sparework-*"))  # left by a copy that was killed
+        try:
+            sums = (builds / build_id / CHECKSUMS).read_bytes()
+        except OSError:
+            return False
+        work = builds / f".sparework-{build_id}"
+        if _link_tree(Staging(work, builds / build_id), [line[66:].decode() for line in sums.splitlines()]):
+            os.rename(work, spare)
+            return True
+        with contextlib.suppress(OSError):
+            discard(builds, [work])
+        return False
+
+
+def _link_tree(staging: Staging, paths: list[str]) -> bool:
+    """Link every path of the source tree into `staging`, on a few threads (link(2) releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        staging.path.mkdir()
+        with ThreadPoolExecutor(4) as pool:
+            return all(pool.map(lambda part: all(staging.link_live(p) for p in part), [paths[i::4] for i in range(4)]))
     except OSError:
-        pass  # the tree was pruned by another build, or the disk is full: no spare this time
-    with contextlib.suppress(OSError):
-        discard(builds, [work])
-    return False
+        return False  # the tree was pruned by another build, or the disk is full: no copy this time
+
+
+def wait_for_spare(builds: Path, timeout: float | None = None) -> None:
+    """Return once no copy is being made (or after `timeout`, SPARE_WAIT by default)."""
+    try:
+        lock = open(builds / _SPARE_LOCK, "a")
+    except OSError:
+        return
+    deadline = time.monotonic() + (SPARE_WAIT if timeout is None else timeout)
+    with lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
 
 
 def sync_filesystem(path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bootgen.build import build
+from bootgen.build import Paths, build
 from bootgen.errors import OutputError, RenderError
 from bootgen.plan import Artifact, Plan
 import bootgen.write as write_module
@@ -167,3 +167,48 @@ def test_discarded_trees_are_removed_by_one_background_process(example):
         time.sleep(0.05)
     assert not list(builds.glob(".trash-*"))  # the new remover took both
     writer.close()
+
+
+def _files(tree: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(tree)): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_after_a_build_from_scratch_a_copy_of_the_tree_is_made_for_the_next_edit(example, tmp_path, monkeypatch):
+    monkeypatch.setattr(write_module, "SPARE_MIN_FILES", 0)  # the example is small; 10,000 nodes are not
+    first = build(example, fetch=False)  # from scratch: the only tree, nothing to recycle
+    spare = example.state / "builds" / f"{write_module.SPARE_PREFIX}{first.write.build_id}"
+    _wait_for(spare.is_dir, "the copy made in the background")
+    assert _files(spare) == {path: data for path, data in _files(example.out.resolve()).items()
+                             if path not in ("manifest.json", "SHA256SUMS")}
+
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [spare=1]\n")
+    result = build(example, fetch=False)
+    assert not spare.exists()  # recycled as the staging tree
+    assert result.write.linked < 10  # the node's changed files, not one link per file of the tree
+    clean = Paths(example.site, example.nodes, tmp_path / "clean" / "build")
+    build(clean, fetch=False)
+    assert _files(example.out.resolve()) == _files(clean.out.resolve())  # what a clean build makes
+
+
+def test_a_build_waits_for_a_copy_being_made_rather_than_start_a_new_tree(example):
+    import fcntl
+    import threading
+
+    build(example, fetch=False)
+    builds = example.state / "builds"
+    lock = open(builds / ".sparework.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as if a copy were being made
+    assert not write_module.make_spare(example.state, example.out.resolve().name)  # one copy at a time
+    threading.Timer(0.3, lock.close).start()
+    started = time.monotonic()
+    write_module.wait_for_spare(builds, timeout=30)
+    assert 0.2 < time.monotonic() - started < 10
+    write_module.wait_for_spare(builds, timeout=0)  # nobody copying: returns at once
