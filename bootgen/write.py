@@ -364,16 +364,28 @@ def prepare_next(out: Path, state_dir: Path, files: int) -> None:
 
 
 def start_spare(state_dir: Path, build_id: str) -> None:
-    """Copy the kept tree `build_id` in a detached process (see make_spare)."""
+    """Copy the kept tree `build_id` in a detached process (see make_spare).
+
+    The copy's lock is taken here and handed to the process, so a build or
+    benchmark that looks right after this returns already sees it held."""
+    builds = state_dir / "builds"
+    lock = open(builds / _SPARE_LOCK, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return  # a copy is being made already
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    subprocess.Popen([sys.executable, "-c", "import sys\nfrom bootgen.write import make_spare\n"
-                      "make_spare(__import__('pathlib').Path(sys.argv[1]), sys.argv[2])", str(state_dir), build_id],
-                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, env=env)
+    with lock:  # the child keeps the lock through its copy of the descriptor
+        subprocess.Popen([sys.executable, "-c", "import sys, pathlib\nfrom bootgen.write import make_spare\n"
+                          "make_spare(pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]))",
+                          str(state_dir), build_id, str(lock.fileno())], pass_fds=(lock.fileno(),),
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env)
 
 
-def make_spare(state_dir: Path, build_id: str) -> bool:
+def make_spare(state_dir: Path, build_id: str, locked_fd: int | None = None) -> bool:
     """Hard-link a copy of the kept tree `build_id` for the next build to recycle while
     that tree is live. True if the copy is ready.
 
@@ -382,14 +394,17 @@ def make_spare(state_dir: Path, build_id: str) -> bool:
     nodes. A build that leaves too few old trees starts this copy in the
     background; the next build waits for it if it is still being made
     (finishing it costs less than starting a new tree). It holds a lock of
-    its own, not the build lock: kept trees are never written to, and the
-    copy gets its final name only when complete."""
+    its own (`locked_fd` if the caller took it), not the build lock: kept
+    trees are never written to, and the copy gets its final name only when
+    complete."""
     builds = state_dir / "builds"
-    with open(builds / _SPARE_LOCK, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # another copy is being made
+    lock = open(builds / _SPARE_LOCK, "a") if locked_fd is None else os.fdopen(locked_fd, "a")
+    with lock:
+        if locked_fd is None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # another copy is being made
         spare = builds / f"{SPARE_PREFIX}{build_id}"
         if spare.is_dir():
             return True

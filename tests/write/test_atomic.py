@@ -212,3 +212,20 @@ def test_a_build_waits_for_a_copy_being_made_rather_than_start_a_new_tree(exampl
     write_module.wait_for_spare(builds, timeout=30)
     assert 0.2 < time.monotonic() - started < 10
     write_module.wait_for_spare(builds, timeout=0)  # nobody copying: returns at once
+
+
+def test_the_copy_is_locked_before_the_build_that_started_it_returns(example, monkeypatch):
+    import fcntl
+
+    monkeypatch.setattr(write_module, "SPARE_MIN_FILES", 0)
+    build(example, fetch=False)
+    with open(example.state / "builds" / ".sparework.lock", "a") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = False
+        except BlockingIOError:
+            held = True
+    spare = example.state / "builds" / f"{write_module.SPARE_PREFIX}{example.out.resolve().name}"
+    assert held or spare.is_dir()  # being made, or already done: never a moment when neither shows
+    write_module.wait_for_spare(example.state / "builds", timeout=30)
+    assert spare.is_dir()
