@@ -416,6 +416,9 @@ def make_spare(state_dir: Path, build_id: str, locked_fd: int | None = None) -> 
             return False
         work = builds / f".sparework-{build_id}"
         if _link_tree(Staging(work, builds / build_id), [line[66:].decode() for line in sums.splitlines()]):
+            # Flushed here, in the background: 100,000 new links left dirty would make the
+            # next build's flush take a second.
+            sync_filesystem(work)
             os.rename(work, spare)
             return True
         with contextlib.suppress(OSError):
