@@ -151,6 +151,7 @@ def main() -> None:
         tree = (work / "build").resolve()
         wait_for_spare(work / ".bootgen" / "builds")  # the copy started after a cold build, off the clock
         floor, files = write_floor(tree, Path(tmp) / "floor")
+        os.sync()  # off the clock: a build's flush must not pay for the floor's writeback
         noop, _ = run_build(work)
         one = edit_and_build(work, 42, 1)  # recycles the copy made after the cold build
         two = edit_and_build(work, 42, 2)  # right after: waits for the copy started by the first edit
