@@ -2,12 +2,14 @@
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bootgen.build import Paths, build
 from bootgen.errors import InputError
+import bootgen.write as write_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,9 +59,18 @@ def _broken_build(paths: Paths, nodes: Path) -> None:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["add", "delete", "vars", "state", "profile", "toggle", "toggle", "broken"]),
-                          st.integers(min_value=0, max_value=40)), min_size=1, max_size=8))
-def test_incremental_equals_clean(tmp_path_factory, edits):
-    """Eight edits reach the builds that recycle the oldest kept tree several times."""
+                          st.integers(min_value=0, max_value=40)), min_size=1, max_size=8),
+       st.booleans())
+def test_incremental_equals_clean(tmp_path_factory, edits, background_copies):
+    """Eight edits reach the builds that recycle the oldest kept tree several times (and, with
+    `background_copies`, the copies made after builds that leave no old tree to recycle)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if background_copies:
+            patch.setattr(write_module, "SPARE_MIN_FILES", 0)  # the example site is far below the real threshold
+        _check_edits(tmp_path_factory, edits)
+
+
+def _check_edits(tmp_path_factory, edits) -> None:
     work = tmp_path_factory.mktemp("incremental")
     shutil.copytree(ROOT / "site", work / "site")
     shutil.copytree(ROOT / "nodes", work / "nodes")
@@ -75,3 +86,4 @@ def test_incremental_equals_clean(tmp_path_factory, edits):
     clean = Paths(work / "site", work / "nodes", clean_dir / "build")
     build(clean, fetch=False)
     assert _files(incremental.out) == _files(clean.out)
+    write_module.wait_for_spare(incremental.state / "builds", timeout=30)  # no copy outlives the test
