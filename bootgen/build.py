@@ -313,7 +313,7 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
     write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
                           outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
     if write.changed:
-        prepare_next(paths.out, paths.state, len(change.listing))
+        prepare_next(paths.out, paths.state, write.build_id, len(change.listing))
     parent = state.build_id
     _adopt(state, change, outcome)
     state.files, state.listing = len(change.listing), change.listing
@@ -325,22 +325,12 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
                        time.perf_counter() - started)
 
 
-RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
-
-
 def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> None:
     """A new staging tree gets every unchanged file as a hard link to the live tree's.
 
     A node whose file is missing there (someone damaged the live tree) is
     rendered again: same inputs, same bytes."""
-    from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
-
-    todo = [path for path in change.listing.paths() if path not in change.placed]
-    chunks = [todo[i::RELINK_THREADS] for i in range(RELINK_THREADS)] if len(todo) > 2000 else [todo]
-    with ThreadPoolExecutor(len(chunks)) as pool:
-        missing = [path for chunk in pool.map(lambda c: [p for p in c if not staging.link_live(p)], chunks)
-                   for path in chunk]
-    staging.linked += len(todo) - len(missing)
+    missing = staging.link_all_live([path for path in change.listing.paths() if path not in change.placed])
     owners = {change.listing.node(path) for path in missing}
     if None in owners:
         raise OutputError(Problem(Location(missing[0]), "missing from the live tree",

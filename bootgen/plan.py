@@ -96,6 +96,11 @@ def listing_lines(path: str, sha256: str, size: int, immutable: bool, node: str 
     return entry.encode(), f"{sha256}  {path}\n".encode()
 
 
+def checksummed_paths(sums: bytes) -> list[str]:
+    """The paths a SHA256SUMS text lists, in its order."""
+    return [line[_SUM_PATH:].decode() for line in sums.splitlines()]
+
+
 def _sum_key(line: bytes) -> bytes:
     return line[_SUM_PATH:-1]
 
@@ -261,7 +266,7 @@ class Listing:
         return None if found is None else json.loads(found[0])["target"]
 
     def paths(self) -> list[str]:
-        return [line[_SUM_PATH:].decode() for chunk in self.chunks for line in chunk.sums.splitlines()]
+        return [path for chunk in self.chunks for path in checksummed_paths(chunk.sums)]
 
     def patched(self, upserts: dict[str, tuple[bytes, bytes]], removals) -> "Listing":
         """A new listing with `upserts` (path -> lines) set and `removals` gone; chunks

@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Location, OutputError, Problem
-from .plan import CHECKSUMS, MANIFEST, Artifact, Listing
+from .plan import CHECKSUMS, MANIFEST, Artifact, Listing, checksummed_paths
 
 KEEP_BUILDS = 3  # the live tree plus two to roll back to (and for requests still in flight)
 SPARE_PREFIX = ".spare-"  # .spare-<build id>: a hard-linked copy of that tree, for the next build to recycle
 SPARE_MIN_FILES = 20_000  # smaller trees are linked anew in well under a second: no copy in the background
 SPARE_WAIT = 300  # seconds a build waits for a copy being made before making a new tree itself
 _SPARE_LOCK = ".sparework.lock"
+RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,18 @@ class Staging:
 
         Safe to call from several threads; the caller counts the links."""
         return _link(os.path.join(self.live, path), self._target(path))
+
+    def link_all_live(self, paths: list[str]) -> list[str]:
+        """Hard-link every path from the live tree, on a few threads when there are many;
+        returns those missing there. Counts the links."""
+        from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
+
+        parts = [paths[i::RELINK_THREADS] for i in range(RELINK_THREADS)] if len(paths) > 2000 else [paths]
+        with ThreadPoolExecutor(len(parts)) as pool:
+            missing = [path for part in pool.map(lambda part: [p for p in part if not self.link_live(p)], parts)
+                       for path in part]
+        self.linked += len(paths) - len(missing)
+        return missing
 
     def _target(self, path: str) -> str:
         """Absolute staging path for `path`, creating its directory once.
@@ -306,7 +319,7 @@ def discard(builds: Path, directories) -> None:
     They are renamed out of the way at once; one detached process removes
     them and whatever trash appears while it runs. A build starts it only
     when none is running, and the next build retries any it did not finish."""
-    for directory in directories:
+    for directory in list(directories):  # a glob of `builds` is read whole before renaming in it
         os.rename(directory, builds / f".trash-{directory.name.lstrip('.')}-{secrets.token_hex(4)}")
     if not any(builds.glob(".trash-*")):
         return
@@ -348,19 +361,13 @@ def _old_trees(out: Path, builds: Path) -> list[Path]:
     return sorted(trees, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def needs_spare(out: Path, state_dir: Path) -> bool:
-    """True if the next build would have to make a whole new tree: too few old trees to
-    recycle and no spare copy of the live one."""
-    live, builds = live_build_id(out), state_dir / "builds"
-    return live is not None and builds.is_dir() and len(_old_trees(out, builds)) < KEEP_BUILDS - 1 \
-        and not (builds / f"{SPARE_PREFIX}{live}").is_dir()
-
-
-def prepare_next(out: Path, state_dir: Path, files: int) -> None:
-    """After a switch: if the next build would have to make a whole new tree of `files`
-    files, start copying the live one for it to recycle."""
-    if files >= SPARE_MIN_FILES and needs_spare(out, state_dir):
-        start_spare(state_dir, live_build_id(out))
+def prepare_next(out: Path, state_dir: Path, live: str, files: int) -> None:
+    """After the switch to tree `live` of `files` files: if the next build would have to make
+    a whole new tree (too few old trees to recycle, no copy of the live one), start copying it."""
+    builds = state_dir / "builds"
+    if files >= SPARE_MIN_FILES and len(_old_trees(out, builds)) < KEEP_BUILDS - 1 \
+            and not (builds / f"{SPARE_PREFIX}{live}").is_dir():
+        start_spare(state_dir, live)
 
 
 def start_spare(state_dir: Path, build_id: str) -> None:
@@ -415,7 +422,7 @@ def make_spare(state_dir: Path, build_id: str, locked_fd: int | None = None) -> 
         except OSError:
             return False
         work = builds / f".sparework-{build_id}"
-        if _link_tree(Staging(work, builds / build_id), [line[66:].decode() for line in sums.splitlines()]):
+        if _link_tree(Staging(work, builds / build_id), checksummed_paths(sums)):
             # Flushed here, in the background: 100,000 new links left dirty would make the
             # next build's flush take a second.
             sync_filesystem(work)
@@ -427,13 +434,10 @@ def make_spare(state_dir: Path, build_id: str, locked_fd: int | None = None) -> 
 
 
 def _link_tree(staging: Staging, paths: list[str]) -> bool:
-    """Link every path of the source tree into `staging`, on a few threads (link(2) releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Link every path of the source tree into the new directory `staging`; False if any is missing."""
     try:
         staging.path.mkdir()
-        with ThreadPoolExecutor(4) as pool:
-            return all(pool.map(lambda part: all(staging.link_live(p) for p in part), [paths[i::4] for i in range(4)]))
+        return not staging.link_all_live(paths)
     except OSError:
         return False  # the tree was pruned by another build, or the disk is full: no copy this time
 
