@@ -239,7 +239,8 @@ def _check_claims(outcome: "_Outcome", state: BuildState, deleted) -> None:
     reader = Reader(Path.cwd())
     if conflict:
         check_claims([claim for record in outcome.sorted_records() for claim in record.claims], reader)
-    problems = outcome.problems + reader.problems
+    # A problem in a layer many nodes share (a profile's password_hash) is reported once.
+    problems = list(dict.fromkeys(outcome.problems + reader.problems))
     if problems:
         raise (InputError if outcome.input_problem or reader.problems else RenderError)(problems)
     outcome.claims = index
@@ -359,8 +360,10 @@ def _adopt(state: BuildState, change: _Change, outcome: "_Outcome") -> None:
 
 
 def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: bool, progress: bool | None):
-    """Load the site, resolve images and loaders: once per change of site files (watch keeps it)."""
-    if state.site_cache is not None and state.site_cache[0] == stamps.site:
+    """Load the site and profiles, resolve images and loaders: once per change of any file under
+    site/ (watch keeps it). Profiles are part of the key: they are parsed and checked here."""
+    cache_key = (stamps.site, stamps.profiles)
+    if state.site_cache is not None and state.site_cache[0] == cache_key:
         return state.site_cache[1]
     from .load import Reader, load_site
     from .render import make_context, placed_artifact
@@ -370,7 +373,7 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     placed = [placed_artifact(f) for f in _placed_files(images)]
     key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.state / "cache" / "templates"), placed, key)
-    state.site_cache = (stamps.site, prepared)
+    state.site_cache = (cache_key, prepared)
     return prepared
 
 

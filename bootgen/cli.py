@@ -91,6 +91,38 @@ def check(site, nodes, out, fmt):
 
 
 @main.command(cls=_Command)
+@_common
+@click.argument("machine")
+def explain(site, nodes, out, fmt, machine):
+    """What MACHINE (a node name, a MAC in any spelling, or an IP) boots, and where each setting came from."""
+    import json
+
+    from .explain import explain as run_explain
+
+    paths = _paths(site, nodes, out)
+    result = run_explain(paths.site, paths.nodes, paths.state, machine)
+    click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if fmt == "json" else result.text())
+
+
+@main.command("list", cls=_Command)
+@_common
+@click.option("--profile", help="only machines with this profile")
+@click.option("--boot", type=click.Choice(["install", "live", "local"]), help="only machines in this boot state")
+def list_command(site, nodes, out, fmt, profile, boot):
+    """One line per machine: name, MACs, addresses, profile, boot state, image set, OS config."""
+    import json
+
+    from .explain import list_machines, machines_table
+
+    paths = _paths(site, nodes, out)
+    machines = list_machines(paths.site, paths.nodes, profile=profile, boot=boot)
+    if fmt == "json":
+        click.echo(json.dumps({"machines": [m.as_dict() for m in machines]}, indent=2, sort_keys=True))
+    else:
+        click.echo(machines_table(machines))
+
+
+@main.command(cls=_Command)
 @click.argument("directory", type=click.Path(file_okay=False))
 def init(directory):
     """Create DIRECTORY with an example site/ and nodes/ to start from."""

@@ -19,16 +19,15 @@ import gc
 import hashlib
 import marshal
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__
 
-STATE_FILE = "records.pickle"
+STATE_FILE = "records.marshal"  # plain values only: loading state can never run code
 STAMP_FILE = "stamp"
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 HISTORY_KEPT = 8  # more than the trees kept, so a recycled tree's drift is always known
 
 
@@ -238,9 +237,9 @@ class BuildState:
         self.records = {}
         try:
             with open(state_dir / STATE_FILE, "rb") as handle, paused_gc():
-                build_id, records, shared, shared_key, history, claims = pickle.load(handle)
+                build_id, records, shared, shared_key, history, claims = marshal.load(handle)
                 records = {record[0]: NodeRecord(*record) for record in records} if build_id == self.build_id else None
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
+        except Exception:  # unreadable or foreign state is no state: build from scratch (a cache never breaks a build)
             return
         if records is not None:
             self.records = records
@@ -290,8 +289,8 @@ class BuildState:
             self.stamp = stamps.digest(*extras)
         with paused_gc():
             records = [tuple(record) for record in self.records.values()]
-            data = pickle.dumps((self.build_id, records, self.shared, self.shared_key, self.history,
-                                 self.claims), protocol=pickle.HIGHEST_PROTOCOL)
+            data = marshal.dumps((self.build_id, records, self.shared, self.shared_key, self.history,
+                                  self.claims))
         _replace(state_dir / STATE_FILE, data)
         _replace(state_dir / STAMP_FILE, f"{STATE_FORMAT} {__version__} {self.stamp} {self.build_id} {self.files}\n".encode())
 

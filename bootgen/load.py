@@ -18,6 +18,7 @@ from .model import (Defaults, DhcpSettings, Fragment, Inputs, Interface, Node, P
 from .naming import is_dns_label, normalize_mac
 from .schema import validate_doc
 from .source import SourceDoc, format_path, load_yaml_file
+from .spec import Layer, OsConfigLayer, first_of
 from .sshkeys import key_problem
 
 DEFAULT_IGNITION_VERSION = "3.3.0"  # Flatcar's older stable releases accept at most 3.3.0
@@ -30,7 +31,8 @@ def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = 
     nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in node_files(nodes_dir)) if node)
     check_claims([claim for node in nodes for claim in node_claims(node)], reader)
     reader.raise_if_any()
-    return Inputs(site_inputs.site, site_inputs.profiles, nodes, site_inputs.image_config, site_inputs.templates_dir)
+    return Inputs(site_inputs.site, site_inputs.profiles, nodes, site_inputs.image_config, site_inputs.templates_dir,
+                  site_inputs.profile_layers)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class SiteInputs:
     profile_names: frozenset[str]  # including profiles whose files have problems
     image_config: object
     templates_dir: Path
+    profile_layers: dict  # profile name -> its OS-config layers (bootgen.spec.OsConfigLayer), read once
 
 
 def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
@@ -60,7 +63,51 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
     _check_image_references(profiles, image_config, reader)
     _check_keys(site_doc, ("defaults",), reader)
     reader.raise_if_any()
-    return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates")
+    profile_layers = {name: _profile_layers(profile, site_dir, reader) for name, profile in profiles.items()}
+    reader.raise_if_any()
+    _check_os_configs(site, profiles, profile_layers, reader)
+    reader.raise_if_any()
+    return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates", profile_layers)
+
+
+def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple[OsConfigLayer, ...]:
+    """The profile's `.bu` files (in the order listed), then its `ignition`: parsed once per build."""
+    from .confine import site_file
+
+    layers = []
+    for index, relative in enumerate(profile.ignition_files):
+        where = ("ignition_files", index)
+        try:
+            path = site_file(site_dir, relative, profile.doc.locate(where), format_path(where))
+            doc = load_yaml_file(path, reader.display(site_dir / relative))
+        except InputError as exc:
+            reader.problems.extend(exc.problems)
+            continue
+        layers.append(OsConfigLayer(doc.data if isinstance(doc.data, dict) else {}, doc, ()))
+    if profile.ignition is not None:
+        layers.append(OsConfigLayer(profile.ignition.data, profile.ignition.doc, profile.ignition.path))
+    return tuple(layers)
+
+
+def _check_os_configs(site: Site, profiles: dict[str, Profile], profile_layers: dict, reader: "Reader") -> None:
+    """Validate each Ignition profile's site and profile layers together, once: a mistake there
+    is one problem, not one per node that uses the profile."""
+    if not any(profile.os_config == "ignition" for profile in profiles.values()):
+        return
+    from .errors import RenderError
+    from .osconfig.butane import ButaneLayer, build_ignition
+
+    site_layers = [site.defaults.ignition] if site.defaults.ignition is not None else []
+    for name, profile in profiles.items():
+        if profile.os_config != "ignition":
+            continue
+        layers = [ButaneLayer(f.data, f.doc, tuple(f.path)) for f in site_layers]
+        layers += [ButaneLayer(layer.data, layer.doc, layer.path) for layer in profile_layers[name]]
+        try:
+            build_ignition(layers, files_dir=site.directory, version=profile.ignition_version,
+                           variant=profile.variant)
+        except RenderError as exc:
+            reader.problems.extend(p for p in exc.problems if p not in reader.problems)
 
 
 def node_files(nodes_dir: Path) -> list[Path]:
@@ -126,10 +173,6 @@ def _fragment(doc: SourceDoc, data: dict, key: str, base: tuple = ()) -> Fragmen
     return Fragment(data[key], doc, base + (key,)) if key in data else None
 
 
-def _args(values) -> tuple[str, ...]:
-    return tuple(str(v) for v in values or ())
-
-
 def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
     data = doc.data
     dhcp = data.get("dhcp", {})
@@ -152,12 +195,7 @@ def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
         server=ServerSettings(**server),
         defaults=Defaults(
             profile=defaults.get("profile"),
-            boot=defaults.get("boot", "install"),
             ssh_authorized_keys=tuple(defaults.get("ssh_authorized_keys", ())),
-            kernel_args=_args(defaults.get("kernel_args")),
-            install=defaults.get("install", {}),
-            vars=defaults.get("vars", {}),
-            cloud_init=defaults.get("cloud_init", {}),
             ignition=_fragment(doc, defaults, "ignition", ("defaults",)),
         ),
         doc=doc,
@@ -171,14 +209,10 @@ def _build_profile(name: str, doc: SourceDoc) -> Profile:
         name=name,
         description=data.get("description", ""),
         images=data["images"],
-        kernel_args=_args(data.get("kernel_args")),
         loaders=tuple(data.get("loaders", ("pxelinux", "grub", "ipxe"))),
         os_config=data.get("os_config", "none"),
         ignition_version=data.get("ignition_version", DEFAULT_IGNITION_VERSION),
         variant=data.get("variant", "flatcar"),
-        install=data.get("install", {}),
-        vars=data.get("vars", {}),
-        cloud_init=data.get("cloud_init", {}),
         doc=doc,
         ignition=_fragment(doc, data, "ignition"),
         ignition_files=tuple(data.get("ignition_files", ())),
@@ -188,22 +222,19 @@ def _build_profile(name: str, doc: SourceDoc) -> Profile:
 def _build_node(name: str, doc: SourceDoc, defaults: Defaults, reader: Reader) -> Node:
     data = doc.data
     interfaces = tuple(_build_interface(i) for i in data["interfaces"])
-    profile = data.get("profile", defaults.profile)
+    profile = first_of([Layer("site", {"profile": defaults.profile} if defaults.profile else {}, None, ()),
+                        Layer("node", data, doc, ())], "profile", None).value
     if profile is None:
         reader.fail(doc.locate(()), "no profile: set `profile` here or `defaults.profile` in site.yaml", "$.profile")
+    # Only what the node file itself says: spec.resolve layers it over the profile and site defaults.
     return Node(
         name=name,
         hostname=data.get("hostname", name),
         profile=profile or "",
-        boot=data.get("boot", defaults.boot),
         interfaces=interfaces,
-        ssh_authorized_keys=_unique(defaults.ssh_authorized_keys + tuple(data.get("ssh_authorized_keys", ()))),
-        kernel_args=_args(data.get("kernel_args")),
-        vars={**defaults.vars, **data.get("vars", {})},
-        install={**defaults.install, **data.get("install", {})},
+        ssh_authorized_keys=tuple(data.get("ssh_authorized_keys", ())),
         doc=doc,
         ignition=_fragment(doc, data, "ignition"),
-        cloud_init={**defaults.cloud_init, **data.get("cloud_init", {})},
     )
 
 
@@ -294,10 +325,6 @@ def check_claims(claims: list[Claim], reader: Reader) -> None:
         if first is not claim:
             reader.fail(claim.location, f"{claim.kind} {claim.value} is also used by node '{first.node}' "
                         f"({first.location})", claim.path, "each node needs its own")
-
-
-def _unique(items: tuple) -> tuple:
-    return tuple(dict.fromkeys(items))
 
 
 def _check_keys(doc: SourceDoc, base: tuple, reader: Reader) -> None:

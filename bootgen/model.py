@@ -2,8 +2,10 @@
 
 Everything after validation reads these frozen dataclasses instead of raw
 dicts, so a mistyped key is caught by the schema, not discovered at render time.
-`Mapping` values (vars, OS-config fragments) stay as read from YAML, together
+`Mapping` values (OS-config fragments) stay as read from YAML, together
 with the document they came from so later errors can still name file and line.
+These hold what each file says; `bootgen.spec` layers them into one NodeSpec
+per machine (site defaults < profile < node).
 """
 from __future__ import annotations
 
@@ -41,20 +43,11 @@ class Fragment:
 class Node:
     name: str  # the file name without .yaml: unique, safe as a path segment
     hostname: str
-    profile: str
-    boot: str
+    profile: str  # the node's `profile`, else the site's `defaults.profile`
     interfaces: tuple[Interface, ...]
-    ssh_authorized_keys: tuple[str, ...]
-    kernel_args: tuple[str, ...]
-    vars: dict
-    install: dict
+    ssh_authorized_keys: tuple[str, ...]  # the node's own (site defaults are added by spec.resolve)
     doc: SourceDoc = field(compare=False, repr=False)
     ignition: Fragment | None = field(default=None, compare=False, repr=False)
-    cloud_init: dict = field(default_factory=dict)
-
-    @property
-    def static_interfaces(self) -> tuple[Interface, ...]:
-        return tuple(i for i in self.interfaces if i.address is not None)
 
 
 @dataclass(frozen=True)
@@ -62,14 +55,10 @@ class Profile:
     name: str
     description: str
     images: str
-    kernel_args: tuple[str, ...]
     loaders: tuple[str, ...]
     os_config: str
     ignition_version: str
     variant: str
-    install: dict
-    vars: dict
-    cloud_init: dict
     doc: SourceDoc = field(compare=False, repr=False)
     ignition: Fragment | None = field(default=None, compare=False, repr=False)
     ignition_files: tuple[str, ...] = ()
@@ -94,12 +83,7 @@ class ServerSettings:
 @dataclass(frozen=True)
 class Defaults:
     profile: str | None = None
-    boot: str = "install"
     ssh_authorized_keys: tuple[str, ...] = ()
-    kernel_args: tuple[str, ...] = ()
-    install: dict = field(default_factory=dict)
-    vars: dict = field(default_factory=dict)
-    cloud_init: dict = field(default_factory=dict)
     ignition: Fragment | None = field(default=None, compare=False)
 
 
@@ -135,3 +119,4 @@ class Inputs:
     nodes: tuple[Node, ...]  # sorted by name
     image_config: Any  # bootgen.images model; typed there
     templates_dir: Path
+    profile_layers: dict = field(default_factory=dict)  # profile name -> OS-config layers (bootgen.spec)

@@ -61,6 +61,12 @@ class Rebuilder:
         except BootgenError as exc:
             self.report(format_problems(exc.problems) + "\nbuild failed; still serving the last good tree")
             return None
+        except Exception as exc:  # a bug in bootgen: say so, start the next build from scratch, keep serving
+            self.state = BuildState.load_stamp(self.paths.state)
+            self.state.attempt = None
+            self.report(f"internal error: {type(exc).__name__}: {exc}\n  this is a bug in bootgen; "
+                        "the next change rebuilds from scratch\nbuild failed; still serving the last good tree")
+            return None
         finally:
             self.stamps = self.state.attempt[0] if self.state.attempt else None
         self.dirty_state = True

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import Problem, RenderError
-from ..model import Inputs, Node, Profile
+from ..model import Inputs, Node
+from ..spec import NodeSpec, resolve
 from ..plan import Artifact, Plan
 from . import osconfig
 from .boot import BootEntry, image_url
@@ -73,68 +74,69 @@ def node_hosts(node: Node) -> tuple[tuple[str, str, str], ...]:
                  if iface.address is not None)
 
 
+def node_spec(ctx: RenderContext, node: Node) -> NodeSpec:
+    """The node's effective settings (site defaults < profile < node), resolved once."""
+    inputs = ctx.inputs
+    return resolve(inputs.site, inputs.profiles, node, inputs.profile_layers)
+
+
 def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:
     """All artifacts for one node: OS config objects, then per-loader entry points."""
-    profile = ctx.inputs.profiles[node.profile]
-    config = osconfig.render(ctx, node, profile)
-    entry = boot_entry(ctx, node, profile, config)
+    spec = node_spec(ctx, node)
+    config = osconfig.render(ctx, spec)
+    entry = boot_entry(ctx, spec, config)
     artifacts = list(config.artifacts) if config else []
-    for loader in profile.loaders:
+    for loader in spec.profile.loaders:
         artifacts.extend(TARGETS[loader](ctx, entry))
     for name, export in EXPORTS.items():
         if ctx.inputs.site.exports.get(name):
-            artifacts.extend(export(ctx, node, entry, config))
+            artifacts.extend(export(ctx, spec, entry, config))
     return artifacts
 
 
-def boot_entry(ctx: RenderContext, node: Node, profile: Profile, config) -> BootEntry:
+def boot_entry(ctx: RenderContext, spec: NodeSpec, config) -> BootEntry:
     """Resolve images and render the kernel arguments for one node."""
-    if node.boot == "local":
-        return BootEntry(node, profile, local=True)
+    profile = spec.profile
+    if spec.boot == "local":
+        return BootEntry(spec, profile, local=True)
     image_set = ctx.images[profile.images]
     if image_set.kernel is None:
         raise RenderError(Problem(profile.doc.locate(("images",)),
                                   f"image set '{profile.images}' has no kernel to boot", "$.images"))
-    variables = template_vars(ctx, node, profile, image_set, config)
+    variables = template_vars(ctx, spec, image_set, config)
     args = []
-    for source_doc, base, values in _arg_sources(ctx, node, profile):
-        for i, value in enumerate(values):
-            location = source_doc.locate(base + (i,))
-            rendered = ctx.templates.render_string(value, variables, location, _path_text(base, i))
-            args.extend(rendered.split())
-    return BootEntry(node, profile, local=False, kernel=image_set.kernel, initrds=image_set.initrds,
+    for arg in spec.kernel_args:
+        origin = arg.origin
+        args.extend(ctx.templates.render_string(arg.text, variables, origin.location, origin.field).split())
+    return BootEntry(spec, profile, local=False, kernel=image_set.kernel, initrds=image_set.initrds,
                      args=tuple(args))
 
 
-def _arg_sources(ctx: RenderContext, node: Node, profile: Profile):
-    """Kernel arguments in order: site defaults, profile, node (later ones win in the kernel)."""
-    site = ctx.inputs.site
-    return ((site.doc, ("defaults", "kernel_args"), site.defaults.kernel_args),
-            (profile.doc, ("kernel_args",), profile.kernel_args),
-            (node.doc, ("kernel_args",), node.kernel_args))
-
-
-def _path_text(base: tuple, index: int) -> str:
-    return "$." + ".".join(base) + f"[{index}]"
-
-
-def template_vars(ctx: RenderContext, node: Node, profile: Profile, image_set, config) -> dict:
+def template_vars(ctx: RenderContext, spec: NodeSpec, image_set, config) -> dict:
     """The variables kernel arguments and templates can use (documented in the README)."""
     site = ctx.inputs.site
     return {
-        "node": node,
-        "hostname": node.hostname,
-        "profile": profile,
+        "node": spec,
+        "hostname": spec.hostname,
+        "profile": spec.profile,
         "site": site,
         "base_url": site.base_url,
         "config_url": config.url if config else None,
         "final_config_url": (config.final_url or config.url) if config else None,
-        "boot": node.boot,
-        "mac": node.interfaces[0].mac,
-        "vars": {**profile.vars, **node.vars},
-        "install": {**profile.install, **node.install},
+        "boot": spec.boot,
+        "mac": spec.interfaces[0].mac,
+        "vars": spec.vars,
+        "install": _as_dict(spec.install),
         "images": _image_urls(ctx, image_set),
     }
+
+
+def _as_dict(install) -> dict:
+    """`install` as templates see it: disk and mirror always (with their defaults), channel and
+    version only when set, so a template that needs them fails loudly without them."""
+    values = {"disk": install.disk, "mirror": install.mirror}
+    values.update((name, getattr(install, name)) for name in ("channel", "version") if getattr(install, name))
+    return values
 
 
 def _image_urls(ctx: RenderContext, image_set) -> dict:

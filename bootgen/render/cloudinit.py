@@ -14,7 +14,8 @@ import yaml
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is ~10x faster
 
 from ..errors import Problem, RenderError
-from ..model import Node, Profile
+from ..model import Profile
+from ..spec import NodeSpec
 from .osconfig import OsConfig, content_addressed
 
 # K3s needs the legacy iptables backend (seed 003 switches it after install).
@@ -24,11 +25,10 @@ IPTABLES_LEGACY = [
 ]
 
 
-def render_cloud_init(ctx, node: Node, profile: Profile) -> OsConfig:
-    settings = {**ctx.inputs.site.defaults.cloud_init, **profile.cloud_init, **node.cloud_init}
-    _check(ctx, node, settings)
+def render_cloud_init(ctx, node: NodeSpec, profile: Profile) -> OsConfig:
+    _check(node)
     files = {
-        "user-data": _cloud_config_bytes(user_data(node, settings)),
+        "user-data": _cloud_config_bytes(user_data(node)),
         "meta-data": _yaml_bytes({"instance-id": f"bootgen-{node.name}", "local-hostname": node.hostname}),
         "vendor-data": _cloud_config_bytes({}),
         "network-config": _yaml_bytes(network_config(node)),
@@ -37,24 +37,25 @@ def render_cloud_init(ctx, node: Node, profile: Profile) -> OsConfig:
     return OsConfig(url, artifacts)
 
 
-def user_data(node: Node, settings: dict) -> dict:
+def user_data(node: NodeSpec) -> dict:
     """The autoinstall document: what subiquity needs to install unattended."""
+    settings = node.cloud_init
+    late_commands = settings.late_commands if settings.late_commands is not None else IPTABLES_LEGACY
     autoinstall = {
         "version": 1,
-        "identity": {"hostname": node.hostname, "username": settings.get("user", "ubuntu"),
-                     "password": settings["password_hash"]},
+        "identity": {"hostname": node.hostname, "username": settings.user, "password": settings.password_hash},
         "ssh": {"install-server": True, "allow-pw": False, "authorized-keys": list(node.ssh_authorized_keys)},
         "network": network_config(node),
-        "storage": settings.get("storage", {"layout": {"name": "lvm"}}),
-        "late-commands": list(settings.get("late_commands", IPTABLES_LEGACY)),
+        "storage": settings.storage if settings.storage is not None else {"layout": {"name": "lvm"}},
+        "late-commands": list(late_commands),
     }
-    if settings.get("packages"):
-        autoinstall["packages"] = list(settings["packages"])
-    autoinstall.update(settings.get("user_data", {}))
+    if settings.packages:
+        autoinstall["packages"] = list(settings.packages)
+    autoinstall.update(settings.user_data)
     return {"autoinstall": autoinstall}
 
 
-def network_config(node: Node) -> dict:
+def network_config(node: NodeSpec) -> dict:
     """Netplan v2: static interfaces by MAC, the others on DHCP."""
     ethernets = {}
     for index, iface in enumerate(node.interfaces):
@@ -71,17 +72,17 @@ def network_config(node: Node) -> dict:
     return {"version": 2, "ethernets": ethernets}
 
 
-def _check(ctx, node: Node, settings: dict) -> None:
+def _check(node: NodeSpec) -> None:
     problems = []
-    password = settings.get("password_hash")
+    password = node.cloud_init.password_hash
     if password is None:
         problems.append(Problem(node.doc.locate(()), "Ubuntu autoinstall needs cloud_init.password_hash",
                                 "$.cloud_init.password_hash",
                                 "make one with `bootgen hash-password` (SSH stays key-only: allow-pw is false)"))
     elif not str(password).startswith(("$6$", "$5$", "$y$")):
-        problems.append(Problem(node.doc.locate(("cloud_init", "password_hash")),
-                                "password_hash is not a crypt hash ($6$, $5$ or $y$)", "$.cloud_init.password_hash",
-                                "never put a plaintext password here: use `bootgen hash-password`"))
+        origin = node.origin("cloud_init.password_hash")  # the layer it came from: reported once, there
+        problems.append(Problem(origin.location, "password_hash is not a crypt hash ($6$, $5$ or $y$)",
+                                origin.field, "never put a plaintext password here: use `bootgen hash-password`"))
     if problems:
         raise RenderError(problems)
 

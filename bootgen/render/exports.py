@@ -18,7 +18,8 @@ import json
 
 import yaml
 
-from ..model import Node, Profile
+from ..model import Profile
+from ..spec import NodeSpec
 from ..naming import mac_hyphens
 from ..plan import Artifact
 from .boot import BootEntry, image_url
@@ -33,7 +34,7 @@ _DUMPER = _Dumper
 TINKERBELL_API = "tinkerbell.org/v1alpha1"
 
 
-def pixiecore(ctx, node: Node, entry: BootEntry, config) -> list[Artifact]:
+def pixiecore(ctx, node: NodeSpec, entry: BootEntry, config) -> list[Artifact]:
     if entry.local:
         return []
     site = ctx.inputs.site
@@ -45,7 +46,7 @@ def pixiecore(ctx, node: Node, entry: BootEntry, config) -> list[Artifact]:
             for iface in node.interfaces if iface.pxe]
 
 
-def tinkerbell(ctx, node: Node, entry: BootEntry, config) -> list[Artifact]:
+def tinkerbell(ctx, node: NodeSpec, entry: BootEntry, config) -> list[Artifact]:
     settings = ctx.inputs.site.exports["tinkerbell"]
     namespace = settings.get("namespace", "default")
     profile: Profile = entry.profile
@@ -59,7 +60,7 @@ def tinkerbell(ctx, node: Node, entry: BootEntry, config) -> list[Artifact]:
                                 node=node.name)]
 
 
-def hardware(ctx, node: Node, namespace: str, facility: str, *, installing: bool) -> dict:
+def hardware(ctx, node: NodeSpec, namespace: str, facility: str, *, installing: bool) -> dict:
     site = ctx.inputs.site
     interfaces = []
     for iface in node.interfaces:
@@ -80,7 +81,7 @@ def hardware(ctx, node: Node, namespace: str, facility: str, *, installing: bool
                                   "instance": {"hostname": node.hostname, "id": node.interfaces[0].mac}}}}
 
 
-def template(node: Node, namespace: str, image: str, config) -> dict:
+def template(node: NodeSpec, namespace: str, image: str, config) -> dict:
     """The seed's two actions: put the Ignition config on the state dir, run flatcar-install."""
     digest = config.final_sha512.removeprefix("sha512-")
     fetch = (f"wget -O /statedir/ignition.json {config.final_url} && "
@@ -102,7 +103,7 @@ def template(node: Node, namespace: str, image: str, config) -> dict:
             "metadata": {"name": f"{node.name}-flatcar-install", "namespace": namespace}, "spec": {"data": data}}
 
 
-def workflow(node: Node, namespace: str) -> dict:
+def workflow(node: NodeSpec, namespace: str) -> dict:
     return {"apiVersion": TINKERBELL_API, "kind": "Workflow",
             "metadata": {"name": node.name, "namespace": namespace},
             "spec": {"templateRef": f"{node.name}-flatcar-install", "hardwareRef": node.name,

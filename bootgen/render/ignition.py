@@ -15,16 +15,14 @@ file is refused. Fedora CoreOS installs from kernel arguments instead
 """
 from __future__ import annotations
 
-from ..model import Node, Profile
+from ..model import Profile
 from ..osconfig.butane import ButaneLayer, build_ignition, ignition_sha512, serialize_ignition
-from ..source import load_yaml_file
+from ..spec import NodeSpec
 from .network import networkd_file_name, networkd_unit
 from .osconfig import OsConfig, content_addressed
 
-DEFAULT_DISK = "/dev/sda"
 
-
-def render_ignition(ctx, node: Node, profile: Profile) -> OsConfig:
+def render_ignition(ctx, node: NodeSpec, profile: Profile) -> OsConfig:
     final = final_config(ctx, node, profile)
     final_url, artifacts = _place(ctx, node, "ignition.json", final)
     final_url += "ignition.json"
@@ -36,28 +34,20 @@ def render_ignition(ctx, node: Node, profile: Profile) -> OsConfig:
     return OsConfig(stage1_url + "install.ign", artifacts + stage1_artifacts, final_url, final_hash)
 
 
-def _place(ctx, node: Node, name: str, config: dict):
+def _place(ctx, node: NodeSpec, name: str, config: dict):
     return content_addressed(ctx, node, {name: serialize_ignition(config)}, target="ignition")
 
 
-def final_config(ctx, node: Node, profile: Profile) -> dict:
+def final_config(ctx, node: NodeSpec, profile: Profile) -> dict:
     """The node's own config: generated basics, then site, profile and node layers."""
     site = ctx.inputs.site
     layers = [ButaneLayer(generated_basics(node), node.doc, ())]
-    for fragment in (site.defaults.ignition,):
-        if fragment is not None:
-            layers.append(ButaneLayer(fragment.data, fragment.doc, fragment.path))
-    for relative in profile.ignition_files:
-        doc = load_yaml_file(site.directory / relative, str(site.directory / relative))
-        layers.append(ButaneLayer(doc.data, doc, ()))
-    for fragment in (profile.ignition, node.ignition):
-        if fragment is not None:
-            layers.append(ButaneLayer(fragment.data, fragment.doc, fragment.path))
+    layers += [ButaneLayer(layer.data, layer.doc, layer.path) for layer in node.os_config_layers]
     return build_ignition(layers, files_dir=site.directory, version=profile.ignition_version,
                           variant=profile.variant)
 
 
-def generated_basics(node: Node) -> dict:
+def generated_basics(node: NodeSpec) -> dict:
     """What every node needs: its host name, the core user's keys, static networking."""
     config: dict = {"storage": {"files": [{
         "path": "/etc/hostname", "mode": 0o644, "overwrite": True,
@@ -73,7 +63,7 @@ def _networkd_file(index: int, iface) -> dict:
     return {"path": networkd_file_name(index, iface), "mode": 0o644, "contents": {"inline": networkd_unit(iface)}}
 
 
-def installer_config(ctx, node: Node, profile: Profile, final_url: str, final_hash: str) -> dict:
+def installer_config(ctx, node: NodeSpec, profile: Profile, final_url: str, final_hash: str) -> dict:
     """Stage 1: install to disk with the verified final config, then reboot."""
     command = " ".join(flatcar_install_command(ctx, node, profile))
     unit = "\n".join([
@@ -93,16 +83,16 @@ def installer_config(ctx, node: Node, profile: Profile, final_url: str, final_ha
                           version=profile.ignition_version, variant=profile.variant)
 
 
-def flatcar_install_command(ctx, node: Node, profile: Profile) -> list[str]:
+def flatcar_install_command(ctx, node: NodeSpec, profile: Profile) -> list[str]:
     """flatcar-install -d <disk> -i <final> [-b <our mirror>] [-C channel] [-V version]."""
-    install = {**profile.install, **node.install}
+    install = node.install
     image_set = ctx.images[profile.images]
-    command = ["flatcar-install", "-d", install.get("disk", DEFAULT_DISK), "-i", "/opt/ignition.json"]
-    if image_set.installer_base and install.get("mirror", True):
+    command = ["flatcar-install", "-d", install.disk, "-i", "/opt/ignition.json"]
+    if image_set.installer_base and install.mirror:
         command += ["-b", ctx.inputs.site.url(image_set.installer_base)]
-    if install.get("channel"):
-        command += ["-C", install["channel"]]
-    version = install.get("version") or (image_set.version if image_set.installer_base else None)
+    if install.channel:
+        command += ["-C", install.channel]
+    version = install.version or (image_set.version if image_set.installer_base else None)
     if version:
         command += ["-V", version]
     return command

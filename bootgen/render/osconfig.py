@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import Node, Profile
 from ..plan import Artifact, content_path
 
 
@@ -21,7 +20,7 @@ class OsConfig:
     final_sha512: str | None = None  # of the final config's bytes (Ignition), for installers to check
 
 
-def content_addressed(ctx, node: Node, files: dict[str, bytes], target: str) -> tuple[str, tuple[Artifact, ...]]:
+def content_addressed(ctx, node, files: dict[str, bytes], target: str) -> tuple[str, tuple[Artifact, ...]]:
     """Place `files` in configs/<node>/<digest>/ and return (directory URL, artifacts)."""
     directory = content_path(f"configs/{node.name}", files)
     artifacts = tuple(Artifact.from_bytes(f"{directory}/{name}", data, target=target, node=node.name,
@@ -29,11 +28,13 @@ def content_addressed(ctx, node: Node, files: dict[str, bytes], target: str) -> 
     return ctx.inputs.site.url(directory + "/"), artifacts
 
 
-def render(ctx, node: Node, profile: Profile) -> OsConfig | None:
-    """The node's OS config, or None when the profile has none (or the node boots locally)."""
-    if node.boot == "local" or profile.os_config == "none":
+def render(ctx, spec) -> OsConfig | None:
+    """The node's OS config (spec: a bootgen.spec.NodeSpec), or None when the profile has none
+    (or the node boots locally)."""
+    profile = spec.profile
+    if spec.boot == "local" or profile.os_config == "none":
         return None
-    return RENDERERS[profile.os_config](ctx, node, profile)
+    return RENDERERS[profile.os_config](ctx, spec, profile)
 
 
 def _ignition(ctx, node, profile):
