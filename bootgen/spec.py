@@ -69,9 +69,10 @@ class Layer:
     base: tuple  # field path of `data` in `doc`
 
 
-def layered(layers: list[Layer], key: str) -> dict[str, Setting]:
-    """The sub-mapping `key` of each layer, merged key by key, the most specific layer winning."""
-    merged: dict[str, Setting] = {}
+def layered(layers: list[Layer], key: str, defaults: dict | None = None) -> dict[str, Setting]:
+    """The sub-mapping `key` of each layer, merged key by key over built-in `defaults`,
+    the most specific layer winning."""
+    merged = {name: Setting(value) for name, value in (defaults or {}).items()}
     for layer in layers:
         section = layer.data.get(key)
         if not isinstance(section, dict):
@@ -179,7 +180,7 @@ def resolve(site: Site, profiles: dict[str, Profile], node: Node, profile_layers
     layers = [site_layer, profile_layer, node_layer]
     settings: dict[str, Setting] = {"profile": profile_setting,
                                     "boot": first_of([site_layer, node_layer], "boot", "install")}
-    install = {"disk": Setting(DEFAULT_DISK), **layered(layers, "install")}
+    install = layered(layers, "install", {"disk": DEFAULT_DISK})
     cloud_init = layered(layers, "cloud_init")
     variables = layered(layers, "vars")
     for prefix, group in (("install", install), ("cloud_init", cloud_init), ("vars", variables)):

@@ -72,13 +72,13 @@ def test_more_specific_layer_wins(example, field):
     spec = _spec(example, "ubuntu-4f62c7")
     assert read(spec) == profile_value
     assert spec.settings[field].location.file == "site/profiles/ubuntu-autoinstall.yaml"
-    assert [o.location.file for o in spec.settings[field].overrides] == ["site/site.yaml"]
+    assert [o.location.file for o in spec.settings[field].overrides if o.doc is not None] == ["site/site.yaml"]
 
     _edit(node, lambda d: _set(d, field, node_value))
     spec = _spec(example, "ubuntu-4f62c7")
     assert read(spec) == node_value
     assert spec.settings[field].location.file == "nodes/ubuntu-4f62c7.yaml"
-    assert [o.location.file for o in spec.settings[field].overrides] == [
+    assert [o.location.file for o in spec.settings[field].overrides if o.doc is not None] == [
         "site/profiles/ubuntu-autoinstall.yaml", "site/site.yaml"]
 
 
