@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BootgenError, InputError, Location, OutputError, Problem, RenderError
-from .incremental import BuildState, InputStamps, NodeRecord, paused_gc, site_key
+from .incremental import BuildState, InputStamps, NodeRecord, NodeWork, node_work, paused_gc, site_key
 from .plan import Artifact, Listing, Plan, producer
 from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id, prepare_next
 
@@ -119,7 +119,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
     _load_state(state, paths, live)
     ctx, placed, key = _prepare_site(paths, stamps, state, fetch, progress)
-    work = _work(state, stamps, key)
+    work = node_work(state, stamps, key)
     if state.listing is not None and len(work.fresh) < PARALLEL_THRESHOLD:
         # A few nodes changed: render them in memory first, so a build that
         # changes nothing leaves every kept tree alone.
@@ -378,63 +378,6 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
 
 
 @dataclass
-class _Work:
-    """The nodes of a build: those whose last outputs are reused, and those to render."""
-
-    reused: dict[str, NodeRecord]  # node name -> its record, reused as it is
-    fresh: list[tuple[str, str]]  # (node name, file) to read and render, in file name order
-
-
-def _work(state: BuildState, stamps: InputStamps, key: str) -> _Work:
-    records = state.records or {}
-    touched = _touched(state, stamps, key)
-    if touched is None:  # something all nodes depend on changed: check every record
-        work = _Work({}, [])
-        for name, path in stamps.node_files:
-            record = _reusable(state, stamps, name, key)
-            if record is None:
-                work.fresh.append((name, path))
-            else:
-                work.reused[name] = record
-        return work
-    reused = dict(records)  # one copy instead of 10,000 checks
-    for name in records.keys() - stamps.nodes.keys():  # node files removed
-        del reused[name]
-    fresh = []
-    for name in touched:
-        if _reusable(state, stamps, name, key) is None:
-            reused.pop(name, None)
-            fresh.append(name)
-    files = dict(stamps.node_files) if fresh else {}
-    return _Work(reused, sorted(((name, files[name]) for name in fresh), key=lambda item: item[1]))
-
-
-def _touched(state: BuildState, stamps: InputStamps, key: str) -> set[str] | None:
-    """The node files changed or added since the records were made; None if the site key
-    or a profile a record used changed (then every record must be checked).
-
-    Every saved record was made or checked with the state's shared key, so an
-    equal key vouches for all of them at once."""
-    records = state.records or {}
-    if not records or state.shared_key != key:
-        return None
-    if state.inputs is not None and stamps.unchanged_nodes_since(state.inputs[0]):
-        return set(stamps.touched)  # watch: file events named them
-    stats, profiles = {}, set()
-    for name, record in records.items():
-        stats[name] = record.stat
-        profiles.add((record.profile, record.profile_stat))
-    if any(stamps.profiles.get(profile) != stat for profile, stat in profiles):
-        return None
-    return {name for name, _ in stamps.nodes.items() - stats.items()}
-
-
-def _reusable(state: BuildState, stamps: InputStamps, name: str, key: str) -> NodeRecord | None:
-    record = (state.records or {}).get(name)
-    return record if record is not None and record.reusable(stamps, key) else None
-
-
-@dataclass
 class _Outcome:
     """Node work: every node's record, and the listing lines of the nodes rendered."""
 
@@ -484,7 +427,7 @@ class _Outcome:
 _WORKER: dict = {}
 
 
-def _run_nodes(ctx, work: _Work, stamps, key, staging, jobs: int | None, sorted_runs: bool = False) -> _Outcome:
+def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sorted_runs: bool = False) -> _Outcome:
     """Render the fresh nodes of `work`, on every core if there are many.
 
     With `sorted_runs` (a build from scratch), each worker's listing lines are

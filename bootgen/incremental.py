@@ -197,6 +197,63 @@ class NodeRecord(NamedTuple):
 
 
 @dataclass
+class NodeWork:
+    """The nodes of a build: those whose last outputs are reused, and those to render."""
+
+    reused: dict[str, NodeRecord]  # node name -> its record, reused as it is
+    fresh: list[tuple[str, str]]  # (node name, file) to read and render, in file name order
+
+
+def node_work(state: BuildState, stamps: InputStamps, key: str) -> NodeWork:
+    records = state.records or {}
+    touched = _touched(state, stamps, key)
+    if touched is None:  # something all nodes depend on changed: check every record
+        work = NodeWork({}, [])
+        for name, path in stamps.node_files:
+            record = _reusable(state, stamps, name, key)
+            if record is None:
+                work.fresh.append((name, path))
+            else:
+                work.reused[name] = record
+        return work
+    reused = dict(records)  # one copy instead of 10,000 checks
+    for name in records.keys() - stamps.nodes.keys():  # node files removed
+        del reused[name]
+    fresh = []
+    for name in touched:
+        if _reusable(state, stamps, name, key) is None:
+            reused.pop(name, None)
+            fresh.append(name)
+    files = dict(stamps.node_files) if fresh else {}
+    return NodeWork(reused, sorted(((name, files[name]) for name in fresh), key=lambda item: item[1]))
+
+
+def _touched(state: BuildState, stamps: InputStamps, key: str) -> set[str] | None:
+    """The node files changed or added since the records were made; None if the site key
+    or a profile a record used changed (then every record must be checked).
+
+    Every saved record was made or checked with the state's shared key, so an
+    equal key vouches for all of them at once."""
+    records = state.records or {}
+    if not records or state.shared_key != key:
+        return None
+    if state.inputs is not None and stamps.unchanged_nodes_since(state.inputs[0]):
+        return set(stamps.touched)  # watch: file events named them
+    stats, profiles = {}, set()
+    for name, record in records.items():
+        stats[name] = record.stat
+        profiles.add((record.profile, record.profile_stat))
+    if any(stamps.profiles.get(profile) != stat for profile, stat in profiles):
+        return None
+    return {name for name, _ in stamps.nodes.items() - stats.items()}
+
+
+def _reusable(state: BuildState, stamps: InputStamps, name: str, key: str) -> NodeRecord | None:
+    record = (state.records or {}).get(name)
+    return record if record is not None and record.reusable(stamps, key) else None
+
+
+@dataclass
 class BuildState:
     """Saved after every successful build: a small stamp file, and the node records beside it.
 
