@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import re
 from functools import lru_cache
 from importlib import resources
 from typing import Iterator
@@ -35,6 +36,18 @@ _FORMAT_MESSAGES = {
     "url": "{!r} is not a URL (http, https or file)",
 }
 
+# Characters a URL written into boot configs, dnsmasq.conf and scripts must not have:
+# whitespace and control characters end a line or a word there, the others are
+# quoting, comment or field syntax in one of them (and none belongs in a URL unencoded).
+_URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029\"'`\\<>{}|^#,]")
+_URL_UNSAFE_MESSAGE = ("{!r} has a character that cannot be written into the generated files "
+                       "(whitespace, a control character, a quote, or one of \\<>{}|^#,`); percent-encode it")
+# base_url also starts shell command lines and systemd units (installer mirrors, Tinkerbell
+# actions): only characters that are plain words everywhere.
+_BASE_URL_SAFE = re.compile(r"^[A-Za-z0-9._~:/%@+=\[\]-]*$")
+_BASE_URL_MESSAGE = ("{!r} has a character the boot server's base URL may not have: use letters, digits "
+                     "and -._~:/%@+=[] only (percent-encode anything else)")
+
 
 def _checker() -> jsonschema.FormatChecker:
     checker = jsonschema.FormatChecker(formats=())
@@ -43,7 +56,8 @@ def _checker() -> jsonschema.FormatChecker:
     checker.checks("ipv4-interface", raises=ValueError)(lambda v: not isinstance(v, str) or _cidr(v))
     checker.checks("ipv4-network", raises=ValueError)(lambda v: not isinstance(v, str) or _parse(ipaddress.IPv4Network, v))
     checker.checks("dns-label")(lambda v: not isinstance(v, str) or is_dns_label(v))
-    checker.checks("http-url")(lambda v: not isinstance(v, str) or _url(v, ("http", "https")))
+    checker.checks("http-url")(lambda v: not isinstance(v, str) or (_url(v, ("http", "https"))
+                                                                     and bool(_BASE_URL_SAFE.match(v))))
     checker.checks("url")(lambda v: not isinstance(v, str) or _url(v, ("http", "https", "file")))
     return checker
 
@@ -61,6 +75,8 @@ def _cidr(value: str) -> bool:
 
 
 def _url(value: str, schemes: tuple[str, ...]) -> bool:
+    if _URL_UNSAFE.search(value):
+        return False
     parts = urlsplit(value)
     return parts.scheme in schemes and (bool(parts.netloc) or parts.scheme == "file")
 
@@ -112,7 +128,22 @@ def _required(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[P
 
 def _format(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
     template = _FORMAT_MESSAGES.get(error.validator_value, "{!r} is not a valid " + str(error.validator_value))
-    yield Problem(doc.locate(path), template.format(error.instance), format_path(path))
+    if error.validator_value in ("http-url", "url") and isinstance(error.instance, str) \
+            and _URL_UNSAFE.search(error.instance):
+        template = _URL_UNSAFE_MESSAGE
+    if error.validator_value == "http-url" and isinstance(error.instance, str) \
+            and _url(error.instance, ("http", "https")) and not _BASE_URL_SAFE.match(error.instance):
+        template = _BASE_URL_MESSAGE
+    yield Problem(doc.locate(path), template.replace("{!r}", repr(error.instance)), format_path(path))
+
+
+def _pattern(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    """A pattern's own message (`x-message` next to it in the schema), else jsonschema's."""
+    template = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    if not template:
+        yield from _default(error, doc, path)
+        return
+    yield Problem(doc.locate(path), template.replace("{!r}", repr(error.instance)), format_path(path))
 
 
 def _enum(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
@@ -155,6 +186,7 @@ _HANDLERS = {
     "additionalProperties": _additional,
     "required": _required,
     "format": _format,
+    "pattern": _pattern,
     "enum": _enum,
     "type": _type,
     "oneOf": _one_of,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import quoting
 from ..errors import Problem, RenderError
 from ..model import Node, Profile, Site
 
@@ -51,10 +52,60 @@ def for_loader(entry: BootEntry, loader: str, site: Site) -> LoaderEntry:
         return LOCAL
     refs = (entry.kernel,) + tuple(entry.initrds)
     spelled = tuple(_spell(ref, loader, site, entry) for ref in refs)
-    return LoaderEntry(
+    result = LoaderEntry(
         local=False, kernel=spelled[0], initrds=spelled[1:],
         initrd_names=tuple(ref.name for ref in entry.initrds), args=entry.args,
         http=any(s.startswith("(http") for s in spelled))
+    _check_words(result, loader, entry)
+    return result
+
+
+# How each loader's template writes a word (bootgen.quoting): a value it cannot
+# write is refused here, where the problem can name the field it came from.
+_WORD = {"pxelinux": quoting.pxelinux_arg, "grub": quoting.grub_word, "ipxe": quoting.ipxe_arg}
+
+
+def _check_words(spelled: LoaderEntry, loader: str, entry: BootEntry) -> None:
+    write = _WORD[loader]
+    for arg in spelled.args:
+        try:
+            if any(c.isspace() for c in arg):  # the kernel would read two arguments
+                raise quoting.UnsafeValue(arg, f"a {loader} kernel command line", "it contains whitespace")
+            write(arg)
+        except quoting.UnsafeValue as exc:
+            location, field = _arg_origin(entry, arg)
+            raise RenderError(Problem(location, f"node '{entry.node.name}': kernel argument {exc}", field,
+                                      "kernel arguments are words without control characters; "
+                                      "iPXE cannot pass '${'")) from None
+    images = [spelled.kernel, *spelled.initrds, *spelled.initrd_names]
+    for value in images:
+        try:
+            write(value)
+            if loader == "pxelinux" and value in spelled.initrds:
+                quoting.pxelinux_initrd(value)
+        except quoting.UnsafeValue as exc:
+            raise RenderError(Problem(entry.profile.doc.locate(("images",)),
+                                      f"profile '{entry.profile.name}' (node '{entry.node.name}'): image {exc}",
+                                      "$.images", "rename the image file or change its URL in site.yaml")) from None
+
+
+def _arg_origin(entry: BootEntry, arg: str):
+    """Where a rendered kernel argument was most likely written: the string that holds it
+    as written, else the templated word whose literal start it has (the most specific
+    layer first), else any templated string, else the node file."""
+    best, found = 0, None
+    for written in getattr(entry.node, "kernel_args", ()):
+        text = getattr(written, "text", "")
+        score = 3 if arg in text.split() else 0
+        for word in text.split() if not score else ():
+            if "{" in word:
+                prefix = word[:word.index("{")]
+                score = max(score, 2 if prefix and arg.startswith(prefix) else 1)
+        if score and score >= best and hasattr(written, "origin"):
+            best, found = score, written.origin
+    if found is not None:
+        return found.location, found.field
+    return entry.node.doc.locate(("kernel_args",)), "$.kernel_args"
 
 
 def _spell(ref, loader: str, site: Site, entry: BootEntry) -> str:

@@ -65,12 +65,13 @@ def _networkd_file(index: int, iface) -> dict:
 
 def installer_config(ctx, node: NodeSpec, profile: Profile, final_url: str, final_hash: str) -> dict:
     """Stage 1: install to disk with the verified final config, then reboot."""
-    command = " ".join(flatcar_install_command(ctx, node, profile))
+    from ..quoting import shell, systemd_exec
+    script = shell(flatcar_install_command(ctx, node, profile)) + " && udevadm settle && systemctl reboot"
     unit = "\n".join([
         "[Unit]", "Description=Install Flatcar to disk (bootgen stage 1)",
         "Requires=network-online.target", "After=network-online.target", "",
         "[Service]", "Type=oneshot", "TimeoutStartSec=1800", "RemainAfterExit=yes",
-        f'ExecStart=/usr/bin/sh -c "{command} && udevadm settle && systemctl reboot"', "",
+        "ExecStart=" + systemd_exec(["/usr/bin/sh", "-c", script]), "",
         "[Install]", "WantedBy=multi-user.target", ""])
     butane = {
         "systemd": {"units": [{"name": "bootgen-install.service", "enabled": True, "contents": unit}]},

@@ -4,13 +4,81 @@ Per-node targets take a BootEntry and return artifacts at the names firmware
 asks for (pxelinux `01-<mac>` and hex IP, GRUB `grub.cfg-01-<mac>`, iPXE
 `<mac:hexhyp>.ipxe`). Site targets write the shared entry points and the
 dnsmasq and nginx configs that serve the tree.
+
+Every value reaches a file through a quoting filter of bootgen.quoting (see the
+templates); a value a format cannot carry is a problem, not a file.
 """
 from __future__ import annotations
 
+from ..errors import Location, Problem, RenderError
 from ..model import Node
 from ..naming import hex_ip, mac_hyphens, pxelinux_mac_name
 from ..plan import Artifact
+from .. import quoting
 from .boot import LOCAL, BootEntry, for_loader
+
+# Longest line each format's reader takes whole (longer lines are read as two).
+_MAX_LINE = {"pxelinux.cfg.j2": quoting.PXELINUX_MAX_LINE, "dnsmasq.conf.j2": quoting.DNSMASQ_MAX_LINE}
+
+
+def _render(ctx, template: str, context: dict, *, node: str | None = None, where=None) -> bytes:
+    """Render `template` with the quoting filters. A value a filter refuses, or a line
+    longer than the format's reader takes whole, is a RenderError at `where`
+    (a (Location, field path) pair)."""
+    filters = ctx.templates.env.filters
+    if filters.get("ipxe_arg") is not quoting.ipxe_arg:
+        filters.update(quoting.FILTERS)
+    location, field = where if where else (Location(template), "")
+    who = f"node '{node}': " if node else ""
+    try:
+        data = ctx.templates.render(template, context, node=node)
+    except quoting.UnsafeValue as exc:
+        raise RenderError(Problem(location, f"{who}{exc} (rendering {template})", field)) from None
+    limit = _MAX_LINE.get(template)
+    too_long = quoting.long_lines(data, limit) if limit is not None else []
+    if too_long:
+        raise RenderError(Problem(location, f"{who}line {too_long[0]} of {template} would be longer than "
+                                            f"{limit} bytes, which its reader splits into two lines", field,
+                                  "shorten the values on that line"))
+    return data
+
+
+def _node_place(entry: BootEntry):
+    return entry.node.doc.locate(()), ""
+
+
+def _site_place(site):
+    return site.doc.locate(()), ""
+
+
+def _check_site(site, hosts=()) -> None:
+    """Each site value that the site-wide files carry, through the quoting of every
+    place it is written to: a value one of them cannot carry is a problem at its field."""
+    dhcp, server = site.dhcp, site.server
+    checks = [
+        (("base_url",), lambda: quoting.ipxe_arg(site.base_url + "ipxe/")),
+        (("base_url",), lambda: quoting.dnsmasq_value(site.base_url + "boot.ipxe")),
+        (("server", "root"), lambda: quoting.dnsmasq_value(server.root)),
+        (("server", "root"), lambda: quoting.nginx_path(server.root)),
+        (("server", "server_name"), lambda: quoting.nginx_names(server.server_name)),
+        (("server", "http_port"), lambda: quoting.nginx_port(server.http_port)),
+    ]
+    if dhcp.interface:
+        checks.append((("dhcp", "interface"), lambda: quoting.dnsmasq_token(dhcp.interface)))
+    problems = []
+    for path, check in checks:
+        try:
+            check()
+        except quoting.UnsafeValue as exc:
+            problems.append(Problem(site.doc.locate(path), str(exc), "$." + ".".join(path)))
+    for mac, address, hostname in hosts:
+        for value in (mac, address, hostname):
+            try:
+                quoting.dnsmasq_token(value)
+            except quoting.UnsafeValue as exc:
+                problems.append(Problem(site.doc.locate(()), f"dhcp-host for {mac}: {exc}"))
+    if problems:
+        raise RenderError(problems)
 
 
 def _title(entry: BootEntry) -> str:
@@ -41,14 +109,15 @@ def _per_mac_and_ip(ctx, entry: BootEntry, loader: str, template: str, prefix: s
     """pxelinux and GRUB look for `01-<mac>`, then the hex IP: one file, written under each name."""
     spelled = for_loader(entry, loader, ctx.inputs.site)
     context = {"entry": spelled, "title": _title(entry), **extra}
-    data = ctx.templates.render(template, context, node=entry.node.name)
+    data = _render(ctx, template, context, node=entry.node.name, where=_node_place(entry))
     return [Artifact.from_bytes(f"{prefix}{_pxe_name(kind, value)}", data, target=loader, node=entry.node.name)
             for kind, value in _identities(entry.node)]
 
 
 def ipxe(ctx, entry: BootEntry) -> list[Artifact]:
     spelled = for_loader(entry, "ipxe", ctx.inputs.site)
-    data = ctx.templates.render("node.ipxe.j2", {"entry": spelled, "title": _title(entry)}, node=entry.node.name)
+    data = _render(ctx, "node.ipxe.j2", {"entry": spelled, "title": _title(entry)}, node=entry.node.name,
+                   where=_node_place(entry))
     return [Artifact.from_bytes(f"ipxe/{mac_hyphens(value)}.ipxe", data, target="ipxe", node=entry.node.name)
             for kind, value in _identities(entry.node) if kind == "mac"]
 
@@ -62,7 +131,9 @@ def _pxe_name(kind: str, value) -> str:
 
 def default_entries(ctx, hosts) -> list[Artifact]:
     title = "unknown machines (local disk)"
-    render = ctx.templates.render
+
+    def render(template, context):
+        return _render(ctx, template, context, where=_site_place(ctx.inputs.site))
     return [
         Artifact.from_bytes("pxelinux.cfg/default", render(
             "pxelinux.cfg.j2", {"entry": LOCAL, "label": "local", "timeout": 0, "title": title}), target="pxelinux"),
@@ -76,9 +147,11 @@ def default_entries(ctx, hosts) -> list[Artifact]:
 def chain_entries(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {"site_name": site.name, "base_url": site.base_url}
+    _check_site(site)
+    where = _site_place(site)
     return [
-        Artifact.from_bytes("boot.ipxe", ctx.templates.render("boot.ipxe.j2", context), target="ipxe"),
-        Artifact.from_bytes("grub/grub.cfg", ctx.templates.render("grub.cfg.j2", context), target="grub"),
+        Artifact.from_bytes("boot.ipxe", _render(ctx, "boot.ipxe.j2", context, where=where), target="ipxe"),
+        Artifact.from_bytes("grub/grub.cfg", _render(ctx, "grub.cfg.j2", context, where=where), target="grub"),
     ]
 
 
@@ -91,9 +164,13 @@ def server_configs(ctx, hosts) -> list[Artifact]:
             site.dhcp.uefi_loader],
         "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
     }
+    _check_site(site, hosts)
+    where = _site_place(site)
     return [
-        Artifact.from_bytes("server/dnsmasq.conf", ctx.templates.render("dnsmasq.conf.j2", context), target="dnsmasq"),
-        Artifact.from_bytes("server/nginx.conf", ctx.templates.render("nginx.conf.j2", context), target="nginx"),
+        Artifact.from_bytes("server/dnsmasq.conf", _render(ctx, "dnsmasq.conf.j2", context, where=where),
+                            target="dnsmasq"),
+        Artifact.from_bytes("server/nginx.conf", _render(ctx, "nginx.conf.j2", context, where=where),
+                            target="nginx"),
     ]
 
 
