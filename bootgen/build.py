@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import BootgenError, InputError, Location, OutputError, Problem, RenderError
 from .incremental import BuildState, InputStamps, NodeRecord, NodeWork, node_work, paused_gc, site_key
 from .plan import Artifact, Listing, Plan, producer
-from .write import Staging, TreeWriter, WriteResult, check_out_path, live_build_id, prepare_next
+from .write import Staging, TreeWriter, WriteResult, build_lock, check_out_path, live_build_id, prepare_next
 
 # Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
 # urllib3 (about 0.4 s of imports): they are imported where first needed, so a
@@ -97,8 +97,15 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     when edits pause (`save_state=False`); it may pass the input `stamps` it
     keeps current from file events, and skip flushing the tree to disk before
     the switch (`durable=False`)."""
-    with paused_gc():  # re-enabled while many nodes render (see _run_nodes)
+    check_out_path(paths.out)
+    with build_lock(paths.state, _say_waiting), paused_gc():  # gc: re-enabled while many nodes render
         return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+
+
+def _say_waiting() -> None:
+    import sys
+
+    print("waiting for another build of this repository to finish", file=sys.stderr, flush=True)
 
 
 def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, state: BuildState | None,
@@ -512,12 +519,18 @@ def _render_fresh(job: tuple, path: str, staging) -> tuple[NodeRecord, dict]:
 
 def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:
     """Fetch and verify every mirrored image set the site declares; (mirrored, referenced) counts."""
-    from .images import resolve_images
     from .load import Reader, load_site
 
-    site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
-    sets = site_inputs.image_config.images
-    resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
-                   needed=set(sets), fetch=True, progress=progress)
+    with build_lock(paths.state, _say_waiting):  # one writer of the image cache at a time
+        site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
+        sets = site_inputs.image_config.images
+        _fetch_all(site_inputs, paths, sets, progress)
     mirrored = sum(1 for image_set in sets.values() if image_set.mirror)
     return mirrored, len(sets) - mirrored
+
+
+def _fetch_all(site_inputs, paths: Paths, sets: dict, progress: bool | None) -> None:
+    from .images import resolve_images
+
+    resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
+                   needed=set(sets), fetch=True, progress=progress)

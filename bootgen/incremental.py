@@ -53,10 +53,15 @@ def _walk(directory: Path):
             continue
         for entry in entries:
             path = os.path.join(relative, entry.name)
-            if entry.is_dir(follow_symlinks=True):
+            # A symlinked directory is not walked (it may lead anywhere, or loop); a dangling
+            # link is stamped as itself. Whether such an entry may be used is the loader's call.
+            if entry.is_dir(follow_symlinks=False):
                 stack.append(path)
             else:
-                yield path, _stamp(entry.stat())
+                try:
+                    yield path, _stamp(entry.stat())
+                except OSError:
+                    yield path, _stamp(entry.stat(follow_symlinks=False))
 
 
 @dataclass(frozen=True)

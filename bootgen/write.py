@@ -46,6 +46,45 @@ class WriteResult:
     linked: int  # files hard-linked (from the previous build or the image cache)
 
 
+_HELD: dict[str, int] = {}  # build locks this process holds: lock path -> depth
+
+
+@contextlib.contextmanager
+def build_lock(state_dir: Path, waiting=None):
+    """One build of a repository at a time, from reading the saved state to the switch.
+
+    A second build waits (calling `waiting()` once, so the user knows why)
+    instead of interleaving with the first: a build that read the state
+    before another one switched would otherwise commit a tree made for a live
+    tree that is gone. Re-entrant within a process."""
+    path = str((state_dir / "lock").absolute())
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield
+        finally:
+            _HELD[path] -= 1
+        return
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as exc:
+        raise OutputError(Problem(Location(str(state_dir)), f"cannot use the build state directory: "
+                                  f"{exc.strerror or exc}", hint="it must be a writable directory")) from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD[path] = 1
+        try:
+            yield
+        finally:
+            del _HELD[path]
+
+
 def check_out_path(out: Path) -> None:
     if out.exists() and not out.is_symlink():
         raise OutputError(Problem(Location(str(out)), "exists and is not a bootgen output link",
@@ -211,8 +250,8 @@ class TreeWriter:
         self.out = out
         self.builds = state_dir / "builds"
         self.builds.mkdir(parents=True, exist_ok=True)
-        self._lock = open(state_dir / "lock", "w")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)  # a second build waits instead of racing the switch
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(build_lock(state_dir))  # held already by a build; taken here otherwise
         self._discard(self.builds.glob(".partial-*"))  # left by a build that was killed midway
         self.live = live_build_id(out)
         staging_path = self.builds / f".partial-{os.getpid()}"

@@ -674,7 +674,8 @@ class DataEnvironment(ImmutableSandboxedEnvironment):
                          keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, optimized=False)
         self.globals.clear()  # lipsum, cycler, joiner and namespace are not for data
         self.globals.update(range=_bounded_range, dict=dict)
-        filters = {**self.filters, "grub_quote": grub_quote}
+        # `random` would make the tree depend on more than its inputs.
+        filters = {name: func for name, func in {**self.filters, "grub_quote": grub_quote}.items() if name != "random"}
         self.filters = {name: _checked_filter(name, func) for name, func in filters.items()}
         self.filters.update({_OUTPUT: _guard_output, _CONCAT: _guard_concat, _LOOP: _guard_loop})
 
