@@ -9,7 +9,6 @@ written for the seed keep working.
 """
 from __future__ import annotations
 
-import shlex
 
 import yaml
 

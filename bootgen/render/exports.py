@@ -21,6 +21,7 @@ import yaml
 from ..model import Profile
 from ..spec import NodeSpec
 from ..naming import mac_hyphens
+from ..quoting import shell
 from ..plan import Artifact
 from .boot import BootEntry, image_url
 
@@ -84,8 +85,8 @@ def hardware(ctx, node: NodeSpec, namespace: str, facility: str, *, installing: 
 def template(node: NodeSpec, namespace: str, image: str, config) -> dict:
     """The seed's two actions: put the Ignition config on the state dir, run flatcar-install."""
     digest = config.final_sha512.removeprefix("sha512-")
-    fetch = (f"wget -O /statedir/ignition.json {config.final_url} && "
-             f"echo '{digest}  /statedir/ignition.json' | sha512sum -c -")
+    fetch = (shell(["wget", "-O", "/statedir/ignition.json", config.final_url]) + " && "
+             + f"echo {shell([digest + '  /statedir/ignition.json'])} | sha512sum -c -")
     workflow_template = {
         "version": "0.1", "name": "flatcar-install", "global_timeout": 1800,
         "tasks": [{
