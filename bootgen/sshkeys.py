@@ -1,8 +1,11 @@
-"""Recognise SSH public keys, and refuse the private key pasted by mistake.
+"""Recognise SSH public keys, refuse the private key pasted by mistake, and keep secrets out of messages.
 
 Seed 003 shows the mistake this guards against: an OpenSSH *private* key in
 `authorized-keys`. A config carrying one would publish the secret to every
-machine that can reach the boot server.
+machine that can reach the boot server. A problem that refuses such a value
+must not print it either: `redact` turns any value into a short description
+that is safe to show (a private key becomes "<OpenSSH private key, 411
+characters, not shown>").
 """
 from __future__ import annotations
 
@@ -11,14 +14,64 @@ import re
 _PUBLIC = re.compile(r"^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
                      r" [A-Za-z0-9+/]+={0,3}( .*)?$")
 
+# "-----BEGIN OPENSSH PRIVATE KEY-----", "-----BEGIN RSA PRIVATE KEY-----", "BEGIN PGP PRIVATE KEY BLOCK", ...
+_PEM_PRIVATE = re.compile(r"-----BEGIN ([A-Z0-9 ]*?)PRIVATE KEY")
+# The last one is base64 of "openssh-key-v1", how an OpenSSH private key's body starts (pasted without its header).
+_SECRET_MARKERS = ("PRIVATE KEY", "PuTTY-User-Key-File", "Private-Lines:", "BEGIN PGP PRIVATE", "b3BlbnNzaC1rZXktdjE")
+_LONG_BLOB = re.compile(r"[A-Za-z0-9+/=_-]{200,}")  # a long base64 run without spaces: key material of some kind
+
 
 def key_problem(text: str) -> tuple[str, str] | None:
-    """(message, hint) when `text` is not an SSH public key, else None."""
+    """(message, hint) when `text` is not an SSH public key, else None.
+
+    Neither ever quotes `text`."""
     stripped = text.strip()
-    if "PRIVATE KEY" in stripped or stripped.startswith("PuTTY-User-Key-File"):
+    if looks_private(stripped):
         return ("this is a PRIVATE key; it must never leave your machine",
                 "use the public half instead: `ssh-keygen -y -f <private key file>` prints it")
     if "\n" in stripped or not _PUBLIC.match(stripped):
         return ("not an SSH public key (expected 'ssh-ed25519 AAAA... comment' or similar)",
                 "paste the one line from your .pub file")
     return None
+
+
+def looks_private(text: str) -> bool:
+    """Whether `text` holds private key material (PEM/OpenSSH, PuTTY or OpenPGP secret keys)."""
+    return any(marker in text for marker in _SECRET_MARKERS)
+
+
+def describe_secret(text: str) -> str:
+    """A short description of a secret value, e.g. "<OpenSSH private key, 411 characters, not shown>"."""
+    match = _PEM_PRIVATE.search(text)
+    if "PuTTY-User-Key-File" in text or "Private-Lines:" in text:
+        kind = "PuTTY private key"
+    elif "BEGIN PGP PRIVATE" in text:
+        kind = "OpenPGP private key"
+    elif match or "b3BlbnNzaC1rZXktdjE" in text:
+        label = match.group(1).strip() if match else "OPENSSH"
+        kind = f"{'OpenSSH' if label == 'OPENSSH' else label or 'PEM'} private key"
+    else:
+        kind = "key material"
+    return f"<{kind}, {len(text)} characters, not shown>"
+
+
+def redact(value: object, limit: int = 60) -> str:
+    """`value` quoted for a message: secrets described, not shown; long or multi-line text shortened.
+
+    The result is always one line of at most about `limit` characters."""
+    text = str(value)
+    if looks_private(text) or _LONG_BLOB.search(text):
+        return describe_secret(text)
+    shown = repr(text)  # quotes it and escapes newlines and control characters
+    if len(shown) > limit:
+        shown = shown[: max(limit - 4, 8)] + "...'"
+    return shown
+
+
+def redact_line(line: str, limit: int = 120) -> str:
+    """A source line safe to echo under a problem: private key material is replaced by its description."""
+    if not looks_private(line):
+        return line
+    match = re.search(r"-----BEGIN|PuTTY-User-Key-File|Private-Lines:|b3BlbnNzaC1rZXktdjE|PRIVATE KEY", line)
+    start = match.start() if match else 0
+    return line[:start][:limit] + describe_secret(line[start:])

@@ -7,9 +7,11 @@ no image bytes at all: stat() is enough to know the digest.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +63,12 @@ def feed_file(path: Path, hasher: StreamHasher) -> None:
     """Stream a file's bytes into `hasher` (used to resume a partial download too)."""
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
+    # O_NONBLOCK: opening a FIFO put where a file was expected returns at once (and is refused
+    # below) instead of blocking the build; regular files ignore the flag.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         while True:
             n = handle.readinto(buffer)
             if not n:

@@ -2,8 +2,12 @@
 
 The lead's JSON Schema has already checked shapes and types; this module turns
 the validated dicts into frozen dataclasses and checks what a schema cannot:
-that key names exist, key files exist, fingerprints are 40 hex digits, and that
-every mirrored image is either signed or explicitly `unsigned: true`.
+that key names exist, fingerprints are 40 hex digits, that every mirrored image
+is either signed or explicitly `unsigned: true`, and that every file named here
+(key files, image files and their signatures) is a regular file inside the site
+directory (bootgen.confine: no absolute paths, no `..` out of the site, no
+symlink pointing out of it, no FIFO or device). Key files are read here, once,
+so nothing later opens a path the site named.
 
 Site YAML accepted here::
 
@@ -32,15 +36,17 @@ Site YAML accepted here::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..confine import read_site_file, site_file
 from ..errors import InputError, Location, Problem
 from ..source import SourceDoc, format_path
 
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+MAX_KEY_FILE = 1024 * 1024  # an armored public key is a few KiB; a large file is not one
 
 
 @dataclass(frozen=True)
@@ -48,9 +54,10 @@ class KeySpec:
     """One site key: an armored public key file and its pinned fingerprint."""
 
     name: str
-    file: Path
+    file: Path  # resolved, inside the site directory
     fingerprint: str  # 40 upper-case hex digits, no spaces
     location: Location
+    data: bytes = field(default=b"", repr=False)  # the key file's bytes, read once through the site gate
 
 
 @dataclass(frozen=True)
@@ -59,19 +66,20 @@ class ImageSource:
 
     role: str  # "images.<set>.kernel", "images.<set>.initrds[0]", ...
     url: str | None
-    file: Path | None  # absolute, when the image lives in the site dir
-    signature: str | None  # URL (for url sources) or absolute path (for file sources)
+    file: Path | None  # resolved real path inside the site dir, when the image lives there
+    signature: str | None  # URL (for url sources) or resolved path inside the site dir (for file sources)
     keys: tuple[str, ...]
     sha256: str | None
     sha512: str | None
     unsigned: bool
     location: Location
+    file_name: str | None = None  # the name as declared (a symlink's target may be named otherwise)
 
     @property
     def name(self) -> str:
         """The original file name, kept in the tree path."""
         if self.file is not None:
-            return self.file.name
+            return self.file_name or self.file.name
         return PurePosixPath(urlsplit(self.url or "").path).name
 
     @property
@@ -143,11 +151,14 @@ def _parse_key(name: str, raw: dict, doc: SourceDoc, site_dir: Path, problems: l
     if not _FINGERPRINT.match(fingerprint):
         problems.append(_problem(doc, path + ("fingerprint",), "fingerprint must be 40 hex digits (spaces allowed)",
                                  "copy it from `gpg --show-keys --with-fingerprint <file>`"))
-    file = site_dir / str(raw.get("file", ""))
-    if not file.is_file():
-        message = f"key file {raw.get('file')!r} not found in the site directory"
-        problems.append(_problem(doc, path + ("file",), message))
-    return KeySpec(name, file, fingerprint, doc.locate(path, key=True))
+    relative, where, field_path = str(raw.get("file", "")), doc.locate(path + ("file",)), format_path(path + ("file",))
+    file, data = site_dir / relative, b""
+    try:
+        data = read_site_file(site_dir, relative, where, field_path, MAX_KEY_FILE, what="key file")
+        file = site_file(site_dir, relative, where, field_path, what="key file")
+    except InputError as exc:
+        problems.extend(exc.problems)
+    return KeySpec(name, file, fingerprint, doc.locate(path, key=True), data)
 
 
 def _parse_set(name: str, raw: dict, doc: SourceDoc, site_dir: Path, keys: dict, problems: list[Problem]) -> ImageSet:
@@ -191,8 +202,12 @@ def _parse_extract(raw: dict | None) -> IsoExtract | None:
 def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: dict, mirror: bool,
                   problems: list[Problem]) -> ImageSource:
     url = _opt_str(raw.get("url"))
-    file = site_dir / str(raw["file"]) if raw.get("file") is not None else None
-    signature = _signature(raw.get("signature"), url, file, site_dir)
+    declared = str(raw["file"]) if raw.get("file") is not None else None
+    file = site_dir / declared if declared is not None else None
+    if declared is not None and mirror:
+        file = _gated(site_dir, declared, doc, path + ("file",), "image file", problems) or file
+    signature = _signature(raw.get("signature"), url, declared, site_dir, doc, path + ("signature",), mirror,
+                           problems)
     key_names = tuple(str(k) for k in raw.get("keys") or [])
     unsigned = bool(raw.get("unsigned", False))
     for i, key_name in enumerate(key_names):
@@ -201,20 +216,28 @@ def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: 
             problems.append(_problem(doc, path + ("keys", i), f"unknown key {key_name!r} (site keys: {known})"))
     if url is not None and urlsplit(url).scheme not in ("http", "https"):
         problems.append(_problem(doc, path + ("url",), f"unsupported URL scheme in {url!r}; use http:// or https://"))
-    elif url is not None and not PurePosixPath(urlsplit(url).path).name:
+    elif url is not None and PurePosixPath(urlsplit(url).path).name in ("", ".."):
         problems.append(_problem(doc, path + ("url",), f"{url!r} does not end in a file name",
                                  "the file name is kept in the tree path and boot configs"))
     if file is not None and not mirror:
         problems.append(_problem(doc, path + ("file",), "an image from a site file needs `mirror: true`"))
-    elif file is not None and not file.is_file():
-        problems.append(_problem(doc, path + ("file",), f"image file {raw['file']!r} not found in the site directory"))
     if mirror:
         _check_trust(path, signature, key_names, unsigned, doc, problems)
     return ImageSource(
         role=".".join(_role_parts(path)), url=url, file=file, signature=signature, keys=key_names,
         sha256=_opt_str(raw.get("sha256")), sha512=_opt_str(raw.get("sha512")), unsigned=unsigned,
-        location=doc.locate(path, key=True),
+        location=doc.locate(path, key=True), file_name=PurePosixPath(declared).name if declared is not None else None,
     )
+
+
+def _gated(site_dir: Path, relative: str, doc: SourceDoc, path: tuple, what: str,
+           problems: list[Problem]) -> Path | None:
+    """The resolved site file `relative` names, or None with the refusal added to `problems`."""
+    try:
+        return site_file(site_dir, relative, doc.locate(path), format_path(path), what=what)
+    except InputError as exc:
+        problems.extend(exc.problems)
+        return None
 
 
 def _check_trust(path: tuple, signature: str | None, key_names: tuple, unsigned: bool, doc: SourceDoc,
@@ -228,16 +251,22 @@ def _check_trust(path: tuple, signature: str | None, key_names: tuple, unsigned:
         problems.append(_problem(doc, path, f"{role} has a signature but no `keys:` allowed to sign it"))
 
 
-def _signature(raw: Any, url: str | None, file: Path | None, site_dir: Path) -> str | None:
+def _signature(raw: Any, url: str | None, declared: str | None, site_dir: Path, doc: SourceDoc, path: tuple,
+               mirror: bool, problems: list[Problem]) -> str | None:
     """Resolve `signature:`; `auto` means the image location plus `.sig`.
 
-    For site files the signature is a file too, relative to the site dir."""
+    For site files the signature is a site file too, relative to the site dir
+    (`auto`: the image's path as declared plus `.sig`), checked by the site gate."""
     if raw is None:
         return None
     text = str(raw)
-    if file is not None:
-        return str(file) + ".sig" if text == "auto" else str(site_dir / text)
-    return (url or "") + ".sig" if text == "auto" else text
+    if declared is None:
+        return (url or "") + ".sig" if text == "auto" else text
+    relative = declared + ".sig" if text == "auto" else text
+    if not mirror:  # refused as a whole already: an image from a site file needs mirror: true
+        return str(site_dir / relative)
+    gated = _gated(site_dir, relative, doc, path, "signature file", problems)
+    return str(gated) if gated is not None else str(site_dir / relative)
 
 
 def _role_parts(path: tuple) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 from urllib.parse import urlsplit
 
+from ..confine import regular_file_identity
 from ..errors import ImageError, Problem
 from .digests import DigestIndex, Digests
 from .fetch import Fetcher, FetchError, FetchPolicy
@@ -201,10 +202,25 @@ def _already_verified(ctx: _Context, source: ImageSource) -> _Local | None:
     """
     path = source.file if source.file is not None else _download_path(ctx, source.url or "")
     sig_path = _signature_path(ctx, source) if source.signature is not None else None
-    if not path.is_file() or (sig_path is not None and not sig_path.is_file()):
+    if not _regular(path) or (sig_path is not None and not _regular(sig_path)):
         return None
-    local = _Local(path, ctx.index.digests(path, sha512=bool(source.sha512)))
-    return local if ctx.index.verified.get(source.origin) == _record(ctx, source, local, sig_path) else None
+    try:
+        local = _Local(path, ctx.index.digests(path, sha512=bool(source.sha512)))
+        return local if ctx.index.verified.get(source.origin) == _record(ctx, source, local, sig_path) else None
+    except OSError:
+        return None  # looked at again, with the reason, by _obtain
+
+
+def _regular(path: Path) -> bool:
+    """A regular file itself, not a symlink, FIFO or device (stat only: nothing is opened).
+
+    Site files were checked by the site gate when site.yaml was loaded and
+    are resolved paths; this notices one replaced since."""
+    try:
+        regular_file_identity(path)
+        return True
+    except OSError:
+        return False
 
 
 def _record(ctx: _Context, source: ImageSource, local: _Local, sig_path: Path | None) -> dict:
@@ -234,6 +250,8 @@ def _check_keys_usable(ctx: _Context, source: ImageSource) -> None:
 
 def _obtain(ctx: _Context, source: ImageSource) -> _Local:
     if source.file is not None:
+        if not _regular(source.file):
+            raise _Failed("is no longer a regular file in the site directory")
         try:
             return _Local(source.file, ctx.index.digests(source.file, sha512=bool(source.sha512)))
         except OSError as exc:
@@ -297,10 +315,10 @@ def _check(ctx: _Context, source: ImageSource, local: _Local, sig_path: Path | N
 
 def _fetch_signature(ctx: _Context, source: ImageSource) -> Path:
     sig_path = _signature_path(ctx, source)
-    if sig_path.is_file():
+    if _regular(sig_path):
         return sig_path
     if source.file is not None:
-        raise _Failed(f"signature file {sig_path} not found")
+        raise _Failed(f"signature file {sig_path} is no longer a regular file in the site directory")
     if not ctx.fetch:
         raise _Failed("signature not in the cache; run `bootgen fetch` first")
     try:

@@ -7,7 +7,11 @@ or revoked key with status 'signature valid' but `valid` False.
 """
 from __future__ import annotations
 
+import errno
+import io
+import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -81,17 +85,17 @@ class Keyring:
             shutil.rmtree(self._home, ignore_errors=True)
 
     def _import(self, spec: KeySpec) -> None:
-        """Import one key file after checking it holds only the pinned primary key."""
-        try:
-            found = self._gpg.scan_keys(str(spec.file))
-        except OSError as exc:
-            raise KeyFileError(f"cannot read {spec.file}: {exc.strerror}") from None
+        """Import one key after checking it holds only the pinned primary key.
+
+        The key's bytes were read once, through the site gate, when site.yaml
+        was loaded (KeySpec.data); gpg never opens a path the site named."""
+        found = self._gpg.scan_keys_mem(spec.data)
         fingerprints = sorted({k["fingerprint"].upper() for k in found})
         if not fingerprints:
             raise KeyFileError(f"{spec.file} holds no OpenPGP public key")
         if fingerprints != [spec.fingerprint]:
             raise KeyFileError(f"{spec.file} holds key {', '.join(fingerprints)}, not the pinned {spec.fingerprint}")
-        result = self._gpg.import_keys_file(str(spec.file))
+        result = self._gpg.import_keys(spec.data)
         if spec.fingerprint not in {f.upper() for f in result.fingerprints}:
             raise KeyFileError(f"gpg could not import {spec.file}")
 
@@ -109,8 +113,11 @@ class Keyring:
             return Verdict(False, f"key {unusable[0]} unusable: {self.rejected[unusable[0]]}")
         # python-gnupg's verify_file takes the *signature* first and the data's
         # path second; gpg then reads the data itself, so GBs never enter memory.
-        with open(signature, "rb") as sig_stream:
-            result = self._ready().verify_file(sig_stream, str(data))
+        try:
+            sig_bytes = _read_signature(signature)
+        except OSError as exc:
+            return Verdict(False, f"cannot read the signature: {exc.strerror}")
+        result = self._ready().verify_file(io.BytesIO(sig_bytes), str(data))
         return self._judge(result, allowed)
 
     def _judge(self, result, allowed: tuple[str, ...]) -> Verdict:
@@ -129,3 +136,18 @@ class Keyring:
         if signer not in pins:
             return Verdict(False, f"bad signature: signed by {signer} which is not the pinned key {wanted}")
         return Verdict(True)
+
+
+MAX_SIGNATURE = 1024 * 1024  # a detached signature is a few hundred bytes
+
+
+def _read_signature(path: Path) -> bytes:
+    """A detached signature's bytes: a regular file only (a FIFO never blocks), and small."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = handle.read(MAX_SIGNATURE + 1)
+    if len(data) > MAX_SIGNATURE:
+        raise OSError(errno.EFBIG, "too large for a detached signature", str(path))
+    return data

@@ -43,8 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..confine import SiteFileError, read_site_file
 from ..errors import Location, Problem, RenderError
-from ..source import SourceDoc
+from ..source import SourceDoc, format_path
+from ..sshkeys import looks_private, redact
 from .butane_checks import PRIVATE_KEY_HINT, check_ssh_key
 from .butane_encode import data_url
 from .butane_schema import SUPPORTED_VERSIONS, TYPES, VARIANTS, ignition_key
@@ -100,6 +102,12 @@ def _check_target(version: str, variant: str) -> None:
                                 hint="bootgen translates " + " and ".join(VARIANTS)))
     if problems:
         raise RenderError(problems)
+
+
+def _unquoted(value: str) -> str:
+    """A file name for a message, shortened and never a pasted secret, without quotes."""
+    shown = redact(value)
+    return shown[1:-1] if shown[:1] in ("'", '"') else shown
 
 
 def _has_install_settings(unit: str) -> bool:
@@ -230,20 +238,25 @@ class _Translator:
         return out
 
     def _read_local(self, node: Val) -> bytes | None:
-        """Read a file named relative to files_dir; it must not resolve outside it."""
-        base = self.files_dir.resolve()
-        target = (base / node.value).resolve()
-        if target != base and base not in target.parents:
-            self.ctx.report(node.origin, f"local file '{node.value}' resolves outside the files directory",
-                            "local files must stay inside the files directory (check for symlinks)")
-            return None
+        """Read a file named relative to files_dir (the site directory) through the site gate.
+
+        It must be a regular file that resolves (after symlinks) inside
+        files_dir; it is opened without following symlinks and read with a
+        size bound. Problems never quote the file's contents."""
+        origin = node.origin
         try:
-            return target.read_bytes()
-        except FileNotFoundError:
-            self.ctx.report(node.origin, f"local file '{node.value}' not found",
-                            f"local files are read relative to {self.files_dir}")
-        except OSError as exc:
-            self.ctx.report(node.origin, f"cannot read local file '{node.value}': {exc.strerror}")
+            return read_site_file(self.files_dir, node.value, origin.location(), format_path(origin.path),
+                                  what="local file")
+        except SiteFileError as exc:
+            shown = redact(node.value)
+            if exc.reason == "missing":
+                self.ctx.report(origin, f"local file {shown} not found",
+                                exc.problems[0].hint or f"local files are read relative to {self.files_dir}")
+            elif exc.reason == "outside":
+                self.ctx.report(origin, f"local file {shown} resolves outside the files directory",
+                                "local files must stay inside the files directory (check for symlinks)")
+            else:
+                self.ctx.problems.extend(exc.problems)
         return None
 
     def _read_local_text(self, node: Val) -> str | None:
@@ -253,7 +266,7 @@ class _Translator:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            self.ctx.report(node.origin, f"local file '{node.value}' is not UTF-8 text")
+            self.ctx.report(node.origin, f"local file {redact(node.value)} is not UTF-8 text")
             return None
 
     # --- users and units -----------------------------------------------------
@@ -269,9 +282,9 @@ class _Translator:
     def _keys_from_file(self, node: Val) -> list[str]:
         """One key per line; blank lines and # comments are skipped, each key is checked."""
         text = self._read_local_text(node) or ""
-        if "PRIVATE KEY-----" in text or "PuTTY-User-Key-File" in text:
+        if looks_private(text):
             # One problem for the file, not one per line of the key's base64 body.
-            self.ctx.report(node.origin, f"local file '{node.value}' holds a private key, not public keys",
+            self.ctx.report(node.origin, f"local file {redact(node.value)} holds a private key, not public keys",
                             PRIVATE_KEY_HINT)
             return []
         keys = []
@@ -281,7 +294,7 @@ class _Translator:
                 continue
             findings = check_ssh_key(line, self.ctx.version_tuple)
             for message, hint in findings:
-                self.ctx.report(node.origin, f"{node.value} line {number}: {message}", hint)
+                self.ctx.report(node.origin, f"{_unquoted(node.value)} line {number}: {message}", hint)
             if not findings:
                 keys.append(line)
         return keys

@@ -14,6 +14,7 @@ import re
 import struct
 from typing import Callable
 
+from ..sshkeys import describe_secret, looks_private, redact
 from .butane_schema import VARIANTS
 
 Finding = tuple[str, str]  # (message, hint)
@@ -66,10 +67,10 @@ def check_local_path(value: str, version: tuple) -> list[Finding]:
     if not value:
         return [("local file name is empty", "name a file relative to the files directory")]
     if value.startswith("/"):
-        return [(f"local file '{value}' is an absolute path",
+        return [(f"local file {redact(value, 80)} is an absolute path",
                  "local files are named relative to the files directory")]
     if ".." in value.split("/"):
-        return [(f"local file '{value}' contains a '..' segment",
+        return [(f"local file {redact(value, 80)} contains a '..' segment",
                  "local files must stay inside the files directory")]
     return []
 
@@ -205,7 +206,7 @@ PRIVATE_KEY_HINT = ("put the public key here (the .pub file, or `ssh-keygen -y -
 
 def check_ssh_key(value: str, version: tuple) -> list[Finding]:
     """Accept one OpenSSH public key line; refuse private keys loudly."""
-    if "PRIVATE KEY" in value or "PuTTY-User-Key-File" in value:
+    if looks_private(value):
         return [("this is a private key, not a public key", PRIVATE_KEY_HINT)]
     fields = value.split()
     for i, word in enumerate(fields):
@@ -230,6 +231,9 @@ def _check_key_blob(key_type: str, blob: str) -> list[Finding]:
 
 
 def _shorten(text: str, limit: int = 40) -> str:
+    """At most `limit` characters of a value, on one line; key material is described, never shown."""
+    if looks_private(text) or len(text) > 200 and " " not in text.strip():
+        return describe_secret(text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
 
