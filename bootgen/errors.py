@@ -112,6 +112,9 @@ def _with_source_line(problem: Problem, source_root: Path | None) -> str:
         line = path.read_text(encoding="utf-8", errors="replace").splitlines()[loc.line - 1]
     except (OSError, IndexError):
         return text
+    from .sshkeys import redact_line
+
+    line = redact_line(line)  # a private key pasted as one quoted string is refused, never shown
     caret = " " * max(loc.column - 1, 0) + "^"
     first, _, rest = text.partition("\n")
     lines = [first, f"  | {line}", f"  | {caret}"]

@@ -8,6 +8,7 @@ files that passed their schema, so one mistake is not reported three times.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +18,7 @@ from .model import (Defaults, DhcpSettings, Fragment, Inputs, Interface, Node, P
                     Site)
 from .naming import is_dns_label, normalize_mac
 from .schema import validate_doc
-from .source import SourceDoc, format_path, load_yaml_file
+from .source import SourceDoc, format_path, load_yaml_bytes
 from .spec import Layer, OsConfigLayer, first_of
 from .sshkeys import key_problem
 
@@ -49,8 +50,8 @@ class SiteInputs:
 
 def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
     """Read site.yaml and profiles; raises at once if they have problems (every node depends on them)."""
-    site_doc = reader.read(site_dir / "site.yaml", "site")
-    profile_docs = {p.stem: reader.read(p, "profile") for p in _yaml_files(site_dir / "profiles")}
+    site_doc = reader.read(site_dir / "site.yaml", "site", site_dir)
+    profile_docs = {p.stem: reader.read(p, "profile", site_dir) for p in _yaml_files(site_dir / "profiles")}
     if not (site_dir / "site.yaml").is_file():
         reader.fail(Location(reader.display(site_dir / "site.yaml")), "site file not found",
                     hint="run `bootgen init` to create an example site, or pass --site")
@@ -72,14 +73,14 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
 
 def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple[OsConfigLayer, ...]:
     """The profile's `.bu` files (in the order listed), then its `ignition`: parsed once per build."""
-    from .confine import site_file
+    from .confine import read_site_file
 
     layers = []
     for index, relative in enumerate(profile.ignition_files):
         where = ("ignition_files", index)
         try:
-            path = site_file(site_dir, relative, profile.doc.locate(where), format_path(where))
-            doc = load_yaml_file(path, reader.display(site_dir / relative))
+            data = read_site_file(site_dir, relative, profile.doc.locate(where), format_path(where))
+            doc = load_yaml_bytes(data, reader.display(site_dir / relative))
         except InputError as exc:
             reader.problems.extend(exc.problems)
             continue
@@ -141,16 +142,24 @@ class Reader:
         self.problems: list[Problem] = []
 
     def display(self, path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(self.display_root))
+        try:  # the path as named, never where a symlink leads
+            return str(Path(os.path.abspath(path)).relative_to(self.display_root))
         except ValueError:
             return str(path)
 
-    def read(self, path: Path, kind: str) -> SourceDoc | None:
-        if not path.is_file():
+    def read(self, path: Path, kind: str, root: Path | None = None) -> SourceDoc | None:
+        """Parse and schema-check one input file. It must be a regular file inside `root`
+        (its directory by default): a symlink out of the site, a FIFO or a directory is a
+        problem, and nothing of such a file is read or shown."""
+        from .confine import read_site_file
+
+        if not os.path.lexists(path):
             return None
+        root = path.parent if root is None else root
+        display = self.display(path)
         try:
-            doc = load_yaml_file(path, self.display(path))
+            data = read_site_file(root, os.path.relpath(path, root), Location(display), "", what=f"{kind} file")
+            doc = load_yaml_bytes(data, display)
         except InputError as exc:
             self.problems.extend(exc.problems)
             return None

@@ -68,10 +68,35 @@ def load_yaml_file(path: Path, display: str) -> SourceDoc:
     return load_yaml_text(text, display)
 
 
+def load_yaml_bytes(data: bytes, display: str) -> SourceDoc:
+    """Parse a YAML file's bytes; bytes that are not UTF-8 are a problem at their line and column."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _position(data, exc.start)
+        raise InputError(Problem(Location(display, line, column),
+                                 f"not UTF-8 text: {exc.reason} (byte 0x{data[exc.start]:02x})")) from None
+    return load_yaml_text(text, display)
+
+
+def _position(data, offset: int) -> tuple[int, int]:
+    """1-based line and column of `offset` in `data` (bytes or str)."""
+    newline = b"\n" if isinstance(data, bytes) else "\n"
+    return data.count(newline, 0, offset) + 1, offset - (data.rfind(newline, 0, offset) + 1) + 1
+
+
+def _code(character) -> int:
+    return character if isinstance(character, int) else ord(character)
+
+
 def load_yaml_text(text: str, display: str) -> SourceDoc:
     """Parse YAML text into a SourceDoc (an empty document becomes {})."""
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except yaml.reader.ReaderError as exc:  # a control character: PyYAML gives only the offset
+        line, column = _position(text, exc.position)
+        raise InputError(Problem(Location(display, line, column),
+                                 f"invalid YAML: control character {_code(exc.character):#04x} is not allowed")) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(display, mark.line + 1, mark.column + 1) if mark else Location(display)

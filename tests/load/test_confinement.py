@@ -560,11 +560,9 @@ def test_private_key_in_node_keys_json_output_is_redacted(example, private_key):
     assert _key_body(private_key) not in result.stdout + result.stderr
 
 
-# --- known gaps outside the gate (see each reason); they pass once those files are changed -------
+# --- the source line shown with a problem, and the input files themselves ----------------------
 
 
-@pytest.mark.xfail(strict=False, reason="bootgen/errors.py _with_source_line echoes the offending source line "
-                                        "as written; it should pass it through bootgen.sshkeys.redact_line")
 def test_text_output_does_not_echo_a_private_key_source_line(example, private_key):
     with (Path("nodes") / "node-1.yaml").open("a") as out:
         out.write(f"ssh_authorized_keys: [{json.dumps(private_key)}]\n")
@@ -576,8 +574,6 @@ def test_text_output_does_not_echo_a_private_key_source_line(example, private_ke
 
 @pytest.mark.parametrize("where", ["site/profiles/evil.yaml", "nodes/evil.yaml", "site/site.yaml"])
 @pytest.mark.parametrize("fmt", ["text", "json"])
-@pytest.mark.xfail(strict=False, reason="bootgen/load.py Reader.read follows a symlinked site.yaml, profile or node "
-                                        "file out of its directory; it should read through bootgen.confine")
 def test_symlinked_yaml_input_pointing_out_is_not_echoed(example, secret, where, fmt):
     target = Path(where)
     target.unlink(missing_ok=True)
