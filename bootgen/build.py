@@ -67,9 +67,18 @@ def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None
     from .load import load_inputs
     from .render import render
 
-    inputs = load_inputs(paths.site, paths.nodes)
+    problems: list[Problem] = []  # every problem a build would report: invalid nodes and render errors
+    inputs = load_inputs(paths.site, paths.nodes, node_problems=problems)
     images = _resolve(inputs, paths, fetch, progress)
-    return inputs, render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
+    try:
+        plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
+    except RenderError as exc:
+        if not problems:
+            raise
+        problems += exc.problems
+    if problems:
+        raise InputError(list(dict.fromkeys(problems)))
+    return inputs, plan
 
 
 def _placed_files(images: dict) -> list:
@@ -454,7 +463,7 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
             outcome = _Outcome({})
             import multiprocessing  # only a build that renders many nodes forks
 
-            with _collecting_gc(), multiprocessing.get_context("fork").Pool(jobs) as pool:
+            with _collecting_gc(), multiprocessing.get_context("fork").Pool(jobs, _die_with_parent) as pool:
                 for part in pool.imap_unordered(_process, chunks):
                     if sorted_runs:
                         outcome.runs.append(Listing.of_lines(part.lines, consume=True))
@@ -464,6 +473,20 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
     outcome.by_name.update(work.reused)
     outcome.job = (ctx, stamps, key)
     return outcome
+
+
+def _die_with_parent() -> None:
+    """Workers end with the build: a build killed with SIGKILL leaves no orphan to print tracebacks."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown still applies
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 @contextlib.contextmanager

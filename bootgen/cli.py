@@ -6,6 +6,7 @@ usage error (click's own).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -46,8 +47,11 @@ class _Command(click.Command):
         except Exception as exc:  # a bug: say so briefly, full traceback on request
             if os.environ.get("BOOTGEN_DEBUG"):
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
-                       "  this is a bug in bootgen; rerun with BOOTGEN_DEBUG=1 for details and report it", err=True)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            if fmt == "json":  # tools reading stdout get JSON whatever happened
+                click.echo(json.dumps({"internal_error": message}, sort_keys=True))
+            click.echo(message + "\n  this is a bug in bootgen; rerun with BOOTGEN_DEBUG=1 for details and report it",
+                       err=True)
             sys.exit(EXIT_INTERNAL)
 
 
@@ -95,8 +99,6 @@ def check(site, nodes, out, fmt):
 @click.argument("machine")
 def explain(site, nodes, out, fmt, machine):
     """What MACHINE (a node name, a MAC in any spelling, or an IP) boots, and where each setting came from."""
-    import json
-
     from .explain import explain as run_explain
 
     paths = _paths(site, nodes, out)
@@ -110,8 +112,6 @@ def explain(site, nodes, out, fmt, machine):
 @click.option("--boot", type=click.Choice(["install", "live", "local"]), help="only machines in this boot state")
 def list_command(site, nodes, out, fmt, profile, boot):
     """One line per machine: name, MACs, addresses, profile, boot state, image set, OS config."""
-    import json
-
     from .explain import list_machines, machines_table
 
     paths = _paths(site, nodes, out)

@@ -25,13 +25,23 @@ from .sshkeys import key_problem
 DEFAULT_IGNITION_VERSION = "3.3.0"  # Flatcar's older stable releases accept at most 3.3.0
 
 
-def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = None) -> Inputs:
-    """Read and validate the site and every node; raise InputError listing all problems."""
+def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = None,
+                node_problems: list[Problem] | None = None) -> Inputs:
+    """Read and validate the site and every node; raise InputError listing all problems.
+
+    With `node_problems`, problems of single nodes are added to it instead, and
+    only the nodes without any are returned (so `check` can render them too and
+    report everything a build would); problems in the site still raise."""
     reader = Reader(display_root or Path.cwd())
     site_inputs = load_site(site_dir, nodes_dir, reader)
     nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in node_files(nodes_dir)) if node)
     check_claims([claim for node in nodes for claim in node_claims(node)], reader)
-    reader.raise_if_any()
+    if node_problems is not None:
+        node_problems.extend(reader.problems)
+        contested = {problem.location.file for problem in reader.problems}
+        nodes = tuple(node for node in nodes if node.doc.file not in contested)
+    else:
+        reader.raise_if_any()
     return Inputs(site_inputs.site, site_inputs.profiles, nodes, site_inputs.image_config, site_inputs.templates_dir,
                   site_inputs.profile_layers)
 

@@ -88,3 +88,29 @@ def test_kernel_arg_template_error_points_at_the_argument(example):
 def test_runs_as_a_module(example):
     done = subprocess.run([sys.executable, "-m", "bootgen", "check"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_check_lists_invalid_nodes_and_template_problems_together(example):
+    """`check` reports everything `build` does: a node that fails its schema does not hide a
+    template problem in another node."""
+    (example.nodes / "bad.yaml").write_text("hostnme: x\ninterfaces:\n  - mac: 52:54:00:00:00:99\n")
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: ['x={{ nosuchvar }}']\n")
+    check = _run("check", "--format", "json")
+    build = _run("build", "--format", "json")
+    assert check.exit_code == build.exit_code == 1
+    check_problems = json.loads(check.stdout)["problems"]
+    assert [p["file"] for p in check_problems] == ["nodes/bad.yaml", "nodes/node-2.yaml"]
+    assert check_problems == json.loads(build.stdout)["problems"]
+
+
+def test_internal_error_in_json_mode_prints_json(example, monkeypatch):
+    import bootgen.build
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(bootgen.build, "build", broken)
+    result = _run("build", "--format", "json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout) == {"internal_error": "internal error: ZeroDivisionError: boom"}
