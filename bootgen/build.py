@@ -107,8 +107,19 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     keeps current from file events, and skip flushing the tree to disk before
     the switch (`durable=False`)."""
     check_out_path(paths.out)
+    _check_state_dir(paths.state)
     with build_lock(paths.state, _say_waiting), paused_gc():  # gc: re-enabled while many nodes render
         return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+
+
+def _check_state_dir(state: Path) -> None:
+    """`.bootgen/` and its cache and trees must be directories (a stray file there is the user's to remove)."""
+    for path in (state, state / "cache", state / "builds"):
+        if os.path.lexists(path) and not path.is_dir():
+            shown = os.path.relpath(path)
+            raise OutputError(Problem(Location(shown), "is not a directory",
+                                      hint=f"bootgen keeps its state there: move it away (`mv {shown} "
+                                           f"{shown}.bak`) and build again"))
 
 
 def _say_waiting() -> None:

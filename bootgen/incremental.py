@@ -141,7 +141,10 @@ def _node_stamps(nodes_dir: Path) -> tuple[dict[str, tuple], tuple[tuple[str, st
             name = entry.name
             if name.endswith((".yaml", ".yml")) and not name.startswith("."):
                 stem = name.rsplit(".", 1)[0]
-                nodes[stem] = _stamp(entry.stat())
+                try:
+                    nodes[stem] = _stamp(entry.stat())
+                except OSError:  # a dangling link: the loader refuses it with a problem
+                    nodes[stem] = _stamp(entry.stat(follow_symlinks=False))
                 files.append((name, stem, entry.path))
     files.sort()
     return nodes, tuple((stem, path) for _, stem, path in files)
@@ -151,6 +154,15 @@ def _stat(path: str) -> tuple | None:
     try:
         return _stamp(os.stat(path))
     except (FileNotFoundError, NotADirectoryError):
+        return _lstat(path)
+    except OSError:  # a symlink loop
+        return _lstat(path)
+
+
+def _lstat(path: str) -> tuple | None:
+    try:
+        return _stamp(os.lstat(path))
+    except OSError:
         return None
 
 

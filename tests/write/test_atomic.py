@@ -229,3 +229,34 @@ def test_the_copy_is_locked_before_the_build_that_started_it_returns(example, mo
     assert held or spare.is_dir()  # being made, or already done: never a moment when neither shows
     write_module.wait_for_spare(example.state / "builds", timeout=30)
     assert spare.is_dir()
+
+
+def test_state_paths_that_are_not_directories_are_a_user_error(example):
+    from bootgen.build import build
+    from bootgen.errors import OutputError
+
+    first = build(example, fetch=False).write.build_id
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "# edited\n")
+    for name in ("cache", "builds"):
+        path = example.state / name
+        moved = path.with_name(name + ".real")
+        path.rename(moved) if path.exists() else None
+        path.write_text("a stray file\n")
+        with pytest.raises(OutputError) as err:
+            build(example, fetch=False)
+        assert err.value.problems[0].format().startswith(f".bootgen/{name}: error: is not a directory")
+        assert example.out.resolve().name == first
+        path.unlink()
+        moved.rename(path) if moved.exists() else None
+
+
+def test_a_dangling_symlink_among_the_nodes_is_a_problem(example):
+    from bootgen.build import build
+    from bootgen.errors import InputError
+
+    build(example, fetch=False)
+    (example.nodes / "gone.yaml").symlink_to("/nonexistent/gone.yaml")
+    with pytest.raises(InputError) as err:
+        build(example, fetch=False)
+    assert [p.location.file for p in err.value.problems] == ["nodes/gone.yaml"]
