@@ -44,7 +44,7 @@ _URL_UNSAFE_MESSAGE = ("{!r} has a character that cannot be written into the gen
                        "(whitespace, a control character, a quote, or one of \\<>{}|^#,`); percent-encode it")
 # base_url also starts shell command lines and systemd units (installer mirrors, Tinkerbell
 # actions): only characters that are plain words everywhere.
-_BASE_URL_SAFE = re.compile(r"^[A-Za-z0-9._~:/%@+=\[\]-]*$")
+_BASE_URL_SAFE = re.compile(r"[A-Za-z0-9._~:/%@+=\[\]-]*")  # fullmatch: `$` matches before a final newline
 _BASE_URL_MESSAGE = ("{!r} has a character the boot server's base URL may not have: use letters, digits "
                      "and -._~:/%@+=[] only (percent-encode anything else)")
 
@@ -57,7 +57,7 @@ def _checker() -> jsonschema.FormatChecker:
     checker.checks("ipv4-network", raises=ValueError)(lambda v: not isinstance(v, str) or _parse(ipaddress.IPv4Network, v))
     checker.checks("dns-label")(lambda v: not isinstance(v, str) or is_dns_label(v))
     checker.checks("http-url")(lambda v: not isinstance(v, str) or (_url(v, ("http", "https"))
-                                                                     and bool(_BASE_URL_SAFE.match(v))))
+                                                                     and bool(_BASE_URL_SAFE.fullmatch(v))))
     checker.checks("url")(lambda v: not isinstance(v, str) or _url(v, ("http", "https", "file")))
     return checker
 
@@ -71,7 +71,28 @@ def _cidr(value: str) -> bool:
     if "/" not in value:
         raise ValueError("no prefix length")
     ipaddress.IPv4Interface(value)
+    if host_address_problem(value):
+        raise ValueError("not a host address")
     return True
+
+
+def host_address_problem(value: str) -> tuple[str, str] | None:
+    """(message, hint) when an interface address in CIDR form cannot be a machine's own
+    address: its subnet's network or broadcast address (except in /31 and /32, which have
+    neither, RFC 3021), or an unspecified, loopback, multicast or reserved address."""
+    interface = ipaddress.IPv4Interface(value)
+    ip, network = interface.ip, interface.network
+    special = ("the unspecified" if ip.is_unspecified else "a loopback" if ip.is_loopback
+               else "a multicast" if ip.is_multicast else "a reserved" if ip.is_reserved else None)
+    if special:
+        return (f"{value!r} is {special} address, not one a machine can be given",
+                "give the machine's own address on its network, such as 10.0.0.70/24")
+    if network.prefixlen <= 30 and ip in (network.network_address, network.broadcast_address):
+        role = "network" if ip == network.network_address else "broadcast"
+        return (f"{value!r} is the {role} address of {network}, not a host address",
+                f"a machine on {network} has an address from {network.network_address + 1} "
+                f"to {network.broadcast_address - 1}")
+    return None
 
 
 def _url(value: str, schemes: tuple[str, ...]) -> bool:
@@ -82,12 +103,50 @@ def _url(value: str, schemes: tuple[str, ...]) -> bool:
 
 
 @lru_cache(maxsize=None)
+def python_pattern(pattern: str) -> re.Pattern:
+    """A JSON Schema (ECMA-262) `pattern` as a Python regex with the same meaning.
+
+    In ECMA-262 `$` matches only at the very end; in Python it also matches before a
+    final newline, so `^[a-z]+$` would accept "eth0\n" and a value meant for one line
+    of a generated file could end another. Every `$` outside a character class
+    becomes `\\Z`."""
+    out, in_class, i = [], False, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":  # `[]...]`: a leading ] is literal in Python (ECMA has no such class)
+                out.append("[]")
+                i += 2
+                continue
+        elif char == "$":
+            char = "\\Z"
+        out.append(char)
+        i += 1
+    return re.compile("".join(out))
+
+
+def _pattern_keyword(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not python_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_keyword})
+
+
+@lru_cache(maxsize=None)
 def _validators() -> dict[str, jsonschema.Draft202012Validator]:
     schemas = {name: _load_schema(name) for name in SCHEMA_NAMES + ("common",)}
     registry = Registry().with_resources(
         (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values())
     checker = _checker()
-    return {name: jsonschema.Draft202012Validator(schemas[name], registry=registry, format_checker=checker)
+    return {name: _Validator(schemas[name], registry=registry, format_checker=checker)
             for name in SCHEMA_NAMES}
 
 
@@ -127,14 +186,26 @@ def _required(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[P
 
 
 def _format(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:
+    if error.validator_value == "ipv4-interface" and isinstance(error.instance, str):
+        problem = _host_problem(error.instance)
+        if problem:
+            yield Problem(doc.locate(path), problem[0], format_path(path), problem[1])
+            return
     template = _FORMAT_MESSAGES.get(error.validator_value, "{!r} is not a valid " + str(error.validator_value))
     if error.validator_value in ("http-url", "url") and isinstance(error.instance, str) \
             and _URL_UNSAFE.search(error.instance):
         template = _URL_UNSAFE_MESSAGE
     if error.validator_value == "http-url" and isinstance(error.instance, str) \
-            and _url(error.instance, ("http", "https")) and not _BASE_URL_SAFE.match(error.instance):
+            and _url(error.instance, ("http", "https")) and not _BASE_URL_SAFE.fullmatch(error.instance):
         template = _BASE_URL_MESSAGE
     yield Problem(doc.locate(path), template.replace("{!r}", repr(error.instance)), format_path(path))
+
+
+def _host_problem(value: str) -> tuple[str, str] | None:
+    try:
+        return host_address_problem(value) if "/" in value else None
+    except ValueError:
+        return None
 
 
 def _pattern(error: ValidationError, doc: SourceDoc, path: tuple) -> Iterator[Problem]:

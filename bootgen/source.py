@@ -34,9 +34,10 @@ MAX_VALUES = 1_000_000  # values (scalars, keys, lists, mappings) one document m
 MAX_ALIASED = 100_000  # of which aliases may repeat at most this many
 MAX_ALIASED_TEXT = 16 * 1024 * 1024  # and at most this many characters of scalars
 MAX_DEPTH = 64  # lists and mappings inside each other; Ignition needs about 8
-# Below this many characters a document cannot nest deeply enough to strain the
-# parser, so only documents with aliases are walked before they are composed.
-_SHORT = 4096
+# Below this many characters a document cannot nest deeply enough to strain libyaml's
+# composer, so only documents with aliases are walked before they are composed
+# (PyYAML's own composer recurses in Python: every document is walked first).
+_SHORT = 4096 if _Loader is not yaml.SafeLoader else 0
 
 
 @dataclass
