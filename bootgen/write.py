@@ -5,8 +5,17 @@ build fills a staging directory beside the live tree, syncs it, renames it to
 its build id and replaces the symlink with one rename, so a server pointed at
 `build/` sees the old tree or the new one, never a mix and never nothing
 (Cobbler's `sync` deletes the tree while rewriting it). Files unchanged since
-the live tree are hard-linked from it instead of written again, and a build
-whose id is already live is discarded without touching anything.
+the live tree are hard-linked from it instead of written again, once their
+size matches the listing and their mtime shows no write since that tree was
+finished (a file changed by hand in the live tree is made again instead of
+carried into the next one); a build whose id is already live is discarded
+without touching anything.
+
+Files the build names by a source on disk (images from the cache or the
+site, boot loaders) are never hard-linked: the tree gets its own copy
+(a reflink where the file system has them), hashed on the way and compared
+with the digest that was verified, so the served tree shares no inode with a
+file outside `.bootgen/builds` and holds no byte that was not verified.
 
 Several processes may fill one staging directory (the build renders nodes on
 every core); only the process holding the lock commits it.
@@ -17,9 +26,13 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
+import json
 import os
+import re
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -42,8 +55,8 @@ class WriteResult:
     build_id: str
     tree: Path
     changed: bool  # False when the same build was already live
-    written: int  # files written from bytes
-    linked: int  # files hard-linked (from the previous build or the image cache)
+    written: int  # files written from bytes or copied (images, boot loaders)
+    linked: int  # files hard-linked from the previous build
 
 
 _HELD: dict[str, int] = {}  # build locks this process holds: lock path -> depth
@@ -115,6 +128,8 @@ class Staging:
         self.recycled = drift is not None
         self.drift = drift or set()
         self._dirs: set[str] = set()
+        self._live_done: int | None = None  # mtime_ns of the live tree's manifest, written after every file
+        self._live_sizes: dict[str, int] | None = None  # path -> size, from the live tree's manifest
 
     def put(self, artifact: Artifact) -> None:
         """Place one file: link it from the live tree or its source, else write its bytes."""
@@ -127,9 +142,15 @@ class Staging:
 
     def _put(self, artifact: Artifact) -> None:
         target = self._target(artifact.path)
-        if self._link_unchanged(artifact, target) or \
-                (artifact.source is not None and _link(os.path.realpath(artifact.source), target)):
+        if self._link_unchanged(artifact, target):
             self.linked += 1
+        elif artifact.source is not None:
+            try:
+                copy_verified(artifact.source, target, artifact.sha256, artifact.size)
+            except FileNotFoundError:
+                raise OutputError(Problem(Location(str(artifact.source)), "the file to copy disappeared during "
+                                          "the build", hint="build again; the previous tree is untouched")) from None
+            self.written += 1
         elif artifact.data is not None:
             write_bytes(target, artifact.data)
             self.written += 1
@@ -139,19 +160,51 @@ class Staging:
 
     def _link_unchanged(self, artifact: Artifact, target: str) -> bool:
         return self.live is not None and self.live_hashes.get(artifact.path) == artifact.sha256 and \
-            _link(os.path.join(self.live, artifact.path), target)
+            self.live_intact(artifact.path, artifact.size) and _link(os.path.join(self.live, artifact.path), target)
 
-    def link_live(self, path: str) -> bool:
-        """Hard-link `path` from the live tree (its bytes are unchanged); False if it is gone there.
+    def live_intact(self, path: str, size: int | None) -> bool:
+        """Whether the live tree's file at `path` is still as that tree was written: a regular
+        file of the listed size (`size`; the live manifest's when None) not written to since
+        the tree's manifest was (every file of a tree is in place before its manifest).
 
-        Safe to call from several threads; the caller counts the links."""
-        return _link(os.path.join(self.live, path), self._target(path))
+        A same-size rewrite whose mtime was set back is not seen; anything else done by
+        hand to a live file is, and the file is made again instead of carried forward."""
+        if self._live_done is None:
+            try:
+                self._live_done = os.stat(os.path.join(self.live, MANIFEST)).st_mtime_ns
+            except OSError:
+                self._live_done = -1  # no manifest: nothing in that tree can be vouched for
+        if size is None:
+            size = self.live_sizes().get(path)
+        try:
+            st = os.lstat(os.path.join(self.live, path))
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == size and st.st_mtime_ns <= self._live_done
+
+    def live_sizes(self) -> dict[str, int]:
+        """Path -> size of every file of the live tree, as its manifest lists them (read once)."""
+        if self._live_sizes is None:
+            try:
+                self._live_sizes = manifest_sizes((Path(self.live) / MANIFEST).read_bytes())
+            except OSError:
+                self._live_sizes = {}
+        return self._live_sizes
+
+    def link_live(self, path: str, size: int | None = None) -> bool:
+        """Hard-link `path` from the live tree (its bytes are unchanged); False if it is gone
+        there or no longer as that tree was written (see live_intact).
+
+        Safe to call from several threads once live_sizes() was read; the caller counts the links."""
+        return self.live_intact(path, size) and _link(os.path.join(self.live, path), self._target(path))
 
     def link_all_live(self, paths: list[str]) -> list[str]:
         """Hard-link every path from the live tree, on a few threads when there are many;
-        returns those missing there. Counts the links."""
+        returns those missing there or changed since it was written. Counts the links."""
         from concurrent.futures import ThreadPoolExecutor  # only here: it imports logging
 
+        self.live_intact("", 0)  # read the manifest's time and sizes before the threads start
+        self.live_sizes()
         parts = [paths[i::RELINK_THREADS] for i in range(RELINK_THREADS)] if len(paths) > 2000 else [paths]
         with ThreadPoolExecutor(len(parts)) as pool:
             missing = [path for part in pool.map(lambda part: [p for p in part if not self.link_live(p)], parts)
@@ -183,14 +236,15 @@ class Staging:
         if not self.recycled:
             return
         todo = (self.drift | changed) - placed
-        listed = listing.holding(todo)
+        sizes = listed_sizes(listing, todo)
         gone = []
         for path in todo:
-            if path not in listed:
+            if path not in sizes:
                 gone.append(path)
-            elif not self.link_live(path):
-                raise OutputError(Problem(Location(os.path.join(self.live, path)), "missing from the live tree",
-                                          hint="delete .bootgen/stamp and build again"))
+            elif not self.link_live(path, sizes[path]):
+                raise OutputError(Problem(Location(os.path.join(self.live, path)),
+                                          "missing from the live tree, or changed there since it was built",
+                                          hint="delete .bootgen/stamp and build again (every file is then made anew)"))
             else:
                 self.linked += 1
         self._remove(gone)
@@ -211,6 +265,92 @@ class Staging:
                 except OSError:
                     break  # not empty (or gone): its ancestors are not empty either
                 parent = os.path.dirname(parent)
+
+
+_SIZE_OF_ENTRY = re.compile(rb'"path": ("(?:[^"\\]|\\.)*"), "sha256": "[0-9a-f]{64}", "size": (\d+)')
+
+
+def manifest_sizes(manifest: bytes) -> dict[str, int]:
+    """Path -> size from a manifest's entries: a pattern over the bytes, since a large tree's
+    manifest has hundreds of thousands of entries and parsing it whole costs far more."""
+    return {(literal[1:-1].decode() if b"\\" not in literal else json.loads(literal)): int(size)
+            for literal, size in _SIZE_OF_ENTRY.findall(manifest)}
+
+
+def listed_sizes(listing: Listing, paths) -> dict[str, int]:
+    """Path -> size of those of `paths` that `listing` holds (each chunk concerned split once)."""
+    sizes: dict[str, int] = {}
+    for index, group in listing._by_chunk(paths).items():
+        entries, _ = listing.chunks[index].lines()
+        held = manifest_sizes(b"\n".join(entries))
+        sizes.update((p, held[p]) for p in group if p in held)
+    return sizes
+
+
+FICLONE = 0x40049409  # ioctl(2): share the source's extents (btrfs, XFS, bcachefs); copy-on-write after
+COPY_CHUNK = 1 << 20
+
+
+def copy_verified(source: Path, target: str, sha256: str, size: int) -> None:
+    """Give the tree its own copy of `source`, hashed on the way and compared with `sha256`.
+
+    A reflink where the file system has them (the copy is then hashed from
+    the tree), else a plain copy hashed as it is read. If the bytes are not
+    the verified ones (the source was changed since it was checked), the copy
+    is removed and the build stops: the previous tree stays."""
+    src = os.open(os.path.realpath(source), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(source))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)  # a node re-rendered after its files were partly placed
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            digest, count = None, st.st_size
+            if st.st_size == size:
+                digest, count = _reflink_hashed(src, dst, target)
+                if digest is None:
+                    digest, count = _copy_hashed(src, dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    if count != size or digest != sha256:
+        os.unlink(target)
+        raise OutputError(Problem(Location(str(source)), f"changed since it was verified (expected {size} bytes "
+                                  f"with sha256 {sha256}); not copied into the tree",
+                                  hint="build again: it is checked (and fetched) anew; the previous tree is untouched"))
+
+
+def _reflink_hashed(src: int, dst: int, target: str) -> tuple[str | None, int]:
+    """(sha256, size) of the tree's copy after a reflink, or (None, -1) where there are none."""
+    try:
+        fcntl.ioctl(dst, FICLONE, src)
+    except OSError:
+        return None, -1
+    digest, count = hashlib.sha256(), 0
+    with open(target, "rb", buffering=0) as copy:
+        buffer = bytearray(COPY_CHUNK)
+        view = memoryview(buffer)
+        while n := copy.readinto(buffer):
+            digest.update(view[:n])
+            count += n
+    return digest.hexdigest(), count
+
+
+def _copy_hashed(src: int, dst: int) -> tuple[str, int]:
+    """Copy and hash the very bytes written: (sha256, size)."""
+    digest, count = hashlib.sha256(), 0
+    buffer = bytearray(COPY_CHUNK)
+    view = memoryview(buffer)
+    while n := os.readv(src, [buffer]):
+        digest.update(view[:n])
+        count += n
+        done = 0
+        while done < n:
+            done += os.write(dst, view[done:n])
+    return digest.hexdigest(), count
 
 
 def write_bytes(target: str, data: bytes) -> None:

@@ -1,7 +1,8 @@
 """Take files out of an ISO image (an Ubuntu live-server's casper/vmlinuz and casper/initrd).
 
 Extraction happens once per ISO digest: the files land in
-`<cache>/extracted/<iso sha256[:16]>/` and later builds find them there.
+`<cache>/extracted/<iso sha256[:16]>/` and later builds find them there
+(resolve.py records what was made, and makes it again if it changed).
 """
 from __future__ import annotations
 
@@ -14,18 +15,23 @@ class IsoError(Exception):
     """A file could not be taken out of an ISO; str() is the reason."""
 
 
-def extract_files(iso_path: Path, members: list[str], out_dir: Path) -> dict[str, Path]:
+def member_path(member: str) -> PurePosixPath:
+    """Where `member` lands under the output directory (its directories kept: casper/initrd and
+    boot/initrd must not collide). Raises IsoError for a path with '..'."""
+    if ".." in PurePosixPath(member).parts:
+        raise IsoError(f"member path {member!r} must not contain '..'")
+    return PurePosixPath(member.lstrip("/"))
+
+
+def extract_files(iso_path: Path, members: list[str], out_dir: Path, *, reuse: bool = True) -> dict[str, Path]:
     """Copy `members` (paths inside the ISO) into `out_dir`; return member -> file.
 
-    Files already extracted are reused. Each is written to a temporary name and
-    renamed, so an interrupted extraction never leaves a short file behind.
+    Files already extracted are reused unless `reuse` is False. Each is
+    written to a temporary name of this process, made read-only and renamed,
+    so an interrupted extraction never leaves a short file behind.
     """
-    # Keep the member's directories: casper/initrd and boot/initrd must not collide.
-    wanted = {m: out_dir.joinpath(*PurePosixPath(m.lstrip("/")).parts) for m in members}
-    escaping = [m for m in members if ".." in PurePosixPath(m).parts]
-    if escaping:
-        raise IsoError(f"member path {escaping[0]!r} must not contain '..'")
-    missing = {m: p for m, p in wanted.items() if not p.is_file()}
+    wanted = {m: out_dir.joinpath(*member_path(m).parts) for m in members}
+    missing = {m: p for m, p in wanted.items() if not (reuse and p.is_file())}
     if not missing:
         return wanted
     import pycdlib  # here: a build whose files are extracted already never loads it
@@ -48,13 +54,14 @@ def _extract_one(iso, member: str, dest: Path) -> None:
     from pycdlib.pycdlibexception import PyCdlibException
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     for facet in _facets(iso, member):
         try:
             with open(tmp, "wb") as out:
                 iso.get_file_from_iso_fp(out, **facet)
         except PyCdlibException:
             continue
+        os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
         return
     tmp.unlink(missing_ok=True)

@@ -62,7 +62,8 @@ def _write_if_changed(path: Path, text: str) -> Path:
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
+    os.chmod(tmp, 0o444)
     os.replace(tmp, path)
     return path

@@ -2,8 +2,10 @@
 
 The lead's JSON Schema has already checked shapes and types; this module turns
 the validated dicts into frozen dataclasses and checks what a schema cannot:
-that key names exist, fingerprints are 40 hex digits, that every mirrored image
-is either signed or explicitly `unsigned: true`, and that every file named here
+that key names exist, fingerprints are 40 hex digits (in any spacing and case
+gpg prints them), that key files hold no private key, that every mirrored
+image is either signed or explicitly `unsigned: true` with a pinned checksum
+(for a URL), and that every file named here
 (key files, image files and their signatures) is a regular file inside the site
 directory (bootgen.confine: no absolute paths, no `..` out of the site, no
 symlink pointing out of it, no FIFO or device). Key files are read here, once,
@@ -14,7 +16,7 @@ Site YAML accepted here::
     keys:                      # OpenPGP keys that may sign images
       <key name>:
         file: keys/x.asc       # armored public key, relative to the site dir
-        fingerprint: F88C ...  # pinned PRIMARY key fingerprint (40 hex, spaces allowed)
+        fingerprint: F88C ...  # pinned PRIMARY key fingerprint (40 hex, any spacing)
     images:
       <set name>:
         mirror: true           # fetch, verify and serve from the tree (default false:
@@ -28,9 +30,10 @@ Site YAML accepted here::
         url: http://...        # or file: path relative to the site dir (needs mirror: true)
         signature: auto        # detached signature URL/file; auto = url + ".sig"
         keys: [<key name>]     # which site keys may sign it
-        sha256: <hex>          # optional pins, checked when given
+        sha256: <hex>          # pins, checked when given (one is required with unsigned: true)
         sha512: <hex>
-        unsigned: true         # accept without a signature (pins still checked)
+        size: <bytes>          # optional exact size: the download stops at it
+        unsigned: true         # accept without a signature (a URL then needs a pin)
         extract: {...}         # only for iso
 """
 from __future__ import annotations
@@ -46,6 +49,7 @@ from ..errors import InputError, Location, Problem
 from ..source import SourceDoc, format_path
 
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_PRIVATE_KEY = re.compile(rb"-----BEGIN PGP (?:PRIVATE|SECRET) KEY BLOCK-----")
 MAX_KEY_FILE = 1024 * 1024  # an armored public key is a few KiB; a large file is not one
 
 
@@ -74,6 +78,7 @@ class ImageSource:
     unsigned: bool
     location: Location
     file_name: str | None = None  # the name as declared (a symlink's target may be named otherwise)
+    size: int | None = None  # exact size in bytes, when declared
 
     @property
     def name(self) -> str:
@@ -147,7 +152,7 @@ def _problem(doc: SourceDoc, path: tuple, message: str, hint: str = "") -> Probl
 
 def _parse_key(name: str, raw: dict, doc: SourceDoc, site_dir: Path, problems: list[Problem]) -> KeySpec:
     path = ("keys", name)
-    fingerprint = str(raw.get("fingerprint", "")).replace(" ", "").upper()
+    fingerprint = "".join(str(raw.get("fingerprint", "")).split()).upper()  # gpg groups it in fours, with two spaces mid-way
     if not _FINGERPRINT.match(fingerprint):
         problems.append(_problem(doc, path + ("fingerprint",), "fingerprint must be 40 hex digits (spaces allowed)",
                                  "copy it from `gpg --show-keys --with-fingerprint <file>`"))
@@ -158,6 +163,12 @@ def _parse_key(name: str, raw: dict, doc: SourceDoc, site_dir: Path, problems: l
         file = site_file(site_dir, relative, where, field_path, what="key file")
     except InputError as exc:
         problems.extend(exc.problems)
+    if _PRIVATE_KEY.search(data):
+        problems.append(Problem(where, f"key file {relative!r} holds a PRIVATE key block; a site key file must "
+                                       "hold the public key only", field_path,
+                                "export the public key with `gpg --armor --export <fingerprint>`, and keep the "
+                                "private key off this machine"))
+        data = b""  # never handed to gpg
     return KeySpec(name, file, fingerprint, doc.locate(path, key=True), data)
 
 
@@ -221,12 +232,14 @@ def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: 
                                  "the file name is kept in the tree path and boot configs"))
     if file is not None and not mirror:
         problems.append(_problem(doc, path + ("file",), "an image from a site file needs `mirror: true`"))
+    sha256, sha512 = _opt_str(raw.get("sha256")), _opt_str(raw.get("sha512"))
     if mirror:
-        _check_trust(path, signature, key_names, unsigned, doc, problems)
+        _check_trust(path, signature, key_names, unsigned, url is not None and not (sha256 or sha512), doc, problems)
     return ImageSource(
         role=".".join(_role_parts(path)), url=url, file=file, signature=signature, keys=key_names,
-        sha256=_opt_str(raw.get("sha256")), sha512=_opt_str(raw.get("sha512")), unsigned=unsigned,
+        sha256=sha256, sha512=sha512, unsigned=unsigned,
         location=doc.locate(path, key=True), file_name=PurePosixPath(declared).name if declared is not None else None,
+        size=int(raw["size"]) if raw.get("size") is not None else None,
     )
 
 
@@ -240,13 +253,18 @@ def _gated(site_dir: Path, relative: str, doc: SourceDoc, path: tuple, what: str
         return None
 
 
-def _check_trust(path: tuple, signature: str | None, key_names: tuple, unsigned: bool, doc: SourceDoc,
-                 problems: list[Problem]) -> None:
-    """A mirrored image must be signed by named keys, or opt out explicitly."""
+def _check_trust(path: tuple, signature: str | None, key_names: tuple, unsigned: bool, unpinned_url: bool,
+                 doc: SourceDoc, problems: list[Problem]) -> None:
+    """A mirrored image must be signed by named keys, or opt out explicitly (a URL then with a pin:
+    a site file's bytes are part of the site, a URL's are whatever the server sends)."""
     role = ".".join(_role_parts(path))
     if signature is None and not unsigned:
         problems.append(_problem(doc, path, f"{role} has no signature and no `unsigned: true`",
-                                 "add `signature: auto` and `keys: [...]`, or `unsigned: true` to accept it unsigned"))
+                                 "add `signature: auto` and `keys: [...]`, or `unsigned: true` with a `sha256:` pin"))
+    elif signature is None and unpinned_url:
+        problems.append(_problem(doc, path, f"{role} is `unsigned: true` without a `sha256:` or `sha512:` pin",
+                                 "an unsigned download is only checked against its pin: add `sha256: <hex>` "
+                                 "(`sha256sum <file>` prints it)"))
     elif signature is not None and not key_names:
         problems.append(_problem(doc, path, f"{role} has a signature but no `keys:` allowed to sign it"))
 

@@ -1,10 +1,19 @@
 """Turn declared image sets into verified files to place and references for boot configs.
 
 Cache layout (under the project's `.bootgen/cache`):
-    index.json                          digests by file identity, verified records
-    downloads/<sha256(url)[:16]>/<name> fetched images and their signatures
-    extracted/<iso sha256[:16]>/<name>  kernel and initrds taken out of an ISO
+    index.json                          digests by file identity, verified and derived records
+    downloads/<sha256(url)[:16]>/<name> fetched images and their signatures (read-only)
+    downloads/<sha256(url)[:16]>.lock   held while one process fetches or checks that entry
+    extracted/<iso sha256[:16]>/<name>  kernel and initrds taken out of a verified ISO
     generated/<set>/version.txt         installer mirror version files
+
+A download goes to `<name>.part` under the entry's lock; the bytes on disk are
+then hashed and checked against the pins and the signature (gpg reads the
+file itself), made read-only and renamed into place. A second process waits
+for the lock and then checks what the first one published. The files this
+module returns are copied into the tree and hashed again on the way (see
+bootgen.write), so the tree never shares an inode with the cache and never
+holds a byte other than the verified ones.
 
 Every failure is collected as one line naming the image, its URL and the
 reason; resolve_images raises once with all of them and returns nothing, so
@@ -12,24 +21,31 @@ the build writes no tree.
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from ..confine import regular_file_identity
-from ..errors import ImageError, Problem
-from .digests import DigestIndex, Digests
-from .fetch import Fetcher, FetchError, FetchPolicy
-from .iso import IsoError, extract_files
+from ..errors import ImageError, Location, Problem
+from .digests import DigestIndex, Digests, file_identity, hash_identified
+from .fetch import Fetcher, FetchError, FetchPolicy, discard_partial
+from .iso import IsoError, extract_files, member_path
 from .mirror import installer_files, mirror_base
 from .model import ImageConfig, ImageSet, ImageSource
 from .placed import ImageRef, PlacedFile, ResolvedImageSet, image_tree_path
 from .progress import progress_factory
-from .verify import Keyring
+from .verify import MAX_SIGNATURE, Keyring
+
+LOCK_POLL = 0.05  # seconds between tries of a cache entry's lock
 
 
 class _Failed(Exception):
@@ -61,6 +77,7 @@ class _Context:
     keyring: Keyring
     make_fetcher: Callable[[], Fetcher]
     fetch: bool
+    policy: FetchPolicy
 
     @functools.cached_property
     def fetcher(self) -> Fetcher:
@@ -69,22 +86,29 @@ class _Context:
 
 
 def resolve_images(config: ImageConfig, *, site_dir: Path, cache_dir: Path, needed: set[str], fetch: bool = True,
-                   progress: bool | None = None, policy: FetchPolicy = FetchPolicy()) -> dict[str, ResolvedImageSet]:
+                   progress: bool | None = None, policy: FetchPolicy | None = None) -> dict[str, ResolvedImageSet]:
     """Fetch (when `fetch`), verify and describe the image sets in `needed`.
 
     Mirrored sets are downloaded into `cache_dir` when missing, checked against
     their pins and signatures, and returned with the files to place. Sets that
     are not mirrored only carry their URLs. Raises ImageError with one line per
-    failed image; on failure nothing is returned.
+    failed image; on failure nothing is returned. `policy` defaults to
+    FetchPolicy.from_env() (BOOTGEN_FETCH_DEADLINE, BOOTGEN_MAX_IMAGE_SIZE).
     """
     unknown = sorted(set(needed) - set(config.images))
     if unknown:
         raise ImageError(f"unknown image set(s): {', '.join(unknown)}")
+    if policy is None:
+        try:
+            policy = FetchPolicy.from_env()
+        except FetchError as exc:
+            raise ImageError([Problem(Location("environment"), str(exc))]) from None
     index = DigestIndex(cache_dir)
     problems: list[Problem] = []
     results: dict[str, ResolvedImageSet] = {}
     with Keyring(config.keys) as keyring:
-        ctx = _Context(site_dir, cache_dir, index, keyring, lambda: Fetcher(policy, progress_factory(progress)), fetch)
+        ctx = _Context(site_dir, cache_dir, index, keyring,
+                       lambda: Fetcher(policy, progress_factory(progress, policy.stall_after)), fetch, policy)
         for name in sorted(needed):
             resolved = _resolve_set(ctx, config.images[name], problems)
             if resolved is not None:
@@ -151,14 +175,40 @@ def _iso(ctx: _Context, image_set: ImageSet, source: ImageSource, files: list[Pl
     if extract is None:
         return iso_ref, None, ()
     members = ([extract.kernel] if extract.kernel else []) + list(extract.initrds)
-    out_dir = ctx.cache_dir / "extracted" / local.digests.sha256[:16]
-    try:
-        paths = extract_files(local.path, members, out_dir)
-    except (IsoError, OSError) as exc:
-        raise _Failed(f"cannot extract from ISO: {exc}") from None
+    paths = _extracted(ctx, local, members)
     refs = {m: _place(_Local(p, ctx.index.digests(p)), p.name, files) for m, p in paths.items()}
     kernel = refs[extract.kernel] if extract.kernel else None
     return iso_ref, kernel, tuple(refs[m] for m in extract.initrds)
+
+
+def _extracted(ctx: _Context, iso: _Local, members: list[str]) -> dict[str, Path]:
+    """Files taken out of the verified ISO, reused only while they are the very files made from it."""
+    sha256 = iso.digests.sha256
+    out_dir = ctx.cache_dir / "extracted" / sha256[:16]
+    try:
+        wanted = {m: out_dir / member_path(m) for m in members}
+    except IsoError as exc:
+        raise _Failed(f"cannot extract from ISO: {exc}") from None
+    def key(member: str) -> str:
+        return f"{sha256}/{member}"
+
+    if all(ctx.index.derived_ok(key(m), p) for m, p in wanted.items()):
+        return wanted
+    with _entry_lock(ctx, out_dir):
+        stale = [m for m, p in wanted.items() if not ctx.index.derived_ok(key(m), p)]
+        if not stale:
+            return wanted
+        try:
+            extract_files(iso.path, stale, out_dir, reuse=False)
+            if ctx.index.digests(iso.path).sha256 != sha256:
+                raise _Failed("the ISO in the cache changed while files were taken out of it")
+            for member in stale:
+                digests, identity = hash_identified(wanted[member])
+                ctx.index.remember(wanted[member], digests, identity)
+                ctx.index.set_derived(key(member), wanted[member], identity)
+        except (IsoError, OSError) as exc:
+            raise _Failed(f"cannot extract from ISO: {exc}") from None
+    return wanted
 
 
 def _installer(ctx: _Context, image_set: ImageSet, source: ImageSource, files: list[PlacedFile]) -> str:
@@ -179,36 +229,162 @@ def _verified(ctx: _Context, source: ImageSource) -> _Local:
     if known is not None:
         return known
     _check_keys_usable(ctx, source)
-    # The small signature first: a missing one should not cost an image download.
-    sig_path = _fetch_signature(ctx, source) if source.signature is not None else None
-    local = _obtain(ctx, source)
-    try:
-        record = _record(ctx, source, local, sig_path)
-        if ctx.index.verified.get(source.origin) == record:
-            return local  # verified before under the same rules
-        _check(ctx, source, local, sig_path)
-    except _Failed as exc:
-        _discard(ctx, source, local, exc.bad_bytes)
-        raise
-    ctx.index.verified[source.origin] = record
-    return local
+    if source.file is not None:
+        return _verified_site_file(ctx, source)
+    path = _download_path(ctx, source.url or "")
+    with _entry_lock(ctx, path.parent):
+        return _verified_download(ctx, source, path)
 
 
 def _already_verified(ctx: _Context, source: ImageSource) -> _Local | None:
     """The cached file when it and its signature are unchanged since they passed.
 
     File identities come from stat() and the digest index, so this reads no
-    image bytes and runs no gpg: a no-op build stays cheap.
+    image bytes and runs no gpg: a no-op build stays cheap. A cache file that
+    another name shares (a tree made by an older bootgen hard-linked it) is
+    never trusted here; it is made private first, under the entry's lock.
     """
     path = source.file if source.file is not None else _download_path(ctx, source.url or "")
     sig_path = _signature_path(ctx, source) if source.signature is not None else None
     if not _regular(path) or (sig_path is not None and not _regular(sig_path)):
         return None
     try:
+        if source.file is None and os.stat(path).st_nlink != 1:
+            return None
         local = _Local(path, ctx.index.digests(path, sha512=bool(source.sha512)))
         return local if ctx.index.verified.get(source.origin) == _record(ctx, source, local, sig_path) else None
     except OSError:
-        return None  # looked at again, with the reason, by _obtain
+        return None  # looked at again, with the reason, by _verified
+
+
+def _verified_site_file(ctx: _Context, source: ImageSource) -> _Local:
+    """A file of the site, checked against its pins and signature (site files are never deleted)."""
+    sig_path = Path(source.signature) if source.signature is not None else None
+    if sig_path is not None and not _regular(sig_path):
+        raise _Failed(f"signature file {sig_path} is no longer a regular file in the site directory")
+    if not _regular(source.file):
+        raise _Failed("is no longer a regular file in the site directory")
+    try:
+        local = _Local(source.file, ctx.index.digests(source.file, sha512=bool(source.sha512)))
+        record = _record(ctx, source, local, sig_path)
+    except OSError as exc:
+        raise _Failed(f"cannot read: {exc.strerror}") from None
+    if ctx.index.verified.get(source.origin) != record:
+        try:
+            _check(ctx, source, local, sig_path)
+        except _Failed:
+            ctx.index.forget_verified(source.origin)
+            raise
+        ctx.index.set_verified(source.origin, record)
+    return local
+
+
+def _verified_download(ctx: _Context, source: ImageSource, path: Path) -> _Local:
+    """Under the entry's lock: the cached file checked, or a fresh download checked and published.
+
+    A fresh download always comes with a freshly fetched signature: a
+    signature cached beside an earlier file says nothing about a new one."""
+    url = source.url or ""
+    sig_path = _signature_path(ctx, source) if source.signature is not None else None
+    cached = _regular(path)
+    if not cached and not ctx.fetch:
+        raise _Failed("not in the cache; run `bootgen fetch` first")
+    try:
+        if cached:
+            _make_private(path)
+        if sig_path is not None and not (cached and _regular(sig_path)):
+            if not ctx.fetch:
+                raise _Failed("signature not in the cache; run `bootgen fetch` first")
+            _download_signature(ctx, source, sig_path)
+        if cached:
+            local = _Local(path, ctx.index.digests(path, sha512=bool(source.sha512)))
+        else:
+            part = path.with_name(path.name + ".part")
+            ctx.fetcher.download(url, part, size=source.size)
+            os.chmod(part, 0o444)
+            digests, identity = hash_identified(part, sha512=bool(source.sha512))  # the bytes on disk
+            local = _Local(part, digests)
+        record = _record(ctx, source, local, sig_path)
+    except FetchError as exc:
+        raise _Failed(str(exc)) from None
+    except OSError as exc:
+        raise _Failed(f"cannot use the cache: {exc.strerror or exc}") from None
+    if not (cached and ctx.index.verified.get(source.origin) == record):
+        try:
+            _check(ctx, source, local, sig_path)
+        except _Failed as exc:
+            _discard(ctx, source, local.path, exc.bad_bytes)
+            if not cached and not exc.bad_bytes:
+                _publish(ctx, local.path, path, local.digests, identity)  # fine bytes, wrong site keys: keep them
+            raise
+    if not cached:
+        try:
+            _publish(ctx, local.path, path, local.digests, identity)
+        except (OSError, _Failed) as exc:
+            discard_partial(local.path)
+            raise exc if isinstance(exc, _Failed) else _Failed(f"cannot use the cache: {exc.strerror}") from None
+        local = _Local(path, local.digests)
+    ctx.index.set_verified(source.origin, record)
+    return local
+
+
+def _publish(ctx: _Context, part: Path, path: Path, digests: Digests, identity: str) -> None:
+    """Rename the checked partial file into place and remember its digests under its new identity.
+
+    The rename changes only the file's ctime: the other fields must be those
+    it had when it was hashed, or something wrote to it since."""
+    os.replace(part, path)
+    discard_partial(part)  # its resume record
+    now = file_identity(path)
+    if now.split(":")[:4] != identity.split(":")[:4]:
+        path.unlink(missing_ok=True)
+        raise _Failed("the downloaded file changed after it was checked")
+    ctx.index.remember(path, digests, now)
+
+
+def _make_private(path: Path) -> None:
+    """Give a cache file that shares its inode with another name (a tree made by an older
+    bootgen hard-linked it) an inode of its own, so a write through that other name can
+    never change what the cache holds, nor the reverse."""
+    if os.stat(path).st_nlink == 1:
+        return
+    tmp = path.with_name(f".{path.name}.private-{os.getpid()}")
+    shutil.copyfile(path, tmp)
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)
+
+
+def _download_signature(ctx: _Context, source: ImageSource, sig_path: Path) -> None:
+    part = sig_path.with_name(sig_path.name + ".part")
+    try:
+        ctx.fetcher.download(source.signature or "", part, limit=MAX_SIGNATURE)
+    except FetchError as exc:
+        raise _Failed(f"signature {source.signature}: {exc}") from None
+    os.chmod(part, 0o444)
+    os.replace(part, sig_path)
+    discard_partial(part)
+
+
+@contextmanager
+def _entry_lock(ctx: _Context, directory: Path) -> Iterator[None]:
+    """One process at a time works on a cache entry (a URL's directory, an ISO's extraction).
+
+    Another process waits for it, at most as long as the holder may take
+    for a download (its deadline), then says which entry is held."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_path = directory.with_name(directory.name + ".lock")
+    give_up = time.monotonic() + ctx.policy.deadline + 60
+    with open(lock_path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    raise _Failed(f"another process has held {lock_path} for longer than the "
+                                  f"{ctx.policy.deadline:g} s deadline") from None
+                time.sleep(LOCK_POLL)
+        yield
 
 
 def _regular(path: Path) -> bool:
@@ -228,13 +404,11 @@ def _record(ctx: _Context, source: ImageSource, local: _Local, sig_path: Path | 
     return {"sha256": local.digests.sha256, "policy": _policy(ctx, source, sig_path)}
 
 
-def _discard(ctx: _Context, source: ImageSource, local: _Local, bad_bytes: bool) -> None:
+def _discard(ctx: _Context, source: ImageSource, path: Path, bad_bytes: bool) -> None:
     """Forget a failed image; drop fetched files that are wrong so the next run fetches them afresh."""
     ctx.index.forget_verified(source.origin)
-    if source.url is None:
-        return  # never delete the user's site files
     if bad_bytes:
-        local.path.unlink(missing_ok=True)
+        discard_partial(path) if path.name.endswith(".part") else path.unlink(missing_ok=True)
     if source.signature is not None:
         _signature_path(ctx, source).unlink(missing_ok=True)
 
@@ -246,33 +420,6 @@ def _check_keys_usable(ctx: _Context, source: ImageSource) -> None:
     for name in source.keys:
         if name in ctx.keyring.rejected:
             raise _Failed(f"cannot verify: key {name} unusable: {ctx.keyring.rejected[name]}")
-
-
-def _obtain(ctx: _Context, source: ImageSource) -> _Local:
-    if source.file is not None:
-        if not _regular(source.file):
-            raise _Failed("is no longer a regular file in the site directory")
-        try:
-            return _Local(source.file, ctx.index.digests(source.file, sha512=bool(source.sha512)))
-        except OSError as exc:
-            raise _Failed(f"cannot read: {exc.strerror}") from None
-    path = _download_path(ctx, source.url or "")
-    if path.is_file():
-        return _Local(path, ctx.index.digests(path, sha512=bool(source.sha512)))
-    if not ctx.fetch:
-        raise _Failed("not in the cache; run `bootgen fetch` first")
-    return _Local(path, _download(ctx, source.url or "", path))
-
-
-def _download(ctx: _Context, url: str, path: Path) -> Digests:
-    try:
-        digests = ctx.fetcher.fetch(url, path)
-    except FetchError as exc:
-        raise _Failed(str(exc)) from None
-    except OSError as exc:
-        raise _Failed(f"cannot write to the cache: {exc.strerror}") from None
-    ctx.index.remember(path, digests)
-    return digests
 
 
 def _download_path(ctx: _Context, url: str) -> Path:
@@ -311,18 +458,3 @@ def _check(ctx: _Context, source: ImageSource, local: _Local, sig_path: Path | N
     verdict = ctx.keyring.check(local.path, sig_path, source.keys)
     if not verdict.ok:
         raise _Failed(verdict.reason, bad_bytes=verdict.bad_data)
-
-
-def _fetch_signature(ctx: _Context, source: ImageSource) -> Path:
-    sig_path = _signature_path(ctx, source)
-    if _regular(sig_path):
-        return sig_path
-    if source.file is not None:
-        raise _Failed(f"signature file {sig_path} is no longer a regular file in the site directory")
-    if not ctx.fetch:
-        raise _Failed("signature not in the cache; run `bootgen fetch` first")
-    try:
-        ctx.index.remember(sig_path, ctx.fetcher.fetch(source.signature or "", sig_path))
-    except FetchError as exc:
-        raise _Failed(f"signature {source.signature}: {exc}") from None
-    return sig_path

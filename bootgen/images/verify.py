@@ -90,6 +90,8 @@ class Keyring:
         The key's bytes were read once, through the site gate, when site.yaml
         was loaded (KeySpec.data); gpg never opens a path the site named."""
         found = self._gpg.scan_keys_mem(spec.data)
+        if any(k.get("type") == "sec" for k in found):
+            raise KeyFileError(f"{spec.file} holds a private key; a site key file must hold the public key only")
         fingerprints = sorted({k["fingerprint"].upper() for k in found})
         if not fingerprints:
             raise KeyFileError(f"{spec.file} holds no OpenPGP public key")

@@ -1,10 +1,14 @@
 """Fixtures for the images layer: OpenPGP keys made with gpg, a faulty HTTP server on 127.0.0.1, sites."""
 from __future__ import annotations
 
+import contextlib
+import email.utils
+import hashlib
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -76,17 +80,30 @@ def signer():
 
 @dataclass
 class FileServer:
-    """Serves `files` on 127.0.0.1 with Range support and scripted faults.
+    """Serves `files` on 127.0.0.1 over HTTP/1.1 (kept-alive connections), with Range and
+    If-Range, validators (a strong ETag from the content, and Last-Modified), and scripted faults.
 
-    faults[path] is a queue consumed one request at a time: "404", "500",
-    "cut" (send half the body, then drop the connection), "norange" (ignore Range),
-    "416-complete" (answer 416 as for a Range starting at the end of the file).
+    faults[path] is a queue consumed one request at a time:
+      "404", "500"       an error with a body, on a connection kept alive
+      "cut"              send half the body, then drop the connection
+      "norange"          ignore Range (answer 200 with the whole file)
+      "ignore-if-range"  honour Range even when If-Range names another file (a broken server)
+      "416-complete"     answer 416 as for a Range starting at the end of the file
+      "novalidator"      send neither ETag nor Last-Modified
+      "trickle"          send the body a few bytes at a time, slowly
+      "length:N"         announce Content-Length N whatever the body is (then close)
+      "endless"          no Content-Length: send bytes until the client hangs up
+    redirects[path] = (status, location) answers every request for `path` with a redirect.
     """
 
     files: dict[str, bytes] = field(default_factory=dict)
     faults: dict[str, list[str]] = field(default_factory=dict)
+    redirects: dict[str, tuple[int, str]] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    headers: list[tuple[str, dict]] = field(default_factory=list)
+    connections: set = field(default_factory=set)  # client ports seen, one per TCP connection
     base: str = ""
+    trickle_delay: float = 0.05
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path.lstrip('/')}"
@@ -94,41 +111,99 @@ class FileServer:
     def requests_for(self, path: str) -> list[str | None]:
         return [rng for p, rng in self.requests if p == "/" + path.lstrip("/")]
 
+    def headers_for(self, path: str) -> list[dict]:
+        return [h for p, h in self.headers if p == "/" + path.lstrip("/")]
+
+
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+
+
+def last_modified_of(data: bytes) -> str:
+    seconds = 1_600_000_000 + int(hashlib.sha256(data).hexdigest()[:6], 16)
+    return email.utils.formatdate(seconds, usegmt=True)
+
 
 def _handler(state: FileServer):
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, *args):  # keep pytest output clean
             pass
 
+        def _plain(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self):
             state.requests.append((self.path, self.headers.get("Range")))
+            state.headers.append((self.path, dict(self.headers)))
+            state.connections.add(self.client_address[1])
+            if self.path in state.redirects:
+                status, location = state.redirects[self.path]
+                self._plain(status, b"<html>moved</html>\n", {"Location": location, "Content-Type": "text/html"})
+                return
             queue = state.faults.get(self.path) or []
             fault = queue.pop(0) if queue else None
             data = state.files.get(self.path)
             if fault in ("404", "500") or data is None:
-                self.send_error(int(fault or 404))
+                code = int(fault or 404)
+                self._plain(code, b"<html><body>" + b"error page " * 400 + b"</body></html>\n",
+                            {"Content-Type": "text/html"})
                 return
+            validators = {} if fault == "novalidator" else {"ETag": etag_of(data),
+                                                             "Last-Modified": last_modified_of(data)}
             if fault == "416-complete":  # what servers answer to a Range starting at the end
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._plain(416, b"", {"Content-Range": f"bytes */{len(data)}", **validators})
                 return
             start = 0
-            rng = self.headers.get("Range")
-            if rng and fault != "norange" and rng.startswith("bytes=") and rng.endswith("-"):
+            rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+            same = if_range is None or if_range in validators.values() or fault == "ignore-if-range"
+            if rng and fault != "norange" and same and rng.startswith("bytes=") and rng.endswith("-"):
                 start = int(rng[6:-1])
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             else:
                 self.send_response(200)
+            for name, value in validators.items():
+                self.send_header(name, value)
             body = data[start:]
+            if fault == "endless":
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    while True:
+                        self.wfile.write(b"\0" * 65536)
+                except OSError:
+                    return
+            if fault and fault.startswith("length:"):
+                self.send_header("Content-Length", fault.split(":", 1)[1])
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.wfile.write(body)
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if fault == "cut":
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
                 self.close_connection = True
+                return
+            if fault == "trickle":
+                try:
+                    for i in range(0, len(body), 64):
+                        self.wfile.write(body[i:i + 64])
+                        self.wfile.flush()
+                        time.sleep(state.trickle_delay)
+                except OSError:
+                    self.close_connection = True
                 return
             self.wfile.write(body)
 

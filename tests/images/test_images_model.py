@@ -82,7 +82,7 @@ images:
         "  hint: copy it from `gpg --show-keys --with-fingerprint <file>`",
         "site/site.yaml:12:23: error at $.images.a.kernel.keys[1]: unknown key 'nope' (site keys: flatcar)",
         "site/site.yaml:14:9: error at $.images.a.initrds[0]: images.a.initrds[0] has no signature and no "
-        "`unsigned: true`\n  hint: add `signature: auto` and `keys: [...]`, or `unsigned: true` to accept it unsigned",
+        "`unsigned: true`\n  hint: add `signature: auto` and `keys: [...]`, or `unsigned: true` with a `sha256:` pin",
     ]
 
 

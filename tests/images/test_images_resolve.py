@@ -13,6 +13,8 @@ from bootgen.images import FetchPolicy, resolve_images
 from bootgen.images import digests as digests_mod
 from bootgen.images import verify as verify_mod
 
+from .conftest import etag_of
+
 FAST = FetchPolicy(attempts=3, backoff=0.01, connect_timeout=2, read_timeout=5)
 KERNEL = os.urandom(300_000)
 INITRD = os.urandom(200_000)
@@ -359,7 +361,7 @@ def test_connection_refused_is_retried_then_reported(site, signer, server):
 images:
   s:
     mirror: true
-    kernel: {{url: "http://127.0.0.1:{port}/vmlinuz", unsigned: true}}
+    kernel: {{url: "http://127.0.0.1:{port}/vmlinuz", unsigned: true, sha256: "{hashlib.sha256(KERNEL).hexdigest()}"}}
 """)
     with pytest.raises(ImageError) as excinfo:
         resolve(site, config)
@@ -382,9 +384,26 @@ def test_complete_part_file_is_not_downloaded_again(site, signer, server):
     part = site.cache / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / "vmlinuz.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(KERNEL)  # a run that died between the last byte and the rename
+    record = {"url": url, "etag": etag_of(KERNEL), "last_modified": None, "total": len(KERNEL)}
+    part.with_name("vmlinuz.part.json").write_text(json.dumps(record))
     server.faults["/stable/vmlinuz"] = ["416-complete"]
 
     result = resolve(site, config)["flatcar-stable"]
 
     assert result.kernel.tree_path.startswith(f"images/{hashlib.sha256(KERNEL).hexdigest()[:16]}/")
     assert server.requests_for("stable/vmlinuz") == [f"bytes={len(KERNEL)}-"]
+    assert server.headers_for("stable/vmlinuz")[0]["If-Range"] == etag_of(KERNEL)
+
+
+def test_part_file_without_a_validator_is_not_resumed(site, signer, server):
+    url = publish(server, signer, "stable/vmlinuz", KERNEL)
+    publish(server, signer, "stable/initrd.cpio.gz", INITRD)
+    config = flatcar_site(site, signer, server)
+    part = site.cache / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / "vmlinuz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 1000)  # nothing says which file these bytes came from
+
+    resolve(site, config)
+
+    assert server.requests_for("stable/vmlinuz") == [None]
+    assert not part.exists()
