@@ -8,6 +8,7 @@ with the system's crypt(3) and the specification's test vectors.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 _ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -75,3 +76,55 @@ def _b64_24bit(high: int, mid: int, low: int, count: int) -> str:
         chars.append(_ALPHABET[word & 0x3F])
         word >>= 6
     return "".join(chars)
+
+
+# --- checking a hash someone wrote ---------------------------------------------------
+
+_B64 = "[./0-9A-Za-z]"
+_SHA_CRYPT = {"5": ("SHA-256", 43), "6": ("SHA-512", 86)}
+_SHA_CRYPT_SHAPE = re.compile(rf"\$([56])\$(?:rounds=([0-9]+)\$)?({_B64}{{0,16}})\$({_B64}*)")
+_YESCRYPT_SHAPE = re.compile(rf"\$y\${_B64}+\${_B64}+\${_B64}{{43}}")  # $y$<params>$<salt>$<hash>
+_BCRYPT_SHAPE = re.compile(rf"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\${_B64}{{53}}")
+LOCKED = ("!", "*", "!*")  # an account without a usable password
+
+
+def crypt_hash_problem(value, *, name: str = "it", bcrypt: bool = False) -> str | None:
+    """Why `value` is not a complete crypt(3) hash of a strong scheme, or None if it is one
+    (or a lock marker: !, *).
+
+    SHA-512 (`$6$`) and SHA-256 (`$5$`) need a salt of 1 to 16 characters and a hash of
+    86 or 43 characters, rounds= (if given) from 1000 to 999999999; yescrypt (`$y$`) its
+    parameters, salt and a 43-character hash; bcrypt (`$2b$`, only where `bcrypt` is
+    allowed) a cost and 53 characters. A leading `!` (a locked account) is allowed.
+    `name` is what the message calls the value; the message never repeats the value,
+    which may be a password."""
+    if value in LOCKED:
+        return None
+    if not isinstance(value, str):
+        return f"{name} is not a crypt hash (it looks like a plaintext password)"
+    hashed = value[1:] if value.startswith("!") else value
+    if hashed.startswith(("$5$", "$6$")):
+        scheme, length = _SHA_CRYPT[hashed[1]]
+        match = _SHA_CRYPT_SHAPE.fullmatch(hashed)
+        if not match or not match.group(3) or len(match.group(4)) != length:
+            return (f"{name} is not a complete {scheme} crypt hash "
+                    f"(${hashed[1]}$, a salt, $ and {length} characters)")
+        if match.group(2) is not None and not 1000 <= int(match.group(2)) <= 999_999_999:
+            return f"the rounds= of {name} is outside 1000 to 999999999"
+        return None
+    if hashed.startswith("$y$"):
+        if _YESCRYPT_SHAPE.fullmatch(hashed):
+            return None
+        return f"{name} is not a complete yescrypt hash ($y$, parameters, $, a salt, $ and 43 characters)"
+    if hashed.startswith(("$2a$", "$2b$", "$2y$")) and bcrypt:
+        if _BCRYPT_SHAPE.fullmatch(hashed):
+            return None
+        return f"{name} is not a complete bcrypt hash ($2b$, a two-digit cost, $ and 53 characters)"
+    if hashed.startswith("$1$"):
+        return "MD5-crypt ($1$) password hashes are too weak"
+    if re.fullmatch(r"[./0-9A-Za-z]{13}", hashed):
+        return "DES-crypt password hashes are too weak"
+    if hashed.startswith("$"):
+        schemes = "$6$, $5$, $y$ or $2b$" if bcrypt else "$6$, $5$ or $y$"
+        return f"{name} is not a crypt hash of a scheme bootgen accepts ({schemes})"
+    return f"{name} is not a crypt hash (it looks like a plaintext password)"

@@ -162,6 +162,9 @@ def validate_doc(doc: SourceDoc, kind: str) -> list[Problem]:
     problems: list[Problem] = []
     for error in _validators()[kind].iter_errors(doc.data):
         problems.extend(_to_problems(error, doc))
+    from .secrets_scan import doc_problems  # private keys and plaintext passwords in what is served
+
+    problems.extend(doc_problems(doc, kind))
     return problems
 
 

@@ -40,6 +40,25 @@ def looks_private(text: str) -> bool:
     return any(marker in text for marker in _SECRET_MARKERS)
 
 
+# Key material itself, not just the words: an armor header followed by base64 (after any
+# Proc-Type:/Version: header lines), an OpenSSH key body, a PuTTY key's private lines, or
+# the base64 DER openings of RSA (PKCS#1 and #8), EC and Ed25519 private keys pasted bare.
+# A script that merely mentions "BEGIN OPENSSH PRIVATE KEY" is not refused.
+_KEY_MATERIAL = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*(?:PRIVATE|SECRET) KEY(?: BLOCK)?-----\s*(?:[A-Za-z-]+:[^\n]*\n\s*)*[A-Za-z0-9+/=]{16}"
+    r"|b3BlbnNzaC1rZXktdjE[A-Za-z0-9+/=]{16}"
+    r"|PuTTY-User-Key-File-\d+:.*?Private-Lines:\s*\d+\s+[A-Za-z0-9+/=]{16}"
+    r"|\bMII[A-Za-z0-9+/]{1,3}(?:IBAAK|IBADAN)[A-Za-z0-9+/]{16}"
+    r"|\b(?:MHcCAQEE|MC4CAQAwBQYDK2Vw)[A-Za-z0-9+/]{16}",
+    re.S)
+_MATERIAL_HINTS = ("KEY", "b3BlbnNzaC1rZXktdjE", "PuTTY", "MII", "MHcCAQEE", "MC4CAQAw")
+
+
+def contains_private_key(text: str) -> bool:
+    """Whether `text` (a whole file's contents, say) holds private key material."""
+    return any(hint in text for hint in _MATERIAL_HINTS) and _KEY_MATERIAL.search(text) is not None
+
+
 def describe_secret(text: str) -> str:
     """A short description of a secret value, e.g. "<OpenSSH private key, 411 characters, not shown>"."""
     match = _PEM_PRIVATE.search(text)

@@ -14,6 +14,7 @@ import re
 import struct
 from typing import Callable
 
+from ..passwords import crypt_hash_problem
 from ..sshkeys import describe_secret, looks_private, redact
 from .butane_schema import VARIANTS
 
@@ -240,22 +241,11 @@ def _shorten(text: str, limit: int = 40) -> str:
 
 # --- password hashes -------------------------------------------------------
 
-_STRONG_PREFIXES = ("$6$", "$5$", "$y$", "$2b$", "$2y$", "$2a$")
-_LOCKED = ("!", "*", "!*")
-
-
 def check_password_hash(value: str, version: tuple) -> list[Finding]:
-    """Accept crypt(3) hashes of strong schemes; a locked marker (!, *) is fine too."""
-    if value in _LOCKED:
-        return []
-    hashed = value[1:] if value.startswith("!") else value  # "!" + hash locks the account
-    if hashed.startswith(_STRONG_PREFIXES) and len(hashed.split("$")) >= 4:
-        return []
-    if hashed.startswith("$1$"):
-        return [("MD5-crypt ($1$) password hashes are too weak", HASH_HINT)]
-    if re.fullmatch(r"[./0-9A-Za-z]{13}", hashed):
-        return [("DES-crypt password hashes are too weak", HASH_HINT)]
-    return [("password_hash is not a crypt hash (it looks like a plaintext password)", HASH_HINT)]
+    """Accept complete crypt(3) hashes of strong schemes ($6$, $5$, $y$, bcrypt); a locked
+    marker (!, *) is fine too. `$6$` alone, an empty salt or a cut hash is refused."""
+    problem = crypt_hash_problem(value, name="password_hash", bcrypt=True)
+    return [(problem, HASH_HINT)] if problem else []
 
 
 CHECKS: dict[str, Check] = {

@@ -73,6 +73,8 @@ def network_config(node: NodeSpec) -> dict:
 
 
 def _check(node: NodeSpec) -> None:
+    from ..passwords import crypt_hash_problem
+
     problems = []
     password = node.cloud_init.password_hash
     if password is None:
@@ -83,6 +85,10 @@ def _check(node: NodeSpec) -> None:
         origin = node.origin("cloud_init.password_hash")  # the layer it came from: reported once, there
         problems.append(Problem(origin.location, "password_hash is not a crypt hash ($6$, $5$ or $y$)",
                                 origin.field, "never put a plaintext password here: use `bootgen hash-password`"))
+    elif crypt_hash_problem(password, name="password_hash"):  # `$6$` alone, no salt, a cut hash
+        origin = node.origin("cloud_init.password_hash")
+        problems.append(Problem(origin.location, crypt_hash_problem(password, name="password_hash"),
+                                origin.field, "use the whole line `bootgen hash-password` prints"))
     if problems:
         raise RenderError(problems)
 
