@@ -164,8 +164,9 @@ class Fetcher:
                 _drop(state)  # nothing a later run could continue: leave no partial file behind
             raise
 
-    def _late(self, state: _Download, last: str) -> str:
-        got = state.part.stat().st_size if state.part.exists() else 0
+    def _late(self, state: _Download, last: str, got: int | None = None) -> str:
+        if got is None:
+            got = state.part.stat().st_size if state.part.exists() else 0
         return (f"not complete within the {self.policy.deadline:g} s deadline ({got} bytes received"
                 + (f"; last error: {last}" if last != "no attempt made" else "") + ")")
 
@@ -191,7 +192,9 @@ class Fetcher:
             complete = True
             return size
         finally:
-            self._done(response, complete)
+            # An error answer's short body is read so the connection can serve the next request;
+            # a body abandoned part-way (deadline, ceiling, a resume refused) closes it.
+            self._done(response, complete or response.status >= 300)
 
     def _open(self, state: _Download, headers: dict):
         """GET the URL, following redirects; (response, final URL)."""
@@ -209,7 +212,7 @@ class Fetcher:
             if response.status not in REDIRECTS:
                 return response, current
             location = response.headers.get("Location")
-            self._done(response, False)
+            self._done(response, True)
             if not location:
                 raise FetchError(f"HTTP {response.status} redirect without a Location{_via(state.url, current)}")
             target = urljoin(current, location)
@@ -281,7 +284,7 @@ class Fetcher:
                     out.write(chunk)
                     advance(len(chunk))
                     if time.monotonic() > state.deadline:
-                        raise FetchError(self._late(state, "no attempt made"), keep=True)
+                        raise FetchError(self._late(state, "no attempt made", count), keep=True)
             except self._errors as exc:
                 raise _Transient(f"connection lost after {count} bytes{via}: {_short(exc)}") from None
             out.flush()
@@ -293,23 +296,33 @@ class Fetcher:
             raise FetchError(f"got {count} bytes but `size:` declares {state.size}{via}")
         return count
 
-    def _done(self, response, complete: bool) -> None:
-        """Give the connection back only when its response was read to the end; else close it."""
-        if not complete:
-            try:
-                left = DRAIN_LIMIT
-                while left > 0:
-                    data = response.read(min(left, 16384), decode_content=False)
-                    if not data:
-                        break
-                    left -= len(data)
-                else:
-                    response.close()  # a long body: closing costs less than reading it
-            except self._errors:
-                response.close()
-            except Exception:  # noqa: BLE001 (urllib3 raises its own kinds on a broken body)
-                response.close()
+    def _done(self, response, reusable: bool) -> None:
+        """Give the connection back only with its response read to the end: a short body
+        (an error page, a redirect's) is read first; anything else closes the connection,
+        so the next request on it never reads a stale body."""
+        if reusable:
+            reusable = self._drain(response)
+        if not reusable:
+            response.close()
         response.release_conn()
+
+    def _drain(self, response) -> bool:
+        """Read what is left of a short body, briefly; True if it was all read."""
+        left = response.length_remaining if hasattr(response, "length_remaining") else None
+        if left is not None and left > DRAIN_LIMIT:
+            return False
+        until = time.monotonic() + min(2.0, self.policy.read_timeout)
+        read = getattr(response, "read1", None) or response.read
+        try:
+            received = 0
+            while time.monotonic() < until and received <= DRAIN_LIMIT:
+                data = read(16384, decode_content=False)
+                if not data:
+                    return True
+                received += len(data)
+        except Exception:  # noqa: BLE001 (a broken body: the connection is closed instead)
+            pass
+        return False
 
 
 def _via(url: str, where: str) -> str:

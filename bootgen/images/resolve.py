@@ -282,50 +282,77 @@ def _verified_site_file(ctx: _Context, source: ImageSource) -> _Local:
 def _verified_download(ctx: _Context, source: ImageSource, path: Path) -> _Local:
     """Under the entry's lock: the cached file checked, or a fresh download checked and published.
 
-    A fresh download always comes with a freshly fetched signature: a
-    signature cached beside an earlier file says nothing about a new one."""
-    url = source.url or ""
+    A cached file whose bytes fail (changed in the cache since it was
+    fetched, or a stale pair with its signature) is removed and, when
+    fetching is allowed, fetched again in the same run."""
     sig_path = _signature_path(ctx, source) if source.signature is not None else None
-    cached = _regular(path)
-    if not cached and not ctx.fetch:
+    if _regular(path):
+        try:
+            return _checked_cached(ctx, source, path, sig_path)
+        except _Failed as exc:
+            if not (exc.bad_bytes and ctx.fetch):
+                raise _Failed(f"{exc} (the cached copy was removed; `bootgen fetch` gets it again)",
+                              bad_bytes=True) if exc.bad_bytes else exc from None
+    elif not ctx.fetch:
         raise _Failed("not in the cache; run `bootgen fetch` first")
+    return _fetched_checked(ctx, source, path, sig_path)
+
+
+def _checked_cached(ctx: _Context, source: ImageSource, path: Path, sig_path: Path | None) -> _Local:
     try:
-        if cached:
-            _make_private(path)
-        if sig_path is not None and not (cached and _regular(sig_path)):
+        _make_private(path)
+        if sig_path is not None and not _regular(sig_path):
             if not ctx.fetch:
                 raise _Failed("signature not in the cache; run `bootgen fetch` first")
             _download_signature(ctx, source, sig_path)
-        if cached:
-            local = _Local(path, ctx.index.digests(path, sha512=bool(source.sha512)))
-        else:
-            part = path.with_name(path.name + ".part")
-            ctx.fetcher.download(url, part, size=source.size)
-            os.chmod(part, 0o444)
-            digests, identity = hash_identified(part, sha512=bool(source.sha512))  # the bytes on disk
-            local = _Local(part, digests)
+        local = _Local(path, ctx.index.digests(path, sha512=bool(source.sha512)))
         record = _record(ctx, source, local, sig_path)
     except FetchError as exc:
         raise _Failed(str(exc)) from None
     except OSError as exc:
         raise _Failed(f"cannot use the cache: {exc.strerror or exc}") from None
-    if not (cached and ctx.index.verified.get(source.origin) == record):
+    if ctx.index.verified.get(source.origin) != record:
         try:
             _check(ctx, source, local, sig_path)
         except _Failed as exc:
-            _discard(ctx, source, local.path, exc.bad_bytes)
-            if not cached and not exc.bad_bytes:
-                _publish(ctx, local.path, path, local.digests, identity)  # fine bytes, wrong site keys: keep them
+            _discard(ctx, source, path, exc.bad_bytes)
             raise
-    if not cached:
-        try:
-            _publish(ctx, local.path, path, local.digests, identity)
-        except (OSError, _Failed) as exc:
-            discard_partial(local.path)
-            raise exc if isinstance(exc, _Failed) else _Failed(f"cannot use the cache: {exc.strerror}") from None
-        local = _Local(path, local.digests)
-    ctx.index.set_verified(source.origin, record)
+        ctx.index.set_verified(source.origin, record)
     return local
+
+
+def _fetched_checked(ctx: _Context, source: ImageSource, path: Path, sig_path: Path | None) -> _Local:
+    """Download into `<name>.part`, check the bytes on disk, publish by rename.
+
+    A fresh download always comes with a freshly fetched signature: a
+    signature cached beside an earlier file says nothing about a new one."""
+    part = path.with_name(path.name + ".part")
+    try:
+        if sig_path is not None:
+            _download_signature(ctx, source, sig_path)
+        ctx.fetcher.download(source.url or "", part, size=source.size)
+        os.chmod(part, 0o444)
+        digests, identity = hash_identified(part, sha512=bool(source.sha512))  # the bytes on disk
+        local = _Local(part, digests)
+        record = _record(ctx, source, local, sig_path)
+    except FetchError as exc:
+        raise _Failed(str(exc)) from None
+    except OSError as exc:
+        raise _Failed(f"cannot use the cache: {exc.strerror or exc}") from None
+    try:
+        _check(ctx, source, local, sig_path)
+    except _Failed as exc:
+        _discard(ctx, source, part, exc.bad_bytes)
+        if not exc.bad_bytes:
+            _publish(ctx, part, path, digests, identity)  # fine bytes, wrong site keys: fixing site.yaml costs no download
+        raise
+    try:
+        _publish(ctx, part, path, digests, identity)
+    except OSError as exc:
+        discard_partial(part)
+        raise _Failed(f"cannot use the cache: {exc.strerror or exc}") from None
+    ctx.index.set_verified(source.origin, record)
+    return _Local(path, digests)
 
 
 def _publish(ctx: _Context, part: Path, path: Path, digests: Digests, identity: str) -> None:

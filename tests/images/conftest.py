@@ -93,6 +93,7 @@ class FileServer:
       "trickle"          send the body a few bytes at a time, slowly
       "length:N"         announce Content-Length N whatever the body is (then close)
       "endless"          no Content-Length: send bytes until the client hangs up
+    Faults combine with "+" ("novalidator+cut").
     redirects[path] = (status, location) answers every request for `path` with a redirect.
     """
 
@@ -148,22 +149,23 @@ def _handler(state: FileServer):
                 self._plain(status, b"<html>moved</html>\n", {"Location": location, "Content-Type": "text/html"})
                 return
             queue = state.faults.get(self.path) or []
-            fault = queue.pop(0) if queue else None
+            faults = set(queue.pop(0).split("+")) if queue else set()
+            length = next((f.split(":", 1)[1] for f in faults if f.startswith("length:")), None)
             data = state.files.get(self.path)
-            if fault in ("404", "500") or data is None:
-                code = int(fault or 404)
+            if faults & {"404", "500"} or data is None:
+                code = int(next(iter(faults & {"404", "500"}), 404))
                 self._plain(code, b"<html><body>" + b"error page " * 400 + b"</body></html>\n",
                             {"Content-Type": "text/html"})
                 return
-            validators = {} if fault == "novalidator" else {"ETag": etag_of(data),
+            validators = {} if "novalidator" in faults else {"ETag": etag_of(data),
                                                              "Last-Modified": last_modified_of(data)}
-            if fault == "416-complete":  # what servers answer to a Range starting at the end
+            if "416-complete" in faults:  # what servers answer to a Range starting at the end
                 self._plain(416, b"", {"Content-Range": f"bytes */{len(data)}", **validators})
                 return
             start = 0
             rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
-            same = if_range is None or if_range in validators.values() or fault == "ignore-if-range"
-            if rng and fault != "norange" and same and rng.startswith("bytes=") and rng.endswith("-"):
+            same = if_range is None or if_range in validators.values() or "ignore-if-range" in faults
+            if rng and "norange" not in faults and same and rng.startswith("bytes=") and rng.endswith("-"):
                 start = int(rng[6:-1])
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -172,7 +174,7 @@ def _handler(state: FileServer):
             for name, value in validators.items():
                 self.send_header(name, value)
             body = data[start:]
-            if fault == "endless":
+            if "endless" in faults:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = True
@@ -181,8 +183,8 @@ def _handler(state: FileServer):
                         self.wfile.write(b"\0" * 65536)
                 except OSError:
                     return
-            if fault and fault.startswith("length:"):
-                self.send_header("Content-Length", fault.split(":", 1)[1])
+            if length is not None:
+                self.send_header("Content-Length", length)
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = True
@@ -191,12 +193,12 @@ def _handler(state: FileServer):
                 return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            if fault == "cut":
+            if "cut" in faults:
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            if fault == "trickle":
+            if "trickle" in faults:
                 try:
                     for i in range(0, len(body), 64):
                         self.wfile.write(body[i:i + 64])
