@@ -87,8 +87,26 @@ def redact(value: object, limit: int = 60) -> str:
     return shown
 
 
-def redact_line(line: str, limit: int = 120) -> str:
-    """A source line safe to echo under a problem: private key material is replaced by its description."""
+# `password: hunter2`, `"passwd": x`, `plain_text_passwd: 'x'` in a YAML (or flow) line: the value,
+# up to the end of the line, a `,` or `}` of a flow mapping, or a comment.
+_PASSWORD_VALUE = re.compile(
+    r"""(\b(?:password|passwd|hashed_passwd|plain_text_passwd|password_hash|root_password)["']?\s*:[ \t]+)"""
+    r"""(?![|>][-+0-9]*\s*(?:#.*)?$)("[^"]*"|'[^']*'|[^,}\]#\s][^,}\]#]*?)(?=\s*(?:[,}\]]|\s#|$))""")
+# A chpasswd list entry written `- user:password` (no space after the colon: a plain string).
+_USER_PASSWORD = re.compile(r"""(["']?[A-Za-z0-9._-]+:)(?=[^\s/])([^\s"',\]}]+)""")
+NOT_SHOWN = "<not shown>"
+
+
+def redact_line(line: str, limit: int = 120, *, column: int = 0) -> str:
+    """A source line safe to echo under a problem: private key material is replaced by its
+    description, and the value of a password field by <not shown>. With the problem's
+    1-based `column`, a `user:password` entry starting there (cloud-init chpasswd) is
+    hidden too. Crypt hashes are no secret, but are hidden alike: a line is not parsed."""
+    line = _PASSWORD_VALUE.sub(lambda m: m.group(1) + NOT_SHOWN, line)
+    if column > 0:
+        entry = _USER_PASSWORD.match(line, column - 1)
+        if entry:
+            line = line[:entry.start(2)] + NOT_SHOWN + line[entry.end(2):]
     if not looks_private(line):
         return line
     match = re.search(r"-----BEGIN|PuTTY-User-Key-File|Private-Lines:|b3BlbnNzaC1rZXktdjE|PRIVATE KEY", line)
