@@ -186,7 +186,7 @@ class Staging:
         """Path -> size of every file of the live tree, as its manifest lists them (read once)."""
         if self._live_sizes is None:
             try:
-                self._live_sizes = manifest_sizes((Path(self.live) / MANIFEST).read_bytes())
+                self._live_sizes = tree_sizes(Path(self.live))
             except OSError:
                 self._live_sizes = {}
         return self._live_sizes
@@ -275,6 +275,17 @@ def manifest_sizes(manifest: bytes) -> dict[str, int]:
     manifest has hundreds of thousands of entries and parsing it whole costs far more."""
     return {(literal[1:-1].decode() if b"\\" not in literal else json.loads(literal)): int(size)
             for literal, size in _SIZE_OF_ENTRY.findall(manifest)}
+
+
+_SIZE_ONLY = re.compile(rb'"size": (\d+), "target": ')
+
+
+def tree_sizes(tree: Path) -> dict[str, int]:
+    """Path -> size of every file a tree's manifest lists. Its entries are in SHA256SUMS order,
+    one size each, so the sizes alone are matched (several times faster than the paths too)."""
+    manifest, sums = (tree / MANIFEST).read_bytes(), (tree / CHECKSUMS).read_bytes()
+    paths, sizes = checksummed_paths(sums), _SIZE_ONLY.findall(manifest)
+    return dict(zip(paths, map(int, sizes))) if len(paths) == len(sizes) else manifest_sizes(manifest)
 
 
 def listed_sizes(listing: Listing, paths) -> dict[str, int]:

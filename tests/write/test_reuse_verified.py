@@ -16,7 +16,7 @@ import pytest
 from bootgen.build import build
 from bootgen.errors import OutputError
 from bootgen.plan import Listing, listing_lines
-from bootgen.write import copy_verified, listed_sizes, make_spare, manifest_sizes
+from bootgen.write import copy_verified, listed_sizes, make_spare, manifest_sizes, tree_sizes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,9 +134,12 @@ def test_copy_verified_refuses_bytes_that_are_not_the_verified_ones(tmp_path):
     assert not (tmp_path / "short").exists()
 
 
-def test_sizes_are_read_from_manifest_entries_whatever_the_path():
-    paths = {"a": 1, 'we"ird\\path': 22, "ünïcode/f": 333, "x/y z": 4444}
+def test_sizes_are_read_from_manifest_entries_whatever_the_path(tmp_path):
+    paths = {"a": 1, 'we"ird\\path': 22, "ünïcode/f": 333, "x/y z": 4444, 'n/"size": 5, "target": "x"': 6}
     lines = {p: listing_lines(p, "0" * 64, size, False, None, "t") for p, size in paths.items()}
     listing = Listing.of_lines(lines)
     assert manifest_sizes(listing.manifest_bytes(listing.build_id())) == paths
     assert listed_sizes(listing, ["a", "x/y z", "missing"]) == {"a": 1, "x/y z": 4444}
+    (tmp_path / "manifest.json").write_bytes(listing.manifest_bytes(listing.build_id()))
+    (tmp_path / "SHA256SUMS").write_bytes(listing.checksums_bytes())
+    assert tree_sizes(tmp_path) == paths
