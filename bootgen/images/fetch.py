@@ -269,24 +269,27 @@ class Fetcher:
 
     def _stream(self, state: _Download, response, offset: int, total: int | None, via: str) -> int:
         count = offset
-        read = getattr(response, "read1", None)
-        chunks = iter(lambda: read(NET_CHUNK, decode_content=False), b"") if read is not None else \
+        read1 = getattr(response, "read1", None)  # urllib3 2: what has arrived, without waiting for more
+        chunks = iter(lambda: read1(NET_CHUNK, decode_content=False), b"") if read1 is not None else \
             response.stream(NET_CHUNK, decode_content=False)
         with open(state.part, "ab" if offset else "wb") as out, self.progress(state.url, total) as advance:
             if offset:
                 advance(offset)
-            try:
-                for chunk in chunks:
-                    count += len(chunk)
-                    if count > state.limit:
-                        _drop(state)
-                        raise FetchError(f"the server sent more than the limit of {state.limit} bytes{via}")
-                    out.write(chunk)
-                    advance(len(chunk))
-                    if time.monotonic() > state.deadline:
-                        raise FetchError(self._late(state, "no attempt made", count), keep=True)
-            except self._errors as exc:
-                raise _Transient(f"connection lost after {count} bytes{via}: {_short(exc)}") from None
+            while True:
+                try:
+                    chunk = next(chunks, b"")
+                except self._errors as exc:  # network trouble only: a full disk is not worth a retry
+                    raise _Transient(f"connection lost after {count} bytes{via}: {_short(exc)}") from None
+                if not chunk:
+                    break
+                count += len(chunk)
+                if count > state.limit:
+                    _drop(state)
+                    raise FetchError(f"the server sent more than the limit of {state.limit} bytes{via}")
+                out.write(chunk)
+                advance(len(chunk))
+                if time.monotonic() > state.deadline:
+                    raise FetchError(self._late(state, "no attempt made", count), keep=True)
             out.flush()
             os.fsync(out.fileno())
         if total is not None and count != total:
