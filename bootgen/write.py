@@ -130,6 +130,7 @@ class Staging:
         self._dirs: set[str] = set()
         self._live_done: int | None = None  # mtime_ns of the live tree's manifest, written after every file
         self._live_sizes: dict[str, int] | None = None  # path -> size, from the live tree's manifest
+        self._copies: dict[tuple[str, str], str] = {}  # (source, sha256) -> where this tree has a verified copy
 
     def put(self, artifact: Artifact) -> None:
         """Place one file: link it from the live tree or its source, else write its bytes."""
@@ -145,11 +146,17 @@ class Staging:
         if self._link_unchanged(artifact, target):
             self.linked += 1
         elif artifact.source is not None:
+            key = (str(artifact.source), artifact.sha256)
+            first = self._copies.get(key)  # an installer is served under its version and `current`
+            if first is not None and _link(first, target):
+                self.linked += 1
+                return
             try:
                 copy_verified(artifact.source, target, artifact.sha256, artifact.size)
             except FileNotFoundError:
                 raise OutputError(Problem(Location(str(artifact.source)), "the file to copy disappeared during "
                                           "the build", hint="build again; the previous tree is untouched")) from None
+            self._copies[key] = target
             self.written += 1
         elif artifact.data is not None:
             write_bytes(target, artifact.data)

@@ -53,13 +53,13 @@ class Lab:
             self.server.files["/" + path + ".sig"] = self.signer.sign("good", data)
         return self.server.url(path)
 
-    def use(self, url: str, pin: bytes | None = None, extra: str = "") -> None:
+    def use(self, url: str, pin: bytes | None = None, extra: str = "", more: str = "") -> None:
         """Point the lab kernel at `url`: unsigned with the sha256 of `pin`, or signed by the lab key."""
         if pin is not None:
             kernel = f'{{url: "{url}", unsigned: true, sha256: "{sha(pin)}"{extra}}}'
         else:
             kernel = f'{{url: "{url}", signature: auto, keys: [lab]{extra}}}'
-        block = f"  lab:\n    mirror: true\n    kernel: {kernel}\n"
+        block = f"  lab:\n    mirror: true\n    kernel: {kernel}\n{more}"
         text = self.original.replace("\nimages:\n", "\nimages:\n" + block, 1)
         if self.signer is not None:
             text += f"keys:\n  lab: {{file: keys/lab.asc, fingerprint: \"{self.signer.fingerprints['good']}\"}}\n"
@@ -116,6 +116,19 @@ def test_tree_gets_verified_copies_never_links_into_the_cache(example, lab):
     lab.use(lab.publish("k/vmlinuz", KERNEL), pin=KERNEL)
     build(example)
     assert kernel_in_tree(example) == KERNEL
+    assert_tree_verified(example, [KERNEL])
+
+
+def test_installer_mirror_is_one_verified_copy_under_both_names(example, lab, server):
+    installer = os.urandom(150_000)
+    url = lab.publish("k/flatcar_production_image.bin.bz2", installer)
+    lab.use(lab.publish("k/vmlinuz", KERNEL), pin=KERNEL,
+            more=f'    version: 1.2.3\n    installer: {{url: "{url}", unsigned: true, sha256: "{sha(installer)}"}}\n')
+    build(example)
+    tree = example.out.resolve()
+    served = [tree / "mirror" / "lab" / d / "flatcar_production_image.bin.bz2" for d in ("1.2.3", "current")]
+    assert [p.read_bytes() for p in served] == [installer, installer]
+    assert os.path.samefile(*served)  # one copy in the tree, under both names
     assert_tree_verified(example, [KERNEL])
 
 
