@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BootgenError, InputError, Location, OutputError, Problem, RenderError
+from .naming import node_file_problems
 from .incremental import BuildState, InputStamps, NodeRecord, NodeWork, node_work, paused_gc, site_key
 from .plan import Artifact, Listing, Plan, producer
 from .write import Staging, TreeWriter, WriteResult, build_lock, check_out_path, live_build_id, prepare_next
@@ -139,6 +140,9 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     if stamps is None:  # a fresh process: a build with nothing to do stops here
         stamps = InputStamps.take(paths.site, paths.nodes)
         stamp = stamps.digest(*extras)
+    duplicates = node_file_problems(path for _, path in stamps.node_files)  # x.yaml and x.yml
+    if duplicates:
+        raise InputError(duplicates)
     state.attempt = (stamps, extras, stamp)  # becomes state.inputs if the build succeeds
     if live is not None and stamp and state.stamp == stamp and live == state.build_id:
         state.succeeded()

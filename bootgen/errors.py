@@ -114,7 +114,7 @@ def _with_source_line(problem: Problem, source_root: Path | None) -> str:
         return text
     from .sshkeys import redact_line
 
-    line = redact_line(line)  # a private key pasted as one quoted string is refused, never shown
+    line = redact_line(line, column=loc.column)  # a private key pasted as one quoted string is refused, never shown
     caret = " " * max(loc.column - 1, 0) + "^"
     first, _, rest = text.partition("\n")
     lines = [first, f"  | {line}", f"  | {caret}"]

@@ -103,6 +103,9 @@ class InputStamps:
                     continue  # a file that came and went
                 if stat is None or stem not in nodes:
                     return InputStamps.take(site_dir, nodes_dir)  # removed or added: list nodes/ again
+                other = stem + (".yml" if name.endswith(".yaml") else ".yaml")
+                if os.path.lexists(os.path.join(directory, other)):
+                    return InputStamps.take(site_dir, nodes_dir)  # two files for one node: the build refuses
                 nodes[stem] = stat
                 touched.add(stem)
         site, profiles = _site_stamps(site_dir) if in_site else (self.site, self.profiles)

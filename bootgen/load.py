@@ -16,8 +16,9 @@ from typing import NamedTuple
 from .errors import InputError, Location, Problem
 from .model import (Defaults, DhcpSettings, Fragment, Inputs, Interface, Node, Profile, ServerSettings,
                     Site)
-from .naming import is_dns_label, normalize_mac
+from .naming import is_dns_label, node_file_problems, normalize_mac
 from .schema import validate_doc
+from .secrets_scan import doc_problems
 from .source import SourceDoc, format_path, load_yaml_bytes
 from .spec import Layer, OsConfigLayer, first_of
 from .sshkeys import key_problem
@@ -34,7 +35,9 @@ def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = 
     report everything a build would); problems in the site still raise."""
     reader = Reader(display_root or Path.cwd())
     site_inputs = load_site(site_dir, nodes_dir, reader)
-    nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in node_files(nodes_dir)) if node)
+    files = node_files(nodes_dir)
+    reader.problems.extend(node_file_problems(files, reader.display))  # x.yaml and x.yml
+    nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in files) if node)
     check_claims([claim for node in nodes for claim in node_claims(node)], reader)
     if node_problems is not None:
         node_problems.extend(reader.problems)
@@ -91,6 +94,10 @@ def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple
         try:
             data = read_site_file(site_dir, relative, profile.doc.locate(where), format_path(where))
             doc = load_yaml_bytes(data, reader.display(site_dir / relative))
+            secrets = doc_problems(doc)  # a private key in a .bu file would be served
+            if secrets:
+                reader.problems.extend(secrets)
+                continue
         except InputError as exc:
             reader.problems.extend(exc.problems)
             continue
@@ -175,7 +182,7 @@ class Reader:
             return None
         problems = validate_doc(doc, kind)
         if kind in ("profile", "node") and not is_dns_label(path.stem):
-            problems.append(Problem(Location(doc.file), f"file name '{path.stem}' is not a valid {kind} name",
+            problems.append(Problem(Location(doc.file), f"file name {path.stem!r} is not a valid {kind} name",
                                     hint="use lowercase letters, digits and '-': it becomes part of paths and URLs"))
         self.problems.extend(problems)
         return None if problems else doc  # later checks only see documents that passed their schema

@@ -134,7 +134,7 @@ def ipxe_arg(value) -> str:
 
 # --- GRUB ----------------------------------------------------------------------
 
-_GRUB_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./()-]+$")
+_GRUB_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./()-]+\Z")
 
 
 def grub_word(value) -> str:
@@ -151,8 +151,8 @@ def grub_word(value) -> str:
 
 # --- dnsmasq -------------------------------------------------------------------
 
-_DNSMASQ_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:./*~!?&()\[\]-]+$")
-_DNSMASQ_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_DNSMASQ_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:./*~!?&()\[\]-]+\Z")
+_DNSMASQ_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
 _DNSMASQ_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b",
                     "\x1b": "\\e"}
 
@@ -186,7 +186,7 @@ def dnsmasq_token(value) -> str:
 
 # --- nginx ---------------------------------------------------------------------
 
-_NGINX_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./*~!?&-]+$")
+_NGINX_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./*~!?&-]+\Z")
 _NGINX_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
@@ -241,7 +241,7 @@ def nginx_port(value) -> str:
 
 # --- systemd -------------------------------------------------------------------
 
-_SYSTEMD_SAFE = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+_SYSTEMD_SAFE = re.compile(r"^[A-Za-z0-9_@+=:,./-]+\Z")
 _SYSTEMD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
                     "\b": "\\b", "\f": "\\f", "\v": "\\v"}
 

@@ -18,8 +18,8 @@ from bootgen.errors import Location, Problem, PublishError
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_BUILD_ID = re.compile(r"^[0-9a-f]{8,128}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_BUILD_ID = re.compile(r"^[0-9a-f]{8,128}\Z")
 _CHUNK = 1 << 20
 
 

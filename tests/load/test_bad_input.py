@@ -133,8 +133,6 @@ def test_two_files_for_one_node_name_both():
 DUPLICATE = "hostname: other\ninterfaces:\n  - mac: 52:54:00:aa:00:60\n"
 
 
-@pytest.mark.xfail(reason="bootgen.naming.node_file_problems is not yet called where node files are listed",
-                   strict=False)
 @pytest.mark.parametrize("incremental", [False, True], ids=["clean", "incremental"])
 def test_a_build_refuses_two_files_for_one_node(example, incremental):
     if incremental:

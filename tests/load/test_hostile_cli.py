@@ -105,8 +105,6 @@ def test_secrets_are_never_echoed(example, live):
         assert output.count("nodes/u.yaml:") == (3 if fmt == "text" else 0)
 
 
-@pytest.mark.xfail(reason="bootgen.errors._with_source_line does not yet pass the column to redact_line",
-                   strict=False)
 def test_a_chpasswd_entry_is_not_echoed(example, live):
     (example.nodes / "u.yaml").write_text(
         "profile: ubuntu-autoinstall\ninterfaces:\n  - mac: 52:54:00:aa:00:93\ncloud_init:\n"

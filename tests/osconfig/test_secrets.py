@@ -164,8 +164,6 @@ def test_private_key_in_site_defaults_and_profile(example):
                             "a private key would be served here: <OpenSSH private key, 141 characters, not shown>"]
 
 
-@pytest.mark.xfail(reason="bootgen.load._profile_layers does not yet scan .bu files (secrets_scan.doc_problems)",
-                   strict=False)
 def test_private_key_in_a_butane_file(example):
     (example.site / "butane" / "key.bu").write_text(
         "storage:\n  files:\n    - path: /root/.ssh/id_ed25519\n      contents:\n        inline: |\n"
