@@ -5,7 +5,8 @@ The build calls, in order:
     config = parse_image_config(site_data, site_doc, site_dir)       # InputError
     sets = resolve_images(config, site_dir=..., cache_dir=..., needed={...})  # ImageError
     loaders = boot_loader_files()                                     # ImageError
-and hard-links every `PlacedFile` (from `sets[...].files` and `loaders`) into the tree.
+and copies every `PlacedFile` (from `sets[...].files` and `loaders`) into the tree,
+hashing it on the way against its verified sha256 (bootgen.write.copy_verified).
 """
 from .fetch import FetchPolicy
 from .loaders import boot_loader_files

@@ -7,10 +7,10 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class PlacedFile:
-    """A file to hard-link into the output tree."""
+    """A file the tree gets a copy of (checked against `sha256` as it is copied)."""
 
     tree_path: str  # e.g. "images/3fa9c1d2e4b5a6f7/flatcar_production_pxe.vmlinuz"
-    source: Path  # file in the cache (or site dir) to hard-link from
+    source: Path  # file in the cache, the site dir or a boot loader package, to copy from
     sha256: str
     size: int
     immutable: bool  # True for content-addressed paths; False for fixed names

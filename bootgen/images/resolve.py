@@ -400,7 +400,7 @@ def _entry_lock(ctx: _Context, directory: Path) -> Iterator[None]:
     for a download (its deadline), then says which entry is held."""
     directory.mkdir(parents=True, exist_ok=True)
     lock_path = directory.with_name(directory.name + ".lock")
-    give_up = time.monotonic() + ctx.policy.deadline + 60
+    give_up = time.monotonic() + 2 * ctx.policy.deadline + 60  # its signature, then the file
     with open(lock_path, "a") as handle:
         while True:
             try:
