@@ -473,7 +473,9 @@ def _policy(ctx: _Context, source: ImageSource, sig_path: Path | None) -> str:
 
 
 def _check(ctx: _Context, source: ImageSource, local: _Local, sig_path: Path | None) -> None:
-    """Pins first (cheap once digests are known), then the signature."""
+    """Size and pins first (cheap once digests are known), then the signature."""
+    if source.size is not None and local.digests.size != source.size:
+        raise _Failed(f"is {local.digests.size} bytes but `size:` declares {source.size}", bad_bytes=True)
     if source.sha256 and local.digests.sha256 != source.sha256:
         raise _Failed(f"sha256 mismatch: got {local.digests.sha256}, pinned {source.sha256}", bad_bytes=True)
     if source.sha512:

@@ -521,3 +521,12 @@ def test_progress_shows_a_stalled_transfer_as_stalled():
     assert str(stall_column(10.0).render(Task())) == "stalled 30s"
     Task.fields = {"last_byte_at": time.monotonic()}
     assert str(stall_column(10.0).render(Task())) == ""
+
+
+def test_declared_size_of_a_site_file_is_checked(site):
+    (site.dir / "vmlinuz").write_bytes(KERNEL)
+    config = site.config(f"images:\n  s:\n    mirror: true\n    kernel: {{file: vmlinuz, unsigned: true, size: 5}}\n")
+    with pytest.raises(ImageError) as excinfo:
+        resolve(site, config)
+    assert f"is {len(KERNEL)} bytes but `size:` declares 5" in the_failure(excinfo)
+    assert (site.dir / "vmlinuz").read_bytes() == KERNEL  # a site file is never deleted
