@@ -466,8 +466,9 @@ def _signature_path(ctx: _Context, source: ImageSource) -> Path:
 def _policy(ctx: _Context, source: ImageSource, sig_path: Path | None) -> str:
     """Everything a verification depends on besides the image bytes."""
     fingerprints = sorted(ctx.keyring.fingerprint(name) for name in source.keys)
+    key_files = sorted(ctx.keyring.key_digest(name) for name in source.keys)  # a key file replaced: check again
     sig_sha256 = ctx.index.digests(sig_path).sha256 if sig_path is not None else None
-    data = {"signature": source.signature, "signature_sha256": sig_sha256, "keys": fingerprints,
+    data = {"signature": source.signature, "signature_sha256": sig_sha256, "keys": fingerprints, "key_files": key_files,
             "sha256": source.sha256, "sha512": source.sha512, "unsigned": source.unsigned}
     return json.dumps(data, sort_keys=True)
 

@@ -8,6 +8,7 @@ or revoked key with status 'signature valid' but `valid` False.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import shutil
@@ -104,6 +105,10 @@ class Keyring:
     def fingerprint(self, name: str) -> str:
         """The pinned fingerprint of site key `name`."""
         return self._keys[name].fingerprint
+
+    def key_digest(self, name: str) -> str:
+        """sha256 of site key `name`'s file as read (no gpg needed)."""
+        return hashlib.sha256(self._keys[name].data).hexdigest()
 
     def check(self, data: Path, signature: Path, allowed: tuple[str, ...]) -> Verdict:
         """Verify a detached signature made by one of the `allowed` site keys.

@@ -530,3 +530,17 @@ def test_declared_size_of_a_site_file_is_checked(site):
         resolve(site, config)
     assert f"is {len(KERNEL)} bytes but `size:` declares 5" in the_failure(excinfo)
     assert (site.dir / "vmlinuz").read_bytes() == KERNEL  # a site file is never deleted
+
+
+def test_replacing_a_key_file_checks_its_images_again(site, signer, server):
+    server.files["/k/vmlinuz"] = KERNEL
+    server.files["/k/vmlinuz.sig"] = signer.sign("good", KERNEL)
+    config = signed_site(site, signer, server.url("k/vmlinuz"))
+    resolve(site, config)
+    signer.export("other", site.dir / "keys" / "k.asc")  # the pin stays, the file now holds another key
+    config = site.config((site.dir / "site.yaml").read_text())
+
+    with pytest.raises(ImageError) as excinfo:
+        resolve(site, config, fetch=False)
+
+    assert f"holds key {signer.fingerprints['other']}, not the pinned" in the_failure(excinfo)
