@@ -37,8 +37,11 @@ supplied the offending value, all problems at once, as a RenderError.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -46,11 +49,13 @@ from typing import Any, Callable
 from ..confine import SiteFileError, read_site_file
 from ..errors import Location, Problem, RenderError
 from ..source import SourceDoc, format_path
-from ..sshkeys import looks_private, redact
+from ..sshkeys import contains_private_key, describe_secret, looks_private, redact
 from .butane_checks import PRIVATE_KEY_HINT, check_ssh_key
-from .butane_encode import data_url
-from .butane_schema import SUPPORTED_VERSIONS, TYPES, VARIANTS, ignition_key
+from .butane_encode import base64_url, data_url
+from .butane_schema import BUTANE_VERSIONS, SUPPORTED_VERSIONS, TYPES, VARIANTS, butane_versions_for, ignition_key
 from .butane_tree import Context, Obj, Origin, Seq, Val, merge, parse_layer
+from .ignition_syntax import parse_url
+from .ignition_validate import locate, validate
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,13 @@ class ButaneLayer:
     data: dict
     doc: SourceDoc
     path: tuple = ()  # field path of `data` inside doc, e.g. ("ignition",); () for a .bu file
+    document: bool | None = None  # a whole Butane file (.bu); None: a layer that is its document's root
+
+    @property
+    def is_document(self) -> bool:
+        if self.document is not None:
+            return self.document
+        return self.path == () and (self.data is self.doc.data or not isinstance(self.doc.data, dict))
 
 
 def build_ignition(layers: list[ButaneLayer], *, files_dir: Path, version: str = "3.3.0",
@@ -71,12 +83,18 @@ def build_ignition(layers: list[ButaneLayer], *, files_dir: Path, version: str =
     _check_target(version, variant)
     ctx = Context(version, variant)
     merged = None
-    for layer in layers:
-        merged = merge(merged, parse_layer(layer.data, Origin(layer.doc, tuple(layer.path)), ctx))
+    for index, layer in enumerate(layers):
+        origin = Origin(layer.doc, tuple(layer.path), index)
+        _check_header(layer, origin, ctx)
+        merged = merge(merged, parse_layer(layer.data, origin, ctx))
     config: dict[str, Any] = {"ignition": {"version": version}}
     if merged is not None:
         _check_duplicate_paths(merged, ctx)
         config.update(_Translator(ctx, Path(files_dir)).emit(merged))
+        for path, message, hint in validate(config, ctx.version_tuple):
+            origin = locate(merged, path)
+            if not ctx.reported_under(origin):
+                ctx.report(origin, message, hint)
     if ctx.problems:
         raise RenderError(ctx.problems)
     return config
@@ -104,22 +122,54 @@ def _check_target(version: str, variant: str) -> None:
         raise RenderError(problems)
 
 
+_SEMVER = re.compile(r"\d+\.\d+\.\d+")
+
+
+def _check_header(layer: ButaneLayer, origin: Origin, ctx: Context) -> None:
+    """A layer's own `variant` and `version` must be what the profile builds, as Butane reads them.
+
+    A .bu file must name both (Butane refuses a file without them); a fragment
+    inside a node or profile may leave them out."""
+    data = layer.data if isinstance(layer.data, dict) else {}
+    fitting = butane_versions_for(ctx.variant, ctx.version)
+    suggestion = f"variant: {ctx.variant} and version: {fitting[-1]}" if fitting else f"variant: {ctx.variant}"
+    if layer.is_document:
+        if not isinstance(layer.doc.data, dict):
+            ctx.report(origin, "a Butane file must be a mapping", f"start it with {suggestion}")
+            return
+        if not data:
+            ctx.report(origin, "the Butane file is empty", f"start it with {suggestion}")
+            return
+        missing = [name for name in ("variant", "version") if name not in data]
+        if missing:
+            ctx.report(origin, f"a Butane file needs {' and '.join(missing)}", f"add {suggestion}")
+    variant, version = data.get("variant"), data.get("version")
+    if isinstance(variant, str) and variant in VARIANTS and variant != ctx.variant:
+        ctx.report(origin.child("variant"), f"this config is for variant {variant}, but the profile builds {ctx.variant}",
+                   f"write variant: {ctx.variant}, or use it in a profile with variant: {variant}")
+        return
+    if not isinstance(version, str) or not _SEMVER.fullmatch(version):
+        return  # missing, or refused as malformed while parsing
+    table = BUTANE_VERSIONS[ctx.variant]
+    if version not in table:
+        ctx.report(origin.child("version"), f"Butane {ctx.variant} has no version {version}",
+                   f"{ctx.variant} versions: {', '.join(table)}")
+    elif table[version] != ctx.version:
+        written = table[version]
+        hint = f"write version: {fitting[-1]}" if fitting else \
+            f"no Butane {ctx.variant} version writes Ignition {ctx.version}"
+        if written in SUPPORTED_VERSIONS:
+            hint += f", or set the profile's ignition_version: {written}"
+        else:
+            hint += f" (bootgen writes Ignition {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]})"
+        ctx.report(origin.child("version"), f"Butane {ctx.variant} {version} is Ignition {written}, "
+                   f"but the profile writes Ignition {ctx.version}", hint)
+
+
 def _unquoted(value: str) -> str:
     """A file name for a message, shortened and never a pasted secret, without quotes."""
     shown = redact(value)
     return shown[1:-1] if shown[:1] in ("'", '"') else shown
-
-
-def _has_install_settings(unit: str) -> bool:
-    """Whether a unit file has a setting in [Install], which is what `enabled` acts on."""
-    section = ""
-    for line in unit.splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Install]" and "=" in line and not line.startswith(("#", ";")):
-            return True
-    return False
 
 
 _NOUNS = {"files": "file", "directories": "directory", "links": "link"}
@@ -156,7 +206,6 @@ class _Translator:
             "user": self._user,
             "unit": self._unit,
             "dropin": self._unit_contents,
-            "partition": self._partition,
         }
 
     def emit(self, obj: Obj) -> dict:
@@ -190,10 +239,6 @@ class _Translator:
             self.ctx.report(obj.fields["overwrite"].origin, "overwrite: true needs contents to write",
                             "set contents (inline, local or source), or drop overwrite")
 
-    def _partition(self, obj: Obj, out: dict) -> None:
-        if not out.get("label") and out.get("number", 0) < 1 and not self.ctx.reported_under(obj.origin):
-            self.ctx.report(obj.origin, "a partition needs a label or a number of 1 or more")
-
     def _resource(self, res: Obj) -> dict:
         sources = [name for name in ("inline", "local", "source", "remote") if name in res.fields]
         if len(sources) > 1:
@@ -209,16 +254,53 @@ class _Translator:
         return self._fetched(res, res.fields["remote"] if sources[0] == "remote" else res)
 
     def _embedded(self, res: Obj, kind: str) -> dict:
-        for name in ("compression", "verification", "http_headers"):
-            if name in res.fields:
-                self.ctx.report(res.fields[name].origin, f"'{name}' applies only to contents fetched from a source",
-                                f"bootgen encodes {kind} contents itself; remove '{name}'")
+        """Inline or local contents, embedded as a data: URL (bootgen picks the encoding)."""
+        if "http_headers" in res.fields:
+            self.ctx.report(res.fields["http_headers"].origin, "http_headers need an http:// or https:// source",
+                            f"{kind} contents are embedded in the config; remove http_headers")
+        compression = res.value("compression", "")
+        if compression == "gzip" and kind == "inline":
+            self.ctx.report(res.fields["compression"].origin, "compression: gzip cannot apply to inline contents",
+                            "bootgen compresses inline contents itself when that is shorter; remove compression")
+            return {}
         node = res.fields[kind]
         data = node.value.encode("utf-8") if kind == "inline" else self._read_local(node)
         if data is None:
             return {}
-        source, compression = data_url(data)
-        return {"source": source, "compression": compression}
+        if kind == "local" and contains_private_key(data.decode("utf-8", "replace")):
+            self.ctx.report(node.origin, f"local file {redact(node.value)} holds "
+                            f"{describe_secret(data.decode('utf-8', 'replace'))}",
+                            "a served config is readable by anyone on the boot network; "
+                            "install keys another way, and treat this one as leaked")
+            return {}
+        plain = data
+        if compression == "gzip":  # a local file that is already gzip data: written as it is
+            plain = self._gunzip(node, data)
+            if plain is None:
+                return {}
+            out = {"source": base64_url(data), "compression": "gzip"}
+        else:
+            source, compression = data_url(data)
+            out = {"source": source, "compression": compression}
+        verification = res.fields.get("verification")
+        expected = verification.value("hash") if isinstance(verification, Obj) else None
+        if expected:
+            function, _, digest = expected.partition("-")
+            actual = hashlib.new(function, plain).hexdigest()
+            if actual != digest.lower():
+                self.ctx.report(verification.fields["hash"].origin, f"the {kind} contents do not match this hash",
+                                f"Ignition would refuse the file at boot; their hash is {function}-{actual}")
+                return {}
+            out["verification"] = {"hash": expected}
+        return out
+
+    def _gunzip(self, node: Val, data: bytes) -> bytes | None:
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error):
+            self.ctx.report(node.origin, f"local file {redact(node.value)} is not gzip data, "
+                            "but compression: gzip says it is", "gzip the file, or remove compression")
+            return None
 
     def _fetched(self, res: Obj, where: Obj) -> dict:
         url = where.value("source") if where is res else where.value("url")
@@ -232,7 +314,7 @@ class _Translator:
             out["verification"] = {"hash": verification.value("hash")}
         headers = res.fields.get("http_headers")
         if isinstance(headers, Seq):
-            if not url.lower().startswith(("http://", "https://")):
+            if _scheme(url) not in ("http", "https"):
                 self.ctx.report(headers.origin, "http_headers need an http:// or https:// source")
             out["httpHeaders"] = self._value(headers)
         return out
@@ -272,20 +354,34 @@ class _Translator:
     # --- users and units -----------------------------------------------------
 
     def _user(self, obj: Obj, out: dict) -> None:
-        keys = list(out.get("sshAuthorizedKeys", []))
+        """Keys from all layers and key files, each once; within one layer a repeat is an error."""
+        inline = obj.fields.get("ssh_authorized_keys")
+        seen: dict[str, Origin] = {}
+        keys = []
+        for item in inline.items if isinstance(inline, Seq) else []:
+            seen.setdefault(item.value, item.origin)
+            keys.append(item.value)
         local = obj.fields.get("ssh_authorized_keys_local")
         for node in local.items if isinstance(local, Seq) else []:
-            keys.extend(self._keys_from_file(node))
+            for key in self._keys_from_file(node):
+                first = seen.get(key)
+                if first is None:
+                    seen[key] = node.origin
+                    keys.append(key)
+                elif first.layer == node.origin.layer:
+                    where = first.location()
+                    self.ctx.report(node.origin, f"{_unquoted(node.value)} repeats an SSH key already listed "
+                                    f"on line {where.line}", "Ignition refuses a key listed twice; keep it once")
         if keys:
-            out["sshAuthorizedKeys"] = list(dict.fromkeys(keys))  # drop repeats, keep first
+            out["sshAuthorizedKeys"] = keys
 
     def _keys_from_file(self, node: Val) -> list[str]:
         """One key per line; blank lines and # comments are skipped, each key is checked."""
         text = self._read_local_text(node) or ""
         if looks_private(text):
             # One problem for the file, not one per line of the key's base64 body.
-            self.ctx.report(node.origin, f"local file {redact(node.value)} holds a private key, not public keys",
-                            PRIVATE_KEY_HINT)
+            self.ctx.report(node.origin, f"local file {redact(node.value)} holds {describe_secret(text)}, "
+                            "not public keys", PRIVATE_KEY_HINT)
             return []
         keys = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -301,9 +397,6 @@ class _Translator:
 
     def _unit(self, obj: Obj, out: dict) -> None:
         self._unit_contents(obj, out)
-        if out.get("enabled") and "contents" in out and not _has_install_settings(out["contents"]):
-            self.ctx.report(obj.fields["enabled"].origin, "the unit is enabled but has no [Install] section, "
-                            "so enabling it does nothing", "add [Install] with WantedBy=multi-user.target")
 
     def _unit_contents(self, obj: Obj, out: dict) -> None:
         node = obj.fields.get("contents_local")
@@ -315,3 +408,10 @@ class _Translator:
         text = self._read_local_text(node)
         if text is not None:
             out["contents"] = text
+
+
+def _scheme(url: str) -> str:
+    try:
+        return parse_url(url)[0]
+    except ValueError:
+        return ""

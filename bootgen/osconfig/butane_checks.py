@@ -17,6 +17,7 @@ from typing import Callable
 from ..passwords import crypt_hash_problem
 from ..sshkeys import describe_secret, looks_private, redact
 from .butane_schema import VARIANTS
+from .ignition_syntax import SCHEMES_SINCE, url_problem
 
 Finding = tuple[str, str]  # (message, hint)
 Check = Callable[[object, tuple], list[Finding]]
@@ -76,17 +77,20 @@ def check_local_path(value: str, version: tuple) -> list[Finding]:
     return []
 
 
-_SCHEMES = {"http": (3, 0, 0), "https": (3, 0, 0), "tftp": (3, 0, 0), "s3": (3, 0, 0), "data": (3, 0, 0), "gs": (3, 2, 0)}
-
-
 def check_source_url(value: str, version: tuple) -> list[Finding]:
+    """Ignition's URL rules (Go's URL parser, the schemes of the spec version, data: URL syntax)."""
+    problem = url_problem(value, version)
+    if problem is None:
+        return []
     scheme = value.split(":", 1)[0].lower() if ":" in value else ""
-    if scheme not in _SCHEMES:
-        return [(f"'{value}' is not a URL Ignition can fetch", "use an http://, https://, tftp://, s3:// or data: URL")]
-    if version < _SCHEMES[scheme]:
-        need = ".".join(map(str, _SCHEMES[scheme]))
-        return [(f"{scheme}:// URLs need Ignition {need} or newer", "raise the Ignition version or host the file over http")]
-    return []
+    if problem == "invalid url scheme" and scheme in SCHEMES_SINCE:
+        need = ".".join(map(str, SCHEMES_SINCE[scheme]))
+        return [(f"{scheme}: URLs need Ignition {need} or newer", "raise the Ignition version or host the file over http")]
+    if problem == "invalid url scheme":
+        return [(f"{redact(value, 60)} is not a URL Ignition can fetch",
+                 "use an http://, https://, tftp://, s3:// or data: URL")]
+    return [(f"{redact(value, 60)} is not a URL Ignition can read: {problem}",
+             "check the URL's syntax; escape spaces and other special characters as %XX")]
 
 
 def check_compression(value: str, version: tuple) -> list[Finding]:
@@ -96,28 +100,44 @@ def check_compression(value: str, version: tuple) -> list[Finding]:
 
 
 def check_hash(value: str, version: tuple) -> list[Finding]:
-    if re.fullmatch(r"sha512-[0-9a-f]{128}", value):
+    """Ignition checks the function and the length; the digits must be hex or no file ever matches."""
+    if re.fullmatch(r"sha512-[0-9a-fA-F]{128}", value):
         return []
-    if re.fullmatch(r"sha256-[0-9a-f]{64}", value):
+    if re.fullmatch(r"sha256-[0-9a-fA-F]{64}", value):
         return [] if version >= (3, 1, 0) else [("sha256 hashes need Ignition 3.1.0 or newer", "use a sha512- hash")]
     return [(f"'{value}' is not a hash Ignition can verify", "write sha512-<128 lowercase hex digits> (sha512sum prints them)")]
 
 
 def check_device(value: str, version: tuple) -> list[Finding]:
-    if value.startswith("/dev/"):
-        return []
-    return [(f"device '{value}' is not a /dev path", "name the device like /dev/sda or /dev/disk/by-id/...")]
+    """Ignition's rule: an absolute path in its simplest form."""
+    if not value:
+        return [("device is empty", "name the device like /dev/sda or /dev/disk/by-id/...")]
+    if not value.startswith("/"):
+        return [(f"device '{value}' is not an absolute path", "name the device like /dev/sda or /dev/disk/by-id/...")]
+    clean = _go_clean(value)
+    if value != clean:
+        return [(f"device '{value}' is not in its simplest form", f"write it as {clean}")]
+    return []
+
+
+def check_fs_path(value: str, version: tuple) -> list[Finding]:
+    """A filesystem's mount path; empty means not mounted by Ignition."""
+    return check_path(value, version) if value else []
+
+
+def _go_clean(value: str) -> str:
+    return "/" + posixpath.normpath(value).lstrip("/")  # normpath keeps a leading //, Go's path.Clean does not
 
 
 def check_guid(value: str, version: tuple) -> list[Finding]:
-    if re.fullmatch(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", value):
+    if value == "" or re.fullmatch(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", value):
         return []
     return [(f"'{value}' is not a GUID", "write it like 0FC63DAF-8483-4772-8E79-3D69D8477DE4")]
 
 
 def check_fs_format(value: str, version: tuple) -> list[Finding]:
     formats = ["ext4", "btrfs", "xfs", "vfat", "swap"] + (["none"] if version >= (3, 3, 0) else [])
-    if value in formats:
+    if value in formats or value == "":
         return []
     return [(f"unknown filesystem format '{value}'", "Ignition {} formats: {}".format(
         ".".join(map(str, version)), ", ".join(formats)))]
@@ -139,11 +159,20 @@ def check_dropin_name(value: str, version: tuple) -> list[Finding]:
 
 
 def check_file_mode(value: int, version: tuple) -> list[Finding]:
-    return _check_mode(value, directory=False)
+    return _check_mode(value, directory=False) or _check_special_bits(value, version)
 
 
 def check_dir_mode(value: int, version: tuple) -> list[Finding]:
-    return _check_mode(value, directory=True)
+    return _check_mode(value, directory=True) or _check_special_bits(value, version)
+
+
+def _check_special_bits(mode: int, version: tuple) -> list[Finding]:
+    """Ignition before spec 3.4.0 ignores setuid, setgid and sticky bits (and warns)."""
+    if mode & 0o7000 and version < (3, 4, 0):
+        return [(f"mode {oct(mode)[2:].zfill(4)} has setuid/setgid/sticky bits, which Ignition "
+                 f"{'.'.join(map(str, version))} ignores", "raise the profile's ignition_version to 3.4.0, "
+                 f"or drop the special bits: 0{oct(mode & 0o777)[2:]}")]
+    return []
 
 
 LEADING_ZERO_HINT = "YAML reads {0} as a decimal number; remember the leading zero: 0{0}"
@@ -253,6 +282,7 @@ CHECKS: dict[str, Check] = {
     "butane_version": check_butane_version,
     "legacy_filesystem": check_legacy_filesystem,
     "path": check_path,
+    "fs_path": check_fs_path,
     "link_target": check_link_target,
     "local_path": check_local_path,
     "source_url": check_source_url,

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Ignition spec versions bootgen can write (the Debian `ignition-validate`
-# 2.14 checks 3.0.0 to 3.3.0; 3.4.0 is written but checked only by Ignition).
+# Ignition spec versions bootgen can write (all checked by Ignition v2.20's validation).
 SUPPORTED_VERSIONS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0")
 VARIANTS = ("flatcar", "fcos")
+
+# Butane's config versions and the Ignition spec version each one writes (Butane v0.23.0).
+BUTANE_VERSIONS = {
+    "fcos": {"1.0.0": "3.0.0", "1.1.0": "3.1.0", "1.2.0": "3.2.0", "1.3.0": "3.2.0", "1.4.0": "3.3.0",
+             "1.5.0": "3.4.0", "1.6.0": "3.5.0"},
+    "flatcar": {"1.0.0": "3.3.0", "1.1.0": "3.4.0"},
+}
+
+
+def butane_versions_for(variant: str, ignition_version: str) -> list[str]:
+    """The Butane versions of a variant that write the given Ignition version."""
+    return [b for b, i in BUTANE_VERSIONS.get(variant, {}).items() if i == ignition_version]
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,8 @@ class Field:
     merge: str = "append"  # lists of objects: replace | deep | unit (see butane.py docstring)
     variants: tuple = VARIANTS
     note: str = ""  # hint for unsupported and forbidden keys
+    unique: bool = False  # lists of strings: Ignition refuses a value listed twice
+    butane: bool = False  # a Butane-only key: `since` is the Ignition version of the Butane release that added it
 
 
 def _s(**kw) -> Field:
@@ -69,7 +82,7 @@ TYPES: dict[str, dict[str, Field]] = {
         "storage": _o("storage"),
         "systemd": _o("systemd"),
         "passwd": _o("passwd"),
-        "kernel_arguments": _o("kernel_arguments", since="3.3.0", variants=("fcos",)),
+        "kernel_arguments": _o("kernel_arguments", since="3.3.0"),
         "ignition": _unsupported("config merge/replace, timeouts, proxy and TLS settings are not translated yet; "
                                  "serve the extra config as a file or ask for this feature"),
         "boot_device": _unsupported("boot device mirroring/LUKS is not translated yet"),
@@ -115,7 +128,7 @@ TYPES: dict[str, dict[str, Field]] = {
     "owner": {"id": _i(), "name": _s()},
     "resource": {
         "inline": _s(out=None),
-        "local": _s(out=None, check="local_path"),
+        "local": _s(out=None, check="local_path", since="3.1.0", butane=True),
         "source": _s(out=None, check="source_url"),
         "remote": _o("remote", out=None),  # Container Linux Config (ct) spelling of `source`
         "compression": _s(out=None, check="compression"),
@@ -148,7 +161,7 @@ TYPES: dict[str, dict[str, Field]] = {
     "filesystem": {
         "device": _s(required=True, check="device"),
         "format": _s(check="fs_format"),
-        "path": _s(check="path"),
+        "path": _s(check="fs_path"),
         "wipe_filesystem": _b(),
         "label": _s(),
         "uuid": _s(),  # vfat uses short ids like 1234-ABCD, so no GUID check
@@ -162,13 +175,13 @@ TYPES: dict[str, dict[str, Field]] = {
         "enabled": _b(),
         "mask": _b(),
         "contents": _s(),
-        "contents_local": _s(out=None, check="local_path"),
+        "contents_local": _s(out=None, check="local_path", since="3.4.0", butane=True),
         "dropins": _lo("dropin", key="name", merge="replace"),
     },
     "dropin": {
         "name": _s(required=True, check="dropin_name"),
         "contents": _s(),
-        "contents_local": _s(out=None, check="local_path"),
+        "contents_local": _s(out=None, check="local_path", since="3.4.0", butane=True),
     },
     "passwd": {
         "users": _lo("user", key="name", merge="deep"),
@@ -178,14 +191,14 @@ TYPES: dict[str, dict[str, Field]] = {
         "name": _s(required=True),
         "password": Field("forbidden", note="run `bootgen hash-password` and put the result in password_hash"),
         "password_hash": _s(check="password_hash"),
-        "ssh_authorized_keys": _ls(check="ssh_key"),
-        "ssh_authorized_keys_local": _ls(out=None, check="local_path"),
+        "ssh_authorized_keys": _ls(check="ssh_key", unique=True),
+        "ssh_authorized_keys_local": _ls(out=None, check="local_path", since="3.4.0", butane=True),
         "uid": _i(),
         "gecos": _s(),
         "home_dir": _s(check="path"),
         "no_create_home": _b(),
         "primary_group": _s(),
-        "groups": _ls(),
+        "groups": _ls(unique=True),
         "no_user_group": _b(),
         "no_log_init": _b(),
         "shell": _s(),
@@ -199,7 +212,7 @@ TYPES: dict[str, dict[str, Field]] = {
         "system": _b(),
         "should_exist": _b(since="3.2.0"),
     },
-    "kernel_arguments": {"should_exist": _ls(), "should_not_exist": _ls()},
+    "kernel_arguments": {"should_exist": _ls(unique=True), "should_not_exist": _ls(unique=True)},
 }
 
 # Ignition keys that camelCase does not spell right.

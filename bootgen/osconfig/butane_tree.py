@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import Location, Problem
 from ..source import SourceDoc, format_path
 from .butane_checks import CHECKS
-from .butane_schema import TYPES, Field, version_tuple
+from .butane_schema import BUTANE_VERSIONS, TYPES, Field, version_tuple
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,10 @@ class Origin:
 
     doc: SourceDoc
     path: tuple
+    layer: int = 0  # which layer of the merge (0 = least specific) supplied the value
 
     def child(self, part: str | int) -> "Origin":
-        return Origin(self.doc, self.path + (part,))
+        return Origin(self.doc, self.path + (part,), self.layer)
 
     def location(self, *, key: bool = False) -> Location:
         return self.doc.locate(self.path, key=key)
@@ -142,6 +143,12 @@ def _available(key: str, fspec: Field, origin: Origin, ctx: Context) -> bool:
     elif ctx.variant not in fspec.variants:
         ctx.report(origin, f"'{key}' is not supported on the {ctx.variant} variant",
                    f"only {', '.join(fspec.variants)} can set it", key=True)
+    elif ctx.version_tuple < version_tuple(fspec.since) and fspec.butane:
+        first = next((b for b, i in BUTANE_VERSIONS[ctx.variant].items()
+                      if version_tuple(i) >= version_tuple(fspec.since)), None)
+        ctx.report(origin, f"'{key}' needs Butane {ctx.variant} {first} or newer (Ignition {fspec.since}), "
+                   f"but this config is Ignition {ctx.version}",
+                   "raise the profile's ignition_version or remove the field", key=True)
     elif ctx.version_tuple < version_tuple(fspec.since):
         ctx.report(origin, f"'{key}' needs Ignition {fspec.since} or newer, but this config is Ignition {ctx.version}",
                    "raise the node's Ignition version or remove the field", key=True)
@@ -184,6 +191,8 @@ def _parse_list(key: str, fspec: Field, value: Any, origin: Origin, ctx: Context
             items.append(node)
     if fspec.key:
         items = _drop_duplicates(fspec, items, ctx)
+    elif fspec.unique:
+        items = _drop_repeated_values(key, items, ctx)
     return Seq(items, origin)
 
 
@@ -204,6 +213,26 @@ def _drop_duplicates(fspec: Field, items: list, ctx: Context) -> list:
         seen[ident] = item
         kept.append(item)
     return kept
+
+
+def _drop_repeated_values(key: str, items: list, ctx: Context) -> list:
+    """Ignition refuses a list with the same value twice (SSH keys, groups, kernel arguments)."""
+    seen: dict[Any, Val] = {}
+    kept = []
+    for item in items:
+        if item.value in seen:
+            first = seen[item.value].origin.location()
+            ctx.report(item.origin, f"{_shown(item.value)} is listed twice in {key} (first on line {first.line})",
+                       "keep it once")
+            continue
+        seen[item.value] = item
+        kept.append(item)
+    return kept
+
+
+def _shown(value: str) -> str:
+    from ..sshkeys import redact
+    return redact(value, 50)
 
 
 def entry_key(fspec: Field, item: Obj) -> Any:

@@ -229,7 +229,7 @@ _HOST_OK = frozenset("!$&'()*+,;=:[]<>\"-_.~")
 _USERINFO_OK = frozenset("-._:~!$&'()*+,;=%@")
 
 
-class _UrlError(Exception):
+class _UrlError(ValueError):
     pass
 
 

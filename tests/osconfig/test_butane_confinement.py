@@ -47,7 +47,7 @@ def files(tmp_path):
 ])
 def test_refused_at_the_value(layer, problems_of, files, template, field, value, message):
     text = template.format(v=value)
-    (problem,) = problems_of([layer(text)], files_dir=files)
+    (problem,) = problems_of([layer(text)], files_dir=files, version="3.4.0")
     line_no = len(text.splitlines())
     line = text.splitlines()[-1]
     assert (problem.location.file, problem.location.line, problem.location.column) == (

@@ -1,6 +1,7 @@
 """A corpus of configs bootgen must refuse, each with its exact message and position."""
 from __future__ import annotations
 
+import re
 import subprocess
 import textwrap
 
@@ -70,8 +71,12 @@ CASES = [
      "$.ignition.systemd.units[0].enabled", "expected true or false, got a string 'yes'", None),
     ("unit-name", "ignition:\n  systemd:\n    units:\n      - name: installer\n", {}, 4, 15,
      "$.ignition.systemd.units[0].name", "'installer' is not a systemd unit name", None),
-    ("kargs-on-flatcar", "ignition:\n  kernel_arguments:\n    should_exist: [quiet]\n", {}, 2, 3,
-     "$.ignition.kernel_arguments", "'kernel_arguments' is not supported on the flatcar variant", "only fcos can set it"),
+    ("kargs-twice", "ignition:\n  kernel_arguments:\n    should_exist: [quiet, quiet]\n", {}, 3, 27,
+     "$.ignition.kernel_arguments.should_exist[1]", "'quiet' is listed twice in should_exist (first on line 3)",
+     "keep it once"),
+    ("kargs-both", "ignition:\n  kernel_arguments:\n    should_exist: [quiet]\n    should_not_exist: [quiet]\n",
+     {}, 4, 24, "$.ignition.kernel_arguments.should_not_exist[0]",
+     "kernel argument 'quiet' is listed in both should_exist and should_not_exist", "keep it in one list, once"),
     ("kargs-too-old", "ignition:\n  kernel_arguments:\n    should_exist: [quiet]\n",
      {"variant": "fcos", "version": "3.2.0"}, 2, 3, "$.ignition.kernel_arguments",
      "'kernel_arguments' needs Ignition 3.3.0 or newer, but this config is Ignition 3.2.0", None),
@@ -84,8 +89,8 @@ CASES = [
      "$.ignition.storage.files[0].contents", "only one of inline, local, source and remote may be set",
      "this entry sets inline, source"),
     ("compression-with-inline", file_entry("contents: {inline: a, compression: gzip}"), {}, 5, 44,
-     "$.ignition.storage.files[0].contents.compression", "'compression' applies only to contents fetched from a source",
-     "bootgen encodes inline contents itself; remove 'compression'"),
+     "$.ignition.storage.files[0].contents.compression", "compression: gzip cannot apply to inline contents",
+     "bootgen compresses inline contents itself when that is shorter; remove compression"),
     ("bad-hash", file_entry("contents: {source: 'http://h/x', verification: {hash: md5-abc}}"), {}, 5, 63,
      "$.ignition.storage.files[0].contents.verification.hash", "'md5-abc' is not a hash Ignition can verify", None),
     ("bad-scheme", file_entry("contents: {source: 'ftp://h/x'}"), {}, 5, 28, "$.ignition.storage.files[0].contents.source",
@@ -101,7 +106,7 @@ CASES = [
     ("legacy-filesystem", file_entry("filesystem: oem"), {}, 5, 21, "$.ignition.storage.files[0].filesystem",
      "filesystem 'oem' cannot be translated: Ignition 3 has no named filesystems", None),
     ("both-unit-contents", "ignition:\n  systemd:\n    units:\n      - name: a.service\n        contents: x\n"
-     "        contents_local: a.service\n", {}, 6, 9, "$.ignition.systemd.units[0].contents_local",
+     "        contents_local: a.service\n", {"version": "3.4.0"}, 6, 9, "$.ignition.systemd.units[0].contents_local",
      "only one of contents and contents_local may be set", None),
     ("overwrite-without-contents", file_entry("overwrite: true"), {}, 5, 20, "$.ignition.storage.files[0].overwrite",
      "overwrite: true needs contents to write", None),
@@ -110,7 +115,7 @@ CASES = [
      "the unit is enabled but has no [Install] section, so enabling it does nothing", None),
     ("partition-without-id", "ignition:\n  storage:\n    disks:\n      - device: /dev/vda\n        partitions:\n"
      "          - size_mib: 100\n", {}, 6, 13, "$.ignition.storage.disks[0].partitions[0]",
-     "a partition needs a label or a number of 1 or more", None),
+     "a partition needs a label or a number other than 0", "set number: 1 or more, or a label"),
     ("bad-guid", "ignition:\n  storage:\n    disks:\n      - device: /dev/vda\n        partitions:\n"
      "          - {label: a, type_guid: linux}\n", {}, 6, 35, "$.ignition.storage.disks[0].partitions[0].type_guid",
      "'linux' is not a GUID", None),
@@ -151,14 +156,15 @@ def test_openssh_private_key_is_refused(layer, problems_of, tmp_path):
 def test_private_key_in_local_key_file(layer, problems_of, tmp_path):
     _ssh_keygen(tmp_path, "-t", "ed25519", "-f", str(tmp_path / "id"))
     (tmp_path / "keys").write_text("# admins\n\n" + (tmp_path / "id.pub").read_text() + (tmp_path / "id").read_text())
-    (problem,) = problems_of([layer(user("ssh_authorized_keys_local: [keys]"))], files_dir=tmp_path)
-    assert problem.message == "local file 'keys' holds a private key, not public keys"
+    (problem,) = problems_of([layer(user("ssh_authorized_keys_local: [keys]"))], files_dir=tmp_path, version="3.4.0")
+    assert re.fullmatch(r"local file 'keys' holds <OpenSSH private key, \d+ characters, not shown>, "
+                        "not public keys", problem.message)
     assert (problem.location.line, problem.location.column) == (5, 37)
 
 
 def test_bad_line_in_local_key_file(layer, problems_of, tmp_path, ed25519_key):
     (tmp_path / "keys").write_text(f"# admins\n{ed25519_key}\n\nssh-rsa AAAA...\n")
-    (problem,) = problems_of([layer(user("ssh_authorized_keys_local: [keys]"))], files_dir=tmp_path)
+    (problem,) = problems_of([layer(user("ssh_authorized_keys_local: [keys]"))], files_dir=tmp_path, version="3.4.0")
     assert problem.message == "keys line 4: the ssh-rsa key data is not valid base64"
     assert (problem.location.line, problem.location.column) == (5, 37)
 
@@ -192,7 +198,7 @@ def test_accepted_keys_and_hashes(layer, tmp_path, assert_valid_ignition, ed2551
     (tmp_path / "keys").write_text("".join((tmp_path / f"{k}.pub").read_text() for k in ("rsa", "ecdsa")))
     text = user(f"password_hash: '{hash_password('pw', salt='abcdefgh')}'") + \
         f"        ssh_authorized_keys_local: [keys]\n        ssh_authorized_keys: ['{(tmp_path / 'ed25519.pub').read_text().strip()}']\n"
-    config = build_ignition([layer(text)], files_dir=tmp_path)
+    config = build_ignition([layer(text)], files_dir=tmp_path, version="3.4.0")
     (core,) = config["passwd"]["users"]
     assert [k.split()[0] for k in core["sshAuthorizedKeys"]] == ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"]
     assert core["passwordHash"].startswith("$6$abcdefgh$")
@@ -209,5 +215,13 @@ def test_decimal_modes_refused(mode):
     (0o644, False), (0o755, False), (0o777, False), (0o600, False), (0o400, False), (0, False),
     (0o4755, False), (0o2755, False), (0o1777, True), (0o2775, True), (0o750, True)])
 def test_octal_modes_accepted(mode, directory):
-    """Modes written with the leading zero pass, including setuid/setgid files and sticky directories."""
-    assert (check_dir_mode if directory else check_file_mode)(mode, (3, 3, 0)) == []
+    """Modes written with the leading zero pass, including setuid/setgid files and sticky directories (3.4.0)."""
+    assert (check_dir_mode if directory else check_file_mode)(mode, (3, 4, 0)) == []
+
+
+@pytest.mark.parametrize("mode,directory", [(0o4755, False), (0o2755, False), (0o1777, True), (0o2775, True)])
+def test_special_bits_refused_before_3_4(mode, directory):
+    """Ignition 3.3.0 and older ignore setuid/setgid/sticky bits (a warning Butane --strict refuses)."""
+    ((message, hint),) = (check_dir_mode if directory else check_file_mode)(mode, (3, 3, 0))
+    assert message == f"mode {oct(mode)[2:]} has setuid/setgid/sticky bits, which Ignition 3.3.0 ignores"
+    assert hint.startswith("raise the profile's ignition_version to 3.4.0")

@@ -74,7 +74,7 @@ def test_seed000_decimal_mode_is_refused_with_leading_zero_hint(problems_of):
     (problem,) = problems_of([ButaneLayer(doc.data, doc, ())])
     assert problem.message == "mode 777 is decimal (octal 1411), which is not a sensible permission"
     assert problem.hint == "YAML reads 777 as a decimal number; remember the leading zero: 0777"
-    assert (problem.location.file, problem.location.line, problem.location.column) == ("seed000-install.bu", 29, 13)
+    assert (problem.location.file, problem.location.line, problem.location.column) == ("seed000-install.bu", 31, 13)
     assert problem.path == "$.storage.files[0].mode"
 
 
@@ -85,7 +85,7 @@ def test_seed000_truncated_tutorial_key_is_refused(problems_of):
     doc = load_yaml_text(text, "boot.bu")
     (problem,) = problems_of([ButaneLayer(doc.data, doc, ())])
     assert problem.message == "the ssh-rsa key data is not valid base64"
-    assert (problem.location.line, problem.location.column) == (6, 11)
+    assert (problem.location.line, problem.location.column) == (8, 11)
 
 
 def test_same_input_same_bytes(tmp_path):

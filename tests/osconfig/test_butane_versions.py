@@ -1,4 +1,4 @@
-"""Every translated field, for each Ignition spec version ignition-validate knows (3.0.0 to 3.3.0)."""
+"""Every translated field, for each Ignition spec version bootgen writes (3.0.0 to 3.4.0)."""
 from __future__ import annotations
 
 import copy
@@ -89,17 +89,21 @@ ignition:
         system: true
 """
 
+BUTANE_FOR = {"3.0.0": "1.0.0", "3.1.0": "1.1.0", "3.2.0": "1.3.0", "3.3.0": "1.4.0", "3.4.0": "1.5.0"}
+
 NEWER = {
     "3.1.0": "        mount_options: [noatime]\n",
     "3.2.0": "        mount_options: [noatime]\n",
     "3.3.0": "        mount_options: [noatime]\n",
+    "3.4.0": "        mount_options: [noatime]\n",
 }
 
 
-@pytest.mark.parametrize("version", ["3.0.0", "3.1.0", "3.2.0", "3.3.0"])
+@pytest.mark.parametrize("version", ["3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0"])
 def test_every_field_validates(layer, tmp_path, assert_valid_ignition, version):
     text = EVERYTHING_3_0.replace("        options: [-m, reflink=1]\n",
                                   "        options: [-m, reflink=1]\n" + NEWER.get(version, ""))
+    text = text.replace("version: 1.4.0", f"version: {BUTANE_FOR[version]}")
     config = build_ignition([layer(text)], files_dir=tmp_path, version=version, variant="fcos")
     assert config["ignition"] == {"version": version}
     assert config["storage"]["disks"][0]["partitions"][0]["sizeMiB"] == 1024
@@ -123,7 +127,7 @@ def test_newer_fields_on_3_2(layer, tmp_path, assert_valid_ignition):
         build_ignition([layer(text)], files_dir=tmp_path, version="3.1.0")
     assert [p.message for p in info.value.problems] == [
         "'should_exist' needs Ignition 3.2.0 or newer, but this config is Ignition 3.1.0",
-        "gs:// URLs need Ignition 3.2.0 or newer",
+        "gs: URLs need Ignition 3.2.0 or newer",
     ]
     ok = text.replace("gs://bucket/x", "https://h/x")
     config = build_ignition([layer(ok)], files_dir=tmp_path, version="3.2.0")
@@ -132,8 +136,8 @@ def test_newer_fields_on_3_2(layer, tmp_path, assert_valid_ignition):
 
 
 def test_3_4_is_written_as_asked(layer, tmp_path):
-    """ignition-validate 2.14 cannot check 3.4.0, so only the structure is checked here."""
-    config = build_ignition([layer(EVERYTHING_3_0)], files_dir=tmp_path, version="3.4.0", variant="fcos")
+    text = EVERYTHING_3_0.replace("version: 1.4.0", "version: 1.5.0")
+    config = build_ignition([layer(text)], files_dir=tmp_path, version="3.4.0", variant="fcos")
     assert config["ignition"] == {"version": "3.4.0"}
     assert config["storage"]["files"][0]["contents"] == {"source": "data:,node-1", "compression": ""}
 
