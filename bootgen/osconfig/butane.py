@@ -91,7 +91,7 @@ def build_ignition(layers: list[ButaneLayer], *, files_dir: Path, version: str =
     if merged is not None:
         _check_duplicate_paths(merged, ctx)
         config.update(_Translator(ctx, Path(files_dir)).emit(merged))
-        for path, message, hint in validate(config, ctx.version_tuple):
+        for path, message, hint in validate(config, ctx.version_tuple, ctx.variant):
             origin = locate(merged, path)
             if not ctx.reported_under(origin):
                 ctx.report(origin, message, hint)
@@ -122,7 +122,7 @@ def _check_target(version: str, variant: str) -> None:
         raise RenderError(problems)
 
 
-_SEMVER = re.compile(r"\d+\.\d+\.\d+")
+_SEMVER = re.compile(r"\d+\.\d+\.\d+(-experimental)?")
 
 
 def _check_header(layer: ButaneLayer, origin: Origin, ctx: Context) -> None:
@@ -143,6 +143,7 @@ def _check_header(layer: ButaneLayer, origin: Origin, ctx: Context) -> None:
         missing = [name for name in ("variant", "version") if name not in data]
         if missing:
             ctx.report(origin, f"a Butane file needs {' and '.join(missing)}", f"add {suggestion}")
+            return
     variant, version = data.get("variant"), data.get("version")
     if isinstance(variant, str) and variant in VARIANTS and variant != ctx.variant:
         ctx.report(origin.child("variant"), f"this config is for variant {variant}, but the profile builds {ctx.variant}",
@@ -151,7 +152,10 @@ def _check_header(layer: ButaneLayer, origin: Origin, ctx: Context) -> None:
     if not isinstance(version, str) or not _SEMVER.fullmatch(version):
         return  # missing, or refused as malformed while parsing
     table = BUTANE_VERSIONS[ctx.variant]
-    if version not in table:
+    if version.endswith("-experimental"):
+        ctx.report(origin.child("version"), f"bootgen does not translate experimental Butane versions ({version})",
+                   f"write a stable version: {', '.join(table)}")
+    elif version not in table:
         ctx.report(origin.child("version"), f"Butane {ctx.variant} has no version {version}",
                    f"{ctx.variant} versions: {', '.join(table)}")
     elif table[version] != ctx.version:
@@ -267,11 +271,12 @@ class _Translator:
         data = node.value.encode("utf-8") if kind == "inline" else self._read_local(node)
         if data is None:
             return {}
-        if kind == "local" and contains_private_key(data.decode("utf-8", "replace")):
-            self.ctx.report(node.origin, f"local file {redact(node.value)} holds "
-                            f"{describe_secret(data.decode('utf-8', 'replace'))}",
+        text = data.decode("utf-8", "replace")
+        if contains_private_key(text):
+            what = f"local file {redact(node.value)} holds" if kind == "local" else "the inline contents hold"
+            self.ctx.report(node.origin, f"{what} {describe_secret(text)}",
                             "a served config is readable by anyone on the boot network; "
-                            "install keys another way, and treat this one as leaked")
+                            "install private keys another way, and treat this one as leaked")
             return {}
         plain = data
         if compression == "gzip":  # a local file that is already gzip data: written as it is

@@ -28,13 +28,15 @@ PARTITION_LABEL_MAX = 36  # GPT partition names: 36 UTF-16 code units; Ignition 
 SYSTEMD_DIR = "/etc/systemd/system/"
 
 
-def validate(config: dict, version: tuple) -> list[Finding]:
+def validate(config: dict, version: tuple, variant: str = "flatcar") -> list[Finding]:
     findings: list[Finding] = []
     storage = config.get("storage") or {}
     findings += _storage_paths(storage, config.get("systemd") or {})
     findings += _filesystems(storage)
     for i, disk in enumerate(storage.get("disks") or []):
         findings += _partitions(disk, ("storage", "disks", i))
+        if variant == "fcos":
+            findings += _fcos_reserved_labels(disk, ("storage", "disks", i))
     findings += _resources(storage, version)
     findings += _owners(storage)
     findings += _units(config.get("systemd") or {})
@@ -190,6 +192,25 @@ def _partitions(disk: dict, at: tuple) -> list[Finding]:
                                  f"{k + 1} in the list ({o_start} to {o_start + o_size - 1} MiB)",
                                  "move it or make one of them smaller"))
                 break
+    return findings
+
+
+# Fedora CoreOS's own partitions, by label (Butane's fcos variant checks these).
+FCOS_RESERVED_LABELS = {"BIOS-BOOT": 1, "PowerPC-PReP-boot": 1, "EFI-SYSTEM": 2, "boot": 3, "root": 4}
+
+
+def _fcos_reserved_labels(disk: dict, at: tuple) -> list[Finding]:
+    """A reserved label with another number makes a second partition of that name, unless the table is wiped."""
+    if disk.get("wipeTable"):
+        return []
+    findings = []
+    for j, part in enumerate(disk.get("partitions") or []):
+        label = part.get("label")
+        if label in FCOS_RESERVED_LABELS and part.get("number", 0) != FCOS_RESERVED_LABELS[label]:
+            findings.append((at + ("partitions", j, "label"), f"on Fedora CoreOS, label '{label}' belongs to "
+                             f"partition {FCOS_RESERVED_LABELS[label]}; this would create a second one",
+                             f"set number: {FCOS_RESERVED_LABELS[label]} to change the existing partition, "
+                             "or choose another label"))
     return findings
 
 
