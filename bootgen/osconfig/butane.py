@@ -11,7 +11,8 @@ layers bootgen generates such as hostname, networkd and install units):
 
 - `passwd.users` and `passwd.groups` merge by `name`: fields from the more
   specific layer win, lists append (`ssh_authorized_keys` and other lists of
-  strings drop repeats, keeping the first occurrence).
+  strings drop repeats from other layers, keeping the first occurrence; a
+  repeat within one layer is an error, as Ignition refuses it).
 - `storage.files`, `storage.directories` and `storage.links` are keyed by
   `path` (which must be absolute and in its simplest form: no `//`, `.`, `..`
   or trailing `/`); a more specific entry replaces the whole entry. `storage.disks` (by `device`) and
@@ -31,6 +32,13 @@ directories and links (also from Container Linux Configs) is accepted and
 dropped, because Ignition 3 has no named filesystems. `storage.raid`, `luks`,
 `trees`, `filesystems[].with_mount_unit`, `boot_device`, `grub` and the
 `ignition` section are refused as not supported yet.
+
+Butane's `variant` and `version` are read as Butane reads them: a `.bu` file
+must name both, and a layer that names them must fit the profile (its variant,
+and a Butane version that writes the profile's Ignition version); fields arrive
+with the Butane version that added them. The written config then goes through
+Ignition's own validation (ignition_validate.py), so what Ignition would refuse
+at first boot is refused here.
 
 Every problem is reported at the file, line and column of the layer that
 supplied the offending value, all problems at once, as a RenderError.
@@ -145,7 +153,9 @@ def _check_header(layer: ButaneLayer, origin: Origin, ctx: Context) -> None:
             ctx.report(origin, f"a Butane file needs {' and '.join(missing)}", f"add {suggestion}")
             return
     variant, version = data.get("variant"), data.get("version")
-    if isinstance(variant, str) and variant in VARIANTS and variant != ctx.variant:
+    if isinstance(variant, str) and variant not in VARIANTS:
+        return  # refused while parsing
+    if isinstance(variant, str) and variant != ctx.variant:
         ctx.report(origin.child("variant"), f"this config is for variant {variant}, but the profile builds {ctx.variant}",
                    f"write variant: {ctx.variant}, or use it in a profile with variant: {variant}")
         return
