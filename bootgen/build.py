@@ -26,7 +26,7 @@ from .errors import BootgenError, InputError, Location, OutputError, Problem, Re
 from .naming import node_file_problems
 from .incremental import BuildState, InputStamps, NodeRecord, NodeWork, node_work, paused_gc, site_key
 from .plan import Artifact, Listing, Plan, producer
-from .write import Staging, TreeWriter, WriteResult, build_lock, check_out_path, live_build_id, prepare_next
+from .write import LiveTreeChanged, Staging, TreeWriter, WriteResult, build_lock, check_out_path, live_build_id, prepare_next
 
 # Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
 # urllib3 (about 0.4 s of imports): they are imported where first needed, so a
@@ -110,7 +110,12 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     check_out_path(paths.out)
     _check_state_dir(paths.state)
     with build_lock(paths.state, _say_waiting), paused_gc():  # gc: re-enabled while many nodes render
-        return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+        state = state if state is not None else BuildState.load_stamp(paths.state)
+        try:
+            return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+        except LiveTreeChanged:  # someone edited the live tree: build every file anew instead
+            state.forget()
+            return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
 
 
 def _check_state_dir(state: Path) -> None:
@@ -133,7 +138,6 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
            save_state: bool, stamps: InputStamps | None, durable: bool) -> BuildResult:
     started = time.perf_counter()
     check_out_path(paths.out)
-    state = state if state is not None else BuildState.load_stamp(paths.state)
     live = live_build_id(paths.out)
     extras = (str(paths.site.resolve()), str(paths.nodes.resolve()))
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
@@ -216,6 +220,7 @@ class _Change:
     shared: list[Artifact]  # files no node owns that this build puts
     shared_hashes: dict[str, str]
     shared_key: str
+    placed_files: list[Artifact] = field(default_factory=list)  # images and boot loaders, put again if damaged
 
 
 def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact], key: str) -> _Change:
@@ -231,10 +236,10 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
         listing, clashes = Listing.merged(runs)  # a million lines at 100,000 nodes
         if clashes:
             raise RenderError([_collision(_entry_path(a), _entry_producer(a), _entry_producer(b)) for a, b in clashes])
-        return _Change(listing, None, None, shared, shared_hashes, shared_key)
+        return _Change(listing, None, None, shared, shared_hashes, shared_key, placed)
     listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
     placed_paths = set(outcome.lines) | set(shared_lines)
-    return _Change(listing, changed, placed_paths, shared, shared_hashes, shared_key)
+    return _Change(listing, changed, placed_paths, shared, shared_hashes, shared_key, placed)
 
 
 def _patch(state: BuildState, outcome: "_Outcome", deleted, shared_lines: dict, shared_hashes: dict):
@@ -364,12 +369,25 @@ def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> N
     rendered again: same inputs, same bytes."""
     missing = staging.link_all_live([path for path in change.listing.paths() if path not in change.placed])
     owners = {change.listing.node(path) for path in missing}
-    if None in owners:
-        raise OutputError(Problem(Location(missing[0]), "missing from the live tree",
-                                  hint="delete .bootgen/stamp and build again"))
+    if None in owners:  # a shared file, image or boot loader: made again from the site and the cache
+        _put_shared_again(staging, change, outcome, [path for path in missing if change.listing.node(path) is None])
+        owners.discard(None)
     for name in sorted(owners):
         _render_fresh(outcome.job, dict(outcome.job[1].node_files)[name], staging)
         outcome.rendered += 1
+
+
+def _put_shared_again(staging: Staging, change: _Change, outcome: "_Outcome", paths: list[str]) -> None:
+    from .render import render_site_files
+
+    ctx = outcome.job[0]
+    hosts = tuple(host for record in outcome.sorted_records() for host in record.hosts)
+    fresh = {artifact.path: artifact for artifact in render_site_files(ctx, hosts) + change.placed_files}
+    for path in paths:
+        if path not in fresh:
+            raise OutputError(Problem(Location(path), "missing or changed in the live tree",
+                                      hint="delete .bootgen/stamp and build again"))
+        staging.put(fresh[path])
 
 
 def _unchanged(state: BuildState, change: _Change, outcome: "_Outcome", paths: Paths, started: float,
@@ -468,11 +486,10 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
     fresh = work.fresh
     _WORKER.update(job=(ctx, stamps, key), staging=staging)
     try:
-        if len(fresh) < PARALLEL_THRESHOLD:
-            outcome = _process(fresh)
-        elif jobs <= 1:
-            with _collecting_gc():
+        if len(fresh) < PARALLEL_THRESHOLD or jobs <= 1:
+            with _collecting_gc() if len(fresh) >= PARALLEL_THRESHOLD else contextlib.nullcontext():
                 outcome = _process(fresh)
+            outcome.written = outcome.linked = 0  # counted by `staging` itself, in this process
         else:
             chunks = [fresh[i::jobs * 4] for i in range(jobs * 4)]
             outcome = _Outcome({})

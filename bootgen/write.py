@@ -59,6 +59,10 @@ class WriteResult:
     linked: int  # files hard-linked from the previous build
 
 
+class LiveTreeChanged(OutputError):
+    """A file of the live tree is not what was written there: its tree cannot be reused."""
+
+
 _HELD: dict[str, int] = {}  # build locks this process holds: lock path -> depth
 
 
@@ -249,7 +253,7 @@ class Staging:
             if path not in sizes:
                 gone.append(path)
             elif not self.link_live(path, sizes[path]):
-                raise OutputError(Problem(Location(os.path.join(self.live, path)),
+                raise LiveTreeChanged(Problem(Location(os.path.join(self.live, path)),
                                           "missing from the live tree, or changed there since it was built",
                                           hint="delete .bootgen/stamp and build again (every file is then made anew)"))
             else:
