@@ -239,6 +239,9 @@ def _resources(storage: dict, version: tuple) -> Iterator[Finding]:
                 elif name in seen:
                     findings.append((where + ("httpHeaders", j, "name"), f"HTTP header '{name}' is set twice",
                                      "keep one of them"))
+                if header.get("value") == "":
+                    findings.append((where + ("httpHeaders", j, "value"), f"HTTP header '{name}' has an empty value",
+                                     "Ignition cannot send it; give it a value, or leave value out"))
                 seen.add(name)
     return findings
 
