@@ -14,6 +14,7 @@ file, line and column of the value that caused it.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 from .butane_schema import TYPES, ignition_key
@@ -269,7 +270,7 @@ def _units(systemd: dict) -> list[Finding]:
                 findings.append((at + ("dropins", j, "contents"), f"drop-in {dropin.get('name', '')}: {problem}",
                                  _UNIT_HINT))
         template = _template_of(name)
-        if template and unit.get("enabled") and not contents and template in by_name:
+        if template and unit.get("enabled") and template in by_name:
             text = by_name[template].get("contents")
             if text and not unit_problem(text) and not has_install_section(text):
                 findings.append((at + ("enabled",), f"enabling {name} does nothing: its template {template} "
@@ -280,13 +281,13 @@ def _units(systemd: dict) -> list[Finding]:
 _UNIT_HINT = "systemd unit syntax: [Section] lines and Key=value lines; a long value continues with a trailing \\"
 
 
+_INSTANCE = re.compile(r"(.+?)@(.+?)\.service", re.S)
+
+
 def _template_of(name: str) -> str | None:
-    """'getty@tty1.service' -> 'getty@.service'; None when name is not an instance."""
-    at = name.find("@")
-    dot = name.rfind(".")
-    if at <= 0 or dot <= at + 1:
-        return None
-    return name[:at + 1] + name[dot:]
+    """'getty@tty1.service' -> 'getty@.service'; None when name is not an instance of a service."""
+    match = _INSTANCE.fullmatch(name)
+    return match.group(1) + "@.service" if match else None
 
 
 # --- kernel arguments and users ----------------------------------------------------
