@@ -156,7 +156,8 @@ def _check_header(layer: ButaneLayer, origin: Origin, ctx: Context) -> None:
     if isinstance(variant, str) and variant not in VARIANTS:
         return  # refused while parsing
     if isinstance(variant, str) and variant != ctx.variant:
-        ctx.report(origin.child("variant"), f"this config is for variant {variant}, but the profile builds {ctx.variant}",
+        ctx.report(origin.child("variant"),
+                   f"this config is for variant {variant}, but the profile builds {ctx.variant}",
                    f"write variant: {ctx.variant}, or use it in a profile with variant: {variant}")
         return
     if not isinstance(version, str) or not _SEMVER.fullmatch(version):

@@ -85,7 +85,8 @@ def check_source_url(value: str, version: tuple) -> list[Finding]:
     scheme = value.split(":", 1)[0].lower() if ":" in value else ""
     if problem == "invalid url scheme" and scheme in SCHEMES_SINCE:
         need = ".".join(map(str, SCHEMES_SINCE[scheme]))
-        return [(f"{scheme}: URLs need Ignition {need} or newer", "raise the Ignition version or host the file over http")]
+        return [(f"{scheme}: URLs need Ignition {need} or newer",
+                 "raise the Ignition version or host the file over http")]
     if problem == "invalid url scheme":
         return [(f"{redact(value, 60)} is not a URL Ignition can fetch",
                  "use an http://, https://, tftp://, s3:// or data: URL")]
@@ -130,7 +131,7 @@ def _go_clean(value: str) -> str:
 
 
 def check_guid(value: str, version: tuple) -> list[Finding]:
-    if value == "" or re.fullmatch(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", value):
+    if value == "" or re.fullmatch(r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}", value):
         return []
     return [(f"'{value}' is not a GUID", "write it like 0FC63DAF-8483-4772-8E79-3D69D8477DE4")]
 

@@ -160,7 +160,8 @@ def _partitions(disk: dict, at: tuple) -> list[Finding]:
                                  "sgdisk would cut the label at the colon; remove it"))
             if label in labels:
                 findings.append((here + ("label",), f"partition label '{label}' is used twice on {disk.get('device')} "
-                                 f"(also partition {labels[label] + 1} in the list)", "give each partition its own label"))
+                                 f"(also partition {labels[label] + 1} in the list)",
+                                 "give each partition its own label"))
             labels.setdefault(label, j)
         if number != 0:
             if number in numbers:

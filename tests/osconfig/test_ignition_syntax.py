@@ -24,7 +24,8 @@ needs_ignval = pytest.mark.skipif(not IGNVAL.exists(), reason=f"Ignition's valid
     ("[Service\nExecStart=/bin/true\n", "invalid unit content: unable to find end of section"),
     ("[Service\nExecStart=a]\n", None),  # a section name may span lines
     ("[Service] x\n", "invalid unit content: found garbage after section name: x"),
-    ("[Service]\nExecStart /bin/true\n", "invalid unit content: unexpected newline encountered while parsing option name"),
+    ("[Service]\nExecStart /bin/true\n",
+     "invalid unit content: unexpected newline encountered while parsing option name"),
     ("[Service]\nExecStart", "invalid unit content: EOF"),
     ("[Service]\nA=" + "x" * 2100 + "\n", "invalid unit content: line too long (max 2048 bytes)"),
     ("[Service]\nA=" + ("x" * 1500 + " \\\n") * 3 + "\n", None),
