@@ -35,6 +35,15 @@ class Problem:
     path: str = ""  # field path such as $.interfaces[0].mac; empty for whole-file problems
     hint: str = ""
 
+    def __post_init__(self) -> None:
+        # A message may quote the value it refuses: never a private key (whatever the check was).
+        from .sshkeys import contains_private_key, looks_private
+
+        if looks_private(self.message) or contains_private_key(self.message):
+            from .sshkeys import redact_secrets
+
+            object.__setattr__(self, "message", redact_secrets(self.message))
+
     def sort_key(self) -> tuple:
         return (self.location.file, self.location.line, self.location.column, self.path, self.message)
 

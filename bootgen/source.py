@@ -306,7 +306,15 @@ def _scalar(node: yaml.ScalarNode, path: FieldPath, doc: SourceDoc, problems: li
         return None
     if not isinstance(value, (str, int, float, bool, type(None))):
         return node.value
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:  # 0x.../0o.../0b... of any length
+        problems.append(Problem(Location(doc.file, *_mark(node)),
+                                f"cannot read a value of {len(node.value)} characters as an integer",
+                                format_path(path), "quote it to keep it as text"))
+        return None
     return value
+
+
+_MAX_INT_BITS = 1024  # far beyond any number a boot config holds; Python refuses to print ~14,000
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")

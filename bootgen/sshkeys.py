@@ -87,6 +87,24 @@ def redact(value: object, limit: int = 60) -> str:
     return shown
 
 
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+
+
+def redact_secrets(message: str) -> str:
+    """`message` with every quoted value holding key material replaced by its description
+    (and, if the key is not quoted, everything from its first line on)."""
+    def replace(match: re.Match) -> str:
+        text = match.group(0)
+        return describe_secret(text) if looks_private(text) or contains_private_key(text) else text
+
+    redacted = _QUOTED.sub(replace, message)
+    if looks_private(redacted) or contains_private_key(redacted):
+        starts = [redacted.find(marker) for marker in _SECRET_MARKERS if marker in redacted]
+        cut = min(starts) if starts else 0
+        redacted = redacted[:cut] + "<private key material, not shown>"
+    return redacted
+
+
 # `password: hunter2`, `"passwd": x`, `plain_text_passwd: 'x'` in a YAML (or flow) line: the value,
 # up to the end of the line, a `,` or `}` of a flow mapping, or a comment.
 _PASSWORD_VALUE = re.compile(

@@ -18,7 +18,9 @@ from .. import quoting
 from .boot import LOCAL, BootEntry, for_loader
 
 # Longest line each format's reader takes whole (longer lines are read as two).
-_MAX_LINE = {"pxelinux.cfg.j2": quoting.PXELINUX_MAX_LINE, "dnsmasq.conf.j2": quoting.DNSMASQ_MAX_LINE}
+_MAX_LINE = {"pxelinux.cfg.j2": quoting.PXELINUX_MAX_LINE, "dnsmasq.conf.j2": quoting.DNSMASQ_MAX_LINE,
+             # GRUB's lexer refuses a token of 8,192 bytes (YYLMAX); nginx a parameter of 4,096
+             "grub.cfg-node.j2": 8000, "grub.cfg.j2": 8000, "nginx.conf.j2": 4000}
 
 
 def _render(ctx, template: str, context: dict, *, node: str | None = None, where=None) -> bytes:

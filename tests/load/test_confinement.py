@@ -192,6 +192,13 @@ def value_position(path: Path, needle: str, value: str) -> tuple[int, int]:
 # --- fixtures and checks ------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _ignition_3_4(example):
+    """`contents_local` and `ssh_authorized_keys_local` exist from Butane flatcar 1.1.0 (Ignition 3.4.0)."""
+    profile = Path("site/profiles/flatcar-install.yaml")
+    profile.write_text(profile.read_text().replace("ignition_version: 3.3.0", "ignition_version: 3.4.0"))
+
+
 @pytest.fixture
 def secret(tmp_path) -> Path:
     """A file outside the site standing in for /etc/shadow."""

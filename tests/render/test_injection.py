@@ -570,7 +570,8 @@ def test_install_unit_has_one_execstart_running_exactly_the_installer(world, fie
 
 
 def test_install_unit_quotes_a_mirror_url_and_image_version(world, tmp_path):
-    ctx = world.ctx(base_url="http://10.0.0.5:8080/a b;$(reboot)%n`x`'\"/")
+    # `%25n`, not `%n`: the install config's source URL must still be one Ignition can parse.
+    ctx = world.ctx(base_url="http://10.0.0.5:8080/a b;$(reboot)%25n`x`'\"/")
     image_set = ctx.images["flatcar-stable"]
     ctx.images["flatcar-stable"] = dataclasses.replace(image_set, installer_base="images/x y$z/",
                                                         version="1$(reboot)\n%i")
@@ -581,7 +582,7 @@ def test_install_unit_quotes_a_mirror_url_and_image_version(world, tmp_path):
     subprocess.run(["/bin/sh", "-c", argv[2]], env={"PATH": str(stubs), "STUB_LOG": str(log)}, timeout=30,
                    check=True)
     assert _calls(log)[0] == ["-d", "/dev/sda", "-i", "/opt/ignition.json", "-b",
-                              "http://10.0.0.5:8080/a b;$(reboot)%n`x`'\"/images/x y$z/", "-V",
+                              "http://10.0.0.5:8080/a b;$(reboot)%25n`x`'\"/images/x y$z/", "-V",
                               "1$(reboot)\n%i"]
 
 
