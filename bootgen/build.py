@@ -144,9 +144,8 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     if stamps is None:  # a fresh process: a build with nothing to do stops here
         stamps = InputStamps.take(paths.site, paths.nodes)
         stamp = stamps.digest(*extras)
-    duplicates = node_file_problems(path for _, path in stamps.node_files)  # x.yaml and x.yml
-    if duplicates:
-        raise InputError(duplicates)
+    if len(stamps.node_files) != len(stamps.nodes):  # two files for one node name: x.yaml and x.yml
+        raise InputError(node_file_problems(path for _, path in stamps.node_files))
     state.attempt = (stamps, extras, stamp)  # becomes state.inputs if the build succeeds
     if live is not None and stamp and state.stamp == stamp and live == state.build_id:
         state.succeeded()
