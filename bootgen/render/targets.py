@@ -27,9 +27,6 @@ def _render(ctx, template: str, context: dict, *, node: str | None = None, where
     """Render `template` with the quoting filters. A value a filter refuses, or a line
     longer than the format's reader takes whole, is a RenderError at `where`
     (a (Location, field path) pair)."""
-    filters = ctx.templates.env.filters
-    if filters.get("ipxe_arg") is not quoting.ipxe_arg:
-        filters.update(quoting.FILTERS)
     location, field = where if where else (Location(template), "")
     who = f"node '{node}': " if node else ""
     try:

@@ -31,7 +31,6 @@ import os
 import re
 import stat
 import string
-import sys
 import traceback
 import types
 from pathlib import Path
@@ -43,6 +42,7 @@ from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+from .. import quoting
 from ..errors import BootgenError, Location, Problem, RenderError
 from ..model import Site
 
@@ -71,6 +71,7 @@ class Templates:
             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
             bytecode_cache=_bytecode_cache(cache_dir))
         self.env.filters["grub_quote"] = grub_quote
+        self.env.filters.update(quoting.FILTERS)  # one filter per destination syntax (bootgen.quoting)
         self.data_env = DataEnvironment()
         self._inline: dict[str, jinja2.Template] = {}
 
@@ -294,9 +295,7 @@ def _bytecode_cache(cache_dir: Path | None) -> jinja2.BytecodeCache | None:
 def _reported_by_caller(exc: BaseException) -> bool:
     """Errors that carry their own report: bootgen's, and a quoting filter's refusal of a value
     (bootgen.quoting.UnsafeValue), which the caller places at the field the value came from."""
-    quoting = sys.modules.get("bootgen.quoting")
-    unsafe = getattr(quoting, "UnsafeValue", None)
-    return isinstance(exc, BootgenError) or (isinstance(unsafe, type) and isinstance(exc, unsafe))
+    return isinstance(exc, (BootgenError, quoting.UnsafeValue))
 
 
 def _message(exc: BaseException) -> str:
