@@ -100,6 +100,10 @@ class PublishError(BootgenError):
     """The tree could not be published."""
 
 
+class LogError(BootgenError):
+    """A server log that `discover` was asked to read cannot be read."""
+
+
 def format_problems(problems: list[Problem], fmt: str = "text", source_root: Path | None = None) -> str:
     """Render problems for the terminal (with the source line) or as JSON."""
     if fmt == "json":
