@@ -217,6 +217,30 @@ def discover(site, nodes, out, fmt, dnsmasq_logs, nginx_logs, since, include_kno
     click.echo(json.dumps(found.as_dict(), indent=2, sort_keys=True) if fmt == "json" else found.text())
 
 
+@main.command(cls=_Command)
+@_common
+@click.argument("machine")
+@click.option("--name", help="node name and file name (default: node- and the MAC's last six hex digits)")
+@click.option("--profile", help="the node's profile (default: the site's defaults.profile)")
+@click.option("--boot", type=click.Choice(["local", "install", "live"]), default="local", show_default=True,
+              help="local boots the installed disk: nothing is wiped until you say install")
+@click.option("--address", help="static IPv4 address with prefix length, e.g. 192.168.1.4/24")
+@click.option("--gateway", help="default gateway (needs --address)")
+@click.option("--dns", multiple=True, help="DNS server (needs --address); repeatable")
+def add(site, nodes, out, fmt, machine, name, profile, boot, address, gateway, dns):
+    """Write nodes/<name>.yaml for the machine with MAC address MACHINE (see `bootgen discover`)."""
+    from .enroll import add_node, parse_request
+
+    new = parse_request(machine, name=name, profile=profile, boot=boot, address=address, gateway=gateway,
+                        dns=tuple(dns))
+    written = add_node(Path(site), Path(nodes), new)
+    if fmt == "json":
+        click.echo(json.dumps({"node": new.name, "file": str(written), "mac": new.mac, "boot": new.boot},
+                              sort_keys=True))
+    else:
+        click.echo(f"wrote {written} (boot: {new.boot}); next: bootgen build")
+
+
 def _echo(text: str) -> None:
     click.echo(text, err=text.endswith("last good tree"))
 
