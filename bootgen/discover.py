@@ -300,7 +300,7 @@ class Machine:
                 "fetched": [f.as_dict() for f in self.fetched_in_order()]}
 
     def fetched_in_order(self) -> list[Fetched]:
-        return sorted(self.fetched.values(), key=lambda f: (f.first_seen, f.via, f.path))
+        return sorted(self.fetched.values(), key=lambda f: f.first_seen)  # stable: log order within a second
 
 
 def architecture(vendor_class: str) -> str | None:
@@ -524,6 +524,7 @@ def discover(site_dir: Path, nodes_dir: Path, dnsmasq_logs: list[str], nginx_log
     relative = _relative_path(tftp_roots, urllib.parse.urlsplit(site.base_url).path)
     fetches = [f for _, log in dnsmasq for f in log.fetches] + [f for _, log in nginx for f in log.fetches]
     fetches = [f for f in fetches if relative(f) is not None and (start is None or f.time >= start)]
+    fetches.sort(key=lambda f: f.time)  # stable: within one second, TFTP (the loader) before HTTP
     correlator = Correlator(known, _server_addresses(site))
     correlator.add_dhcp([e for _, log in dnsmasq for e in log.dhcp if start is None or e.time >= start],
                         [c for _, log in dnsmasq for c in log.classes])
