@@ -233,7 +233,7 @@ def add(site, nodes, out, fmt, machine, name, profile, boot, address, gateway, d
 
     new = parse_request(machine, name=name, profile=profile, boot=boot, address=address, gateway=gateway,
                         dns=tuple(dns))
-    written = add_node(Path(site), Path(nodes), new)
+    written = add_node(Path(site), Path(nodes), new, Path(out))
     if fmt == "json":
         click.echo(json.dumps({"node": new.name, "file": str(written), "mac": new.mac, "boot": new.boot},
                               sort_keys=True))

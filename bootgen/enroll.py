@@ -24,6 +24,8 @@ BOOT_STATES = ("local", "install", "live")
 DEFAULT_BOOT = "local"
 _WHERE = Location("bootgen add")
 _PI_SERIAL = re.compile(r"[0-9A-Fa-f]{8}")
+# pxelinux's per-MAC file name (ARP type 01, then the MAC), which is how seed 003's probe printed a PC.
+_PXELINUX_NAME = re.compile(r"^01-(?=[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}$)")
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,14 @@ def parse_request(machine: str, *, name: str | None = None, profile: str | None 
     def fail(option: str, message: str, hint: str = "") -> None:
         problems.append(Problem(_WHERE, message, option, hint))
 
-    mac = normalize_mac(machine)
+    mac = normalize_mac(_PXELINUX_NAME.sub("", machine))
     if mac is None:
         if _PI_SERIAL.fullmatch(machine):
             fail("MACHINE", f"{machine!r} looks like a Raspberry Pi serial number; node files name machines "
                  "by MAC only", "give the Pi's Ethernet MAC (`bootgen discover` shows it beside the serial)")
         else:
             fail("MACHINE", f"{machine!r} is not a MAC address",
-                 "write aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF or aabb.ccdd.eeff")
+                 "write aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff or pxelinux's 01-aa-bb-cc-dd-ee-ff")
     node_name = name or (f"node-{mac.replace(':', '')[6:]}" if mac else "")
     if name is not None and not is_dns_label(name):
         fail("--name", f"{name!r} is not a valid node name",
@@ -116,9 +118,10 @@ def _address(text: str | None, option: str, fail) -> ipaddress.IPv4Address | Non
         return None
 
 
-def add_node(site_dir: Path, nodes_dir: Path, new: NewNode) -> Path:
-    """Write nodes/<name>.yaml for `new` after the loader accepted it beside the site and every
-    other node; refuse an existing file or anything another node claims. Returns the path."""
+def add_node(site_dir: Path, nodes_dir: Path, new: NewNode, out: Path = Path("build")) -> Path:
+    """Write nodes/<name>.yaml for `new` once the loader accepted it beside the site and every
+    other node and it rendered as `bootgen check` renders it (images from the cache under `out`'s
+    state only); refuse an existing file or anything another node claims. Returns the path."""
     from .load import Reader, load_site
 
     target = nodes_dir / f"{new.name}.yaml"
@@ -130,7 +133,8 @@ def add_node(site_dir: Path, nodes_dir: Path, new: NewNode) -> Path:
         try:
             staged = staging / target.name
             staged.write_text(new.yaml(), encoding="utf-8")
-            _check_with_site(site_inputs, reader, nodes_dir, staged, target)
+            node = _check_with_site(site_inputs, reader, nodes_dir, staged, target)
+            _check_renders(site_dir, nodes_dir, out, site_inputs, node, reader.display(staged), reader.display(target))
             _link_into_place(staged, target, nodes_dir, new.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -158,7 +162,7 @@ def _refuse_existing(nodes_dir: Path, name: str) -> None:
                                      "edit that file, or pass --name to add the machine under another name"))
 
 
-def _check_with_site(site_inputs, reader, nodes_dir: Path, staged: Path, target: Path) -> None:
+def _check_with_site(site_inputs, reader, nodes_dir: Path, staged: Path, target: Path):
     """The loader's verdict on the staged file with the site and the other nodes; problems are
     reported at the file's final name. Problems other node files already have do not block it."""
     from .load import Reader, load_node, node_files
@@ -175,6 +179,24 @@ def _check_with_site(site_inputs, reader, nodes_dir: Path, staged: Path, target:
                                   f"({theirs.file}:{theirs.line}:{theirs.column})", mine.path,
                                   f"each node needs its own; `bootgen explain {theirs.node}` shows that node")
                           for mine, theirs in clashes])
+    return node
+
+
+def _check_renders(site_dir: Path, nodes_dir: Path, out: Path, site_inputs, node, staged: str, target: str) -> None:
+    """Render the new node as `bootgen check` does (a profile may need more than the loader checks,
+    such as Ubuntu's password hash); its problems are reported at the file's final name."""
+    from .build import Paths, _placed_files, _resolve
+    from .errors import RenderError
+    from .model import Inputs
+    from .render import render
+
+    inputs = Inputs(site_inputs.site, site_inputs.profiles, (node,), site_inputs.image_config,
+                    site_inputs.templates_dir, site_inputs.profile_layers)
+    images = _resolve(inputs, Paths(site_dir, nodes_dir, out), False, False)
+    try:
+        render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
+    except RenderError as exc:
+        raise InputError([_at(problem, staged, target) for problem in exc.problems]) from None
 
 
 def _clashing_claims(node, existing):
