@@ -379,16 +379,20 @@ class Correlator:
     def machine(self, key: str) -> Machine:
         return self.machines.setdefault(key, Machine())
 
-    def add_dhcp(self, events: list[DhcpEvent], classes: list[ClassEvent]) -> None:
+    def add_dhcp(self, events: list[DhcpEvent], classes: list[ClassEvent], start: datetime | None = None) -> None:
+        """Machines from DHCP events since `start`; leases from all of them (a request after
+        `start` may use an address leased before)."""
         by_xid: dict[str, list[ClassEvent]] = {}
         for announced in classes:
             by_xid.setdefault(announced.xid, []).append(announced)
         for event in events:
+            if event.ip and event.kind in _BINDING_KINDS:
+                self.leases.bind(event.ip, event.mac, event.time)
+            if start is not None and event.time < start:
+                continue
             machine = self.machine(event.mac)
             machine.mac = event.mac
             machine.seen(event.time, event.ip if event.kind in _BINDING_KINDS else None)
-            if event.ip and event.kind in _BINDING_KINDS:
-                self.leases.bind(event.ip, event.mac, event.time)
             for announced in by_xid.get(event.xid, ()) if event.xid else ():
                 arch = architecture(announced.vendor_class)
                 if arch:
@@ -492,22 +496,33 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def read_lines(path: str, option: str):
-    """The lines of a log file ('-': standard input); an unreadable file is a LogError naming it."""
+    """The lines of a log file ('-': standard input), read as they are used; a file that cannot
+    be opened or read is a LogError naming it."""
     import sys
 
     if path == "-":
-        return sys.stdin.read().splitlines()
+        return (line for line in sys.stdin)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        handle = open(path, "rb")
     except OSError as exc:
-        hint = (f"pass {option} FILE (or {option} {NO_LOG} to read none)"
-                if option == "--nginx-log" else
-                f"run dnsmasq with --log-facility=FILE and pass {option} FILE, or pipe "
-                f"`journalctl -o short-iso -t dnsmasq-dhcp -t dnsmasq-tftp` into {option} -")
-        raise LogError(Problem(Location(path), f"cannot read this log: {exc.strerror or exc}", option,
-                               hint)) from None
-    return data.decode("utf-8", errors="replace").splitlines()
+        raise _unreadable(path, option, exc) from None
+    return _decoded(handle, path, option)
+
+
+def _decoded(handle, path: str, option: str):
+    with handle:
+        try:
+            for raw in handle:
+                yield raw.decode("utf-8", errors="replace")
+        except OSError as exc:  # an I/O error or a directory, found on the first read
+            raise _unreadable(path, option, exc) from None
+
+
+def _unreadable(path: str, option: str, exc: OSError) -> LogError:
+    hint = (f"pass {option} FILE (or {option} {NO_LOG} to read none)" if option == "--nginx-log" else
+            f"run dnsmasq with --log-facility=FILE and pass {option} FILE, or pipe "
+            f"`journalctl -o short-iso -t dnsmasq-dhcp -t dnsmasq-tftp` into {option} -")
+    return LogError(Problem(Location(path), f"cannot read this log: {exc.strerror or exc}", option, hint))
 
 
 def discover(site_dir: Path, nodes_dir: Path, dnsmasq_logs: list[str], nginx_logs: list[str], *,
@@ -526,8 +541,8 @@ def discover(site_dir: Path, nodes_dir: Path, dnsmasq_logs: list[str], nginx_log
     fetches = [f for f in fetches if relative(f) is not None and (start is None or f.time >= start)]
     fetches.sort(key=lambda f: f.time)  # stable: within one second, TFTP (the loader) before HTTP
     correlator = Correlator(known, _server_addresses(site))
-    correlator.add_dhcp([e for _, log in dnsmasq for e in log.dhcp if start is None or e.time >= start],
-                        [c for _, log in dnsmasq for c in log.classes])
+    correlator.add_dhcp([e for _, log in dnsmasq for e in log.dhcp], [c for _, log in dnsmasq for c in log.classes],
+                        start)
     correlator.bind_spelled_macs(fetches, relative)
     correlator.add_fetches(fetches, relative)
     machines = [m for m in correlator.finish() if include_known or m.node is None]

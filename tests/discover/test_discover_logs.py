@@ -178,3 +178,17 @@ def test_a_node_file_with_problems_is_a_note(lab):
     (lab / "nodes" / "broken.yaml").write_text("interfaces: [{mac: nope}]\n")
     result = discover(Path("site"), Path("nodes"), [str(FIXTURES / "dnsmasq-full.log")], [], now=NOW)
     assert result.notes[0].startswith("note: 1 node files have problems and were not read (nodes/broken.yaml)")
+
+
+def test_since_keeps_leases_from_before_it(lab, tmp_path):
+    """A machine leased its address before --since and fetched after: still joined to its MAC."""
+    dnsmasq = tmp_path / "dnsmasq.log"
+    dnsmasq.write_text("Nov 30 09:00:00 dnsmasq-tftp[7]: TFTP root is /srv/bootgen/current\n"
+                       "Nov 30 10:00:00 dnsmasq-dhcp[7]: 9 vendor class: PXEClient:Arch:00007:UNDI:003016\n"
+                       "Nov 30 10:00:00 dnsmasq-dhcp[7]: 9 DHCPACK(br0) 192.168.77.150 52:54:00:d1:00:20\n"
+                       "Nov 30 12:00:00 dnsmasq-tftp[7]: sent /srv/bootgen/current/ipxe.efi to 192.168.77.150\n"
+                       "Nov 30 10:30:00 dnsmasq-dhcp[7]: 8 DHCPACK(br0) 192.168.77.151 52:54:00:d1:00:21\n")
+    result = discover(Path("site"), Path("nodes"), [str(dnsmasq)], [], since="2026-11-30T11:00", now=NOW)
+    (machine,) = result.machines
+    assert (machine.mac, machine.first_seen.hour, list(machine.fetched)) == (
+        "52:54:00:d1:00:20", 12, [("tftp", "ipxe.efi")])
