@@ -59,15 +59,7 @@ class DhcpEvent:
     mac: str
     ip: str | None
     xid: str | None
-
-
-@dataclass(frozen=True)
-class ClassEvent:
-    """The vendor or user class a DHCP transaction announced (logged before its MAC)."""
-
-    time: datetime
-    xid: str
-    vendor_class: str = ""
+    vendor_class: str = ""  # announced by the transaction's earlier lines
     user_class: str = ""
 
 
@@ -105,7 +97,7 @@ class DnsmasqLog:
     """What one dnsmasq log said, in order."""
 
     dhcp: list[DhcpEvent] = field(default_factory=list)
-    classes: list[ClassEvent] = field(default_factory=list)
+    classes: dict[str, dict[str, str]] = field(default_factory=dict)  # xid -> the classes it announced last
     fetches: list[Fetch] = field(default_factory=list)
     tftp_roots: list[str] = field(default_factory=list)
     dnsmasq_lines: int = 0
@@ -152,12 +144,13 @@ def _dhcp_line(message: str, time: datetime, log: DnsmasqLog) -> None:
     if event:
         mac = normalize_mac(event["mac"])
         if mac and (event["ip"] is None or _is_ipv4(event["ip"])):
-            log.dhcp.append(DhcpEvent(time, event["kind"], mac, event["ip"], event["xid"]))
+            classes = log.classes.get(event["xid"], {}) if event["xid"] else {}
+            log.dhcp.append(DhcpEvent(time, event["kind"], mac, event["ip"], event["xid"], **classes))
         return
     announced = _CLASS.match(message)
-    if announced:
+    if announced:  # dnsmasq logs a transaction's classes before the line with its MAC
         which = "vendor_class" if announced["which"] == "vendor" else "user_class"
-        log.classes.append(ClassEvent(time, announced["xid"], **{which: announced["value"]}))
+        log.classes.setdefault(announced["xid"], {})[which] = announced["value"]
 
 
 def _tftp_line(message: str, time: datetime, log: DnsmasqLog) -> None:
@@ -379,12 +372,9 @@ class Correlator:
     def machine(self, key: str) -> Machine:
         return self.machines.setdefault(key, Machine())
 
-    def add_dhcp(self, events: list[DhcpEvent], classes: list[ClassEvent], start: datetime | None = None) -> None:
+    def add_dhcp(self, events: list[DhcpEvent], start: datetime | None = None) -> None:
         """Machines from DHCP events since `start`; leases from all of them (a request after
         `start` may use an address leased before)."""
-        by_xid: dict[str, list[ClassEvent]] = {}
-        for announced in classes:
-            by_xid.setdefault(announced.xid, []).append(announced)
         for event in events:
             if event.ip and event.kind in _BINDING_KINDS:
                 self.leases.bind(event.ip, event.mac, event.time)
@@ -393,10 +383,9 @@ class Correlator:
             machine = self.machine(event.mac)
             machine.mac = event.mac
             machine.seen(event.time, event.ip if event.kind in _BINDING_KINDS else None)
-            for announced in by_xid.get(event.xid, ()) if event.xid else ():
-                arch = architecture(announced.vendor_class)
-                if arch:
-                    machine.add_arch(arch)
+            arch = architecture(event.vendor_class)
+            if arch:
+                machine.add_arch(arch)
 
     def bind_spelled_macs(self, fetches: list[Fetch], relative) -> None:
         for fetch in fetches:
@@ -541,8 +530,7 @@ def discover(site_dir: Path, nodes_dir: Path, dnsmasq_logs: list[str], nginx_log
     fetches = [f for f in fetches if relative(f) is not None and (start is None or f.time >= start)]
     fetches.sort(key=lambda f: f.time)  # stable: within one second, TFTP (the loader) before HTTP
     correlator = Correlator(known, _server_addresses(site))
-    correlator.add_dhcp([e for _, log in dnsmasq for e in log.dhcp], [c for _, log in dnsmasq for c in log.classes],
-                        start)
+    correlator.add_dhcp([e for _, log in dnsmasq for e in log.dhcp], start)
     correlator.bind_spelled_macs(fetches, relative)
     correlator.add_fetches(fetches, relative)
     machines = [m for m in correlator.finish() if include_known or m.node is None]
