@@ -155,12 +155,12 @@ def test_unreadable_logs_are_a_clear_error(lab, option, bad):
 
 
 def test_a_log_its_user_may_not_read(lab, monkeypatch):
-    import bootgen.discover
+    import bootgen.serverlogs
 
     def refuse(path, mode="r", *args, **kwargs):  # root reads any file: refuse as the kernel would a user
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(bootgen.discover, "open", refuse, raising=False)
+    monkeypatch.setattr(bootgen.serverlogs, "open", refuse, raising=False)
     result = CliRunner().invoke(main, ["discover", "--dnsmasq-log", "none", "--nginx-log", "/var/log/nginx/x.log"])
     assert result.exit_code == 1
     assert result.output.startswith("/var/log/nginx/x.log: error at --nginx-log: cannot read this log: "

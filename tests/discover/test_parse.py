@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bootgen.discover import (Fetch, architecture, mac_in_path, parse_nginx_line, parse_since, pi_serial_in_path,
-                              read_dnsmasq_log, read_lines, read_nginx_log)
+from bootgen.discover import architecture, mac_in_path, parse_since, pi_serial_in_path
+from bootgen.serverlogs import Fetch, parse_nginx_line, read_dnsmasq_log, read_lines, read_nginx_log
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
