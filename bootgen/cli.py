@@ -214,7 +214,12 @@ def discover(site, nodes, out, fmt, dnsmasq_logs, nginx_logs, since, include_kno
 
     found = run_discover(Path(site), Path(nodes), list(dnsmasq_logs), list(nginx_logs), since=since,
                          include_known=include_known)
-    click.echo(json.dumps(found.as_dict(), indent=2, sort_keys=True) if fmt == "json" else found.text())
+    if fmt == "json":
+        click.echo(json.dumps(found.as_dict(), indent=2, sort_keys=True))
+        return
+    for note in found.notes:
+        click.echo(note, err=True)
+    click.echo(found.text())
 
 
 @main.command(cls=_Command)

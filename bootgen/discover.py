@@ -244,9 +244,10 @@ class Discovery:
         return {"machines": [m.as_dict() for m in self.machines], "notes": list(self.notes)}
 
     def text(self) -> str:
-        lines = list(self.notes)
+        """The table, each machine followed by what it fetched (the notes are not part of it)."""
+        lines: list[str] = []
         if not self.machines:
-            return "\n".join(lines + ["no unknown machines in the logs"])
+            return "no unknown machines in the logs"
         header = ("MACHINE", "ARCH", "ADDRESS", "FIRST SEEN", "LAST SEEN", "NODE")
         rows = [header] + [(m.ident, m.arch, m.addresses[-1] if m.addresses else "-", _shown_time(m.first_seen),
                             _shown_time(m.last_seen), m.node or "-") for m in self.machines]
