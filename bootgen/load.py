@@ -119,7 +119,7 @@ def _select_environment(site: Site, environments: dict[str, Environment], env: s
                         base_url: str | None, reader: "Reader") -> Site:
     if env is not None:
         if env not in environments:
-            reader.fail(site.doc.locate(("environments",)), f"unknown environment {env!r}", "$.environments",
+            reader.fail(site.doc.locate(("environments",), key=True), f"unknown environment {env!r}", "$.environments",
                         hint=unknown_environment_hint(environments))
             reader.raise_if_any()
         site = replace(site, base_url=environments[env].base_url)

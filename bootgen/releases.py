@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import Location, OutputError, Problem, PublishError
@@ -71,7 +71,7 @@ def record_release(state_dir: Path, build_id: str, *, env: str | None, base_url:
                    git: bool = True) -> None:
     """Write the record of a tree the output was just switched to."""
     commit, dirty = _git_state(site_dir, nodes_dir) if git else (None, False)
-    release = Release(build_id, time.time(), env, base_url, commit, dirty, parent,
+    release = Release(build_id, time.time(), env, base_url, commit, dirty, parent or None,
                       None if changed is None else len(changed), tuple(sorted(rendered)[:SHOWN_NODES]),
                       len(rendered), files)
     records = state_dir / RECORDS
@@ -188,7 +188,7 @@ def check_publishable(tree: Path, paths, *, env: str | None, chosen: bool) -> No
                                         f"`bootgen publish --env {env}`"))
     if release is None or chosen or _rolled_back_to(state_dir) == build_id:
         return
-    if not _built_from_current_inputs(state_dir, build_id, paths):
+    if not _built_from_current_inputs(state_dir, build_id, replace(paths, env=release.env, base_url=None)):
         raise PublishError(Problem(Location(str(tree)), f"the inputs changed since build {build_id[:12]} was made "
                                    f"(or it is not the last build of {paths.site}/ and {paths.nodes}/)",
                                    hint=f"rebuild, then publish: `bootgen build{fix_env}` and "
