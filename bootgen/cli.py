@@ -223,14 +223,17 @@ def rollback(site, nodes, out, fmt, env, build_id):
 
 @main.command(cls=_Command)
 @_common
+@_env_option
 @click.option("--poll", is_flag=True, help="poll for changes (network file systems, containers)")
 @click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
-def watch(site, nodes, out, fmt, poll, offline):
+def watch(site, nodes, out, fmt, env, poll, offline):
     """Build, then rebuild on every change under the site and nodes directories."""
     from .watch import watch as run_watch
 
+    paths = _paths(site, nodes, out, env)  # an unknown one is reported by each build, like any site problem
     click.echo(f"watching {site}/ and {nodes}/ (Ctrl-C to stop)")
-    _until_interrupted(lambda: run_watch(_paths(site, nodes, out), _echo, poll=poll, fetch=not offline))
+    _until_interrupted(lambda: run_watch(paths, _echo, poll=poll, fetch=not offline))
+
 
 
 @main.command(cls=_Command)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import Location, OutputError, Problem, PublishError
 from .plan import MANIFEST
-from .write import KEEP_BUILDS, _old_trees, build_lock, live_build_id, switch_link
+from .write import KEEP_BUILDS, _old_trees, build_lock, check_out_path, live_build_id, switch_link
 
 RECORDS = "releases"
 ROLLED_BACK = "rolled-back"  # holds the id of the tree `rollback` switched to, until the next build
@@ -144,6 +144,7 @@ def find_release(paths, build_id: str) -> Release:
 
 def rollback(paths, build_id: str | None = None) -> Release:
     """Point the output link at a kept release, atomically; by default the one built before the live one."""
+    check_out_path(paths.out)
     with build_lock(paths.repository_state):
         target = find_release(paths, build_id) if build_id else _previous(paths)
         tree = paths.state / "builds" / target.build_id
