@@ -101,24 +101,25 @@ def test_each_environment_is_published_to_its_own_server_and_names_only_it(repo)
     assert not (workdir / "build").exists(), "building environments must leave the default output alone"
 
 
-def test_rollback_then_publish_serves_the_previous_tree(repo):
+@pytest.mark.parametrize("env", ["lab", "prod"])
+def test_rollback_then_publish_serves_the_previous_tree(repo, env):
     workdir, envs = repo
-    base = envs["lab"]["base_url"]
+    base = envs[env]["base_url"]
     node_file = workdir / "nodes" / f"{NODE.name}.yaml"
-    _ok("build", "--env", "lab", "--offline")
-    _ok("publish", "--env", "lab")
-    first = _walk_urls(base, workdir / "build-lab")
+    _ok("build", "--env", env, "--offline")
+    _ok("publish", "--env", env)
+    first = _walk_urls(base, workdir / f"build-{env}")
     node_file.write_text(node_file.read_text().replace("bootgen.node=env-node", "bootgen.node=env-node round=2"))
-    _ok("build", "--env", "lab", "--offline")
-    _ok("publish", "--env", "lab")
-    second = _walk_urls(base, workdir / "build-lab")
+    _ok("build", "--env", env, "--offline")
+    _ok("publish", "--env", env)
+    second = _walk_urls(base, workdir / f"build-{env}")
     assert b"round=2" in next(iter(second.values())) and b"round=2" not in next(iter(first.values()))
-    listed = _ok("releases", "--env", "lab").splitlines()
+    listed = _ok("releases", "--env", env).splitlines()
     assert len(listed) == 2 and listed[0].startswith("*"), listed
-    out = _ok("rollback", "--env", "lab")
+    out = _ok("rollback", "--env", env)
     assert listed[1].split()[0] in out
-    _ok("publish", "--env", "lab")  # a rolled-back tree is published as chosen, though the inputs moved on
-    assert next(iter(_walk_urls(base, workdir / "build-lab").values())) == next(iter(first.values()))
+    _ok("publish", "--env", env)  # a rolled-back tree is published as chosen, though the inputs moved on
+    assert next(iter(_walk_urls(base, workdir / f"build-{env}").values())) == next(iter(first.values()))
 
 
 def test_publish_refuses_a_stale_tree_and_another_environments_tree(repo):
