@@ -179,9 +179,12 @@ def check_publishable(tree: Path, paths, *, env: str | None, chosen: bool) -> No
     `paths` is the output the tree belongs to (its site and nodes); `chosen`
     is True when the user named the release to publish. A directory that is
     not a bootgen tree under `.bootgen` can only be checked for its environment."""
+    fix_env = f" --env {env}" if env else ""
+    if not tree.exists():
+        raise PublishError(Problem(Location(str(tree)), "no built tree here",
+                                   hint=f"build it first: `bootgen build{fix_env}`"))
     state_dir, build_id = _owner(tree)
     release = read_release(state_dir, build_id) if state_dir else None
-    fix_env = f" --env {env}" if env else ""
     if env is not None and (release is None or release.env != env):
         built_for = f"environment {release.env!r}" if release and release.env else "no environment"
         raise PublishError(Problem(Location(str(tree)), f"this tree was built for {built_for}, not {env!r}",

@@ -145,3 +145,11 @@ def test_publish_refuses_a_stale_tree_and_publishes_a_named_release(example, tmp
     assert "round=1" in (www / "current" / "pxelinux.cfg" / "01-00-1e-06-45-0a-02").read_text()
     nowhere = _run("publish")
     assert nowhere.exit_code == 1 and "no destination to publish to" in nowhere.output
+
+
+def test_publishing_an_environment_never_built_says_how_to_build_it(example, tmp_path):
+    _declare(example, ENVIRONMENTS.format(docroot=tmp_path / "www"))
+    result = _run("publish", "--env", "lab")
+    assert result.exit_code == 1, result.output
+    assert "build-lab: error: no built tree here" in result.output and "`bootgen build --env lab`" in result.output
+    assert not (tmp_path / "www").exists()
