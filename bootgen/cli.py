@@ -255,18 +255,19 @@ def serve(site, nodes, out, fmt, bind, port, url, poll, offline):
 
 @main.command(cls=_Command)
 @_common
+@_env_option
 @click.option("--dnsmasq-log", "dnsmasq_logs", multiple=True, default=["/var/log/dnsmasq.log"], show_default=True,
               help="dnsmasq's log (its log-facility file, syslog, or - for standard input); repeatable; none: skip")
 @click.option("--nginx-log", "nginx_logs", multiple=True, default=["/var/log/nginx/access.log"], show_default=True,
               help="nginx's access log in the combined format; repeatable; none: skip")
 @click.option("--since", help="only what happened since then: 2h, 30m, 7d, or a time such as 2026-11-30T21:00")
 @click.option("--all", "include_known", is_flag=True, help="list machines that have a node file too, with its name")
-def discover(site, nodes, out, fmt, dnsmasq_logs, nginx_logs, since, include_known):
+def discover(site, nodes, out, fmt, env, dnsmasq_logs, nginx_logs, since, include_known):
     """Machines that asked for boot files but have no node file, from dnsmasq's and nginx's logs."""
     from .discover import discover as run_discover
 
     found = run_discover(Path(site), Path(nodes), list(dnsmasq_logs), list(nginx_logs), since=since,
-                         include_known=include_known)
+                         include_known=include_known, env=env)
     if fmt == "json":
         click.echo(json.dumps(found.as_dict(), indent=2, sort_keys=True))
         return

@@ -282,11 +282,13 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def discover(site_dir: Path, nodes_dir: Path, dnsmasq_logs: list[str], nginx_logs: list[str], *,
-             since: str | None = None, include_known: bool = False, now: datetime | None = None) -> Discovery:
-    """Machines in the logs, unknown ones only unless include_known (then marked with their node)."""
+             since: str | None = None, include_known: bool = False, now: datetime | None = None,
+             env: str | None = None) -> Discovery:
+    """Machines in the logs, unknown ones only unless include_known (then marked with their node).
+    HTTP requests count when they are under the base_url of the site (or of its environment `env`)."""
     now = now or datetime.now().astimezone()
     start = parse_since(since, now) if since else None
-    site, known, notes = _site_and_known(site_dir, nodes_dir)
+    site, known, notes = _site_and_known(site_dir, nodes_dir, env)
     dnsmasq = [(path, read_dnsmasq_log(read_lines(path, "--dnsmasq-log"), now)) for path in dnsmasq_logs
                if path != NO_LOG]
     nginx = [(path, read_nginx_log(read_lines(path, "--nginx-log"))) for path in nginx_logs if path != NO_LOG]
@@ -304,11 +306,11 @@ def discover(site_dir: Path, nodes_dir: Path, dnsmasq_logs: list[str], nginx_log
     return Discovery(tuple(machines), tuple(notes))
 
 
-def _site_and_known(site_dir: Path, nodes_dir: Path):
+def _site_and_known(site_dir: Path, nodes_dir: Path, env: str | None):
     from .load import load_inputs
 
     node_problems: list[Problem] = []
-    inputs = load_inputs(site_dir, nodes_dir, node_problems=node_problems)
+    inputs = load_inputs(site_dir, nodes_dir, node_problems=node_problems, env=env)
     macs, addresses = {}, {}
     for node in inputs.nodes:
         for iface in node.interfaces:

@@ -192,3 +192,20 @@ def test_since_keeps_leases_from_before_it(lab, tmp_path):
     (machine,) = result.machines
     assert (machine.mac, machine.first_seen.hour, list(machine.fetched)) == (
         "52:54:00:d1:00:20", 12, [("tftp", "ipxe.efi")])
+
+
+def test_http_requests_count_under_the_environments_base_url(lab):
+    """With environments, nginx's log is one environment's server's: --env picks its base_url."""
+    import yaml
+
+    site = yaml.safe_load((lab / "site" / "site.yaml").read_text())
+    site["base_url"] = "http://10.0.0.5:8080/boot/"
+    site["environments"] = {"lab": {"base_url": "http://192.168.77.1/"}}
+    (lab / "site" / "site.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
+    everywhere = {mac: {f.via for f in m.fetched.values()} for mac, m in _found().items()}
+    assert everywhere["52:54:00:d1:00:01"] == {"tftp"} and "192.168.77.60" not in everywhere  # not under /boot/
+    in_lab = _found(env="lab")
+    assert {f.via for f in in_lab["52:54:00:d1:00:01"].fetched.values()} == {"tftp", "http"}
+    assert "192.168.77.60" in in_lab
+    result = CliRunner().invoke(main, ["discover", "--env", "prod", "--dnsmasq-log", "none", "--nginx-log", "none"])
+    assert result.exit_code == 1 and "unknown environment 'prod'" in result.output
