@@ -24,6 +24,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import urllib.parse
 
 TIMEOUT = 5.0
@@ -85,8 +86,10 @@ def _dhcp_socket(iface: str, port: int = 68) -> socket.socket:
 
 def _exchange(sock: socket.socket, packet: bytes, xid: int, wanted: int, to: tuple[str, int]) -> dict:
     sock.sendto(packet, to)
-    while True:  # bounded by the socket timeout: no reply raises socket.timeout
-        data, _ = sock.recvfrom(2048)
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # other clients' replies are skipped, within one deadline
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        data, _ = sock.recvfrom(2048)  # raises socket.timeout past the deadline
         reply = parse_reply(data)
         if reply["xid"] == xid and reply["options"].get(53) == bytes([wanted]):
             return reply
@@ -141,7 +144,8 @@ def tftp(server: str, file: str, source: str) -> dict:
         sock.settimeout(TIMEOUT)
         sock.sendto(b"\0\1" + file.encode() + b"\0octet\0", (server, 69))
         size, block = 0, 1
-        while True:
+        deadline = time.monotonic() + 12 * TIMEOUT  # a whole transfer; every block within TIMEOUT
+        while time.monotonic() < deadline:
             data, peer = sock.recvfrom(4 + 65536)
             opcode = struct.unpack("!H", data[:2])[0]
             if opcode == 5:
@@ -153,6 +157,7 @@ def tftp(server: str, file: str, source: str) -> dict:
             if len(data) - 4 < 512:
                 return {"size": size}
             block = (block + 1) % 65536
+        raise TimeoutError(f"{file}: transfer not done in {12 * TIMEOUT:.0f} s")
 
 
 def http_get(url: str, source: str, agent: str = "iPXE/1.0.0+") -> dict:
