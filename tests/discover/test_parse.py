@@ -6,8 +6,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bootgen.discover import architecture, mac_in_path, parse_since, pi_serial_in_path
+from bootgen.discover import Correlator, KnownNodes, architecture, mac_in_path, parse_since, pi_serial_in_path
 from bootgen.serverlogs import Fetch, parse_nginx_line, read_dnsmasq_log, read_lines, read_nginx_log
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -152,3 +154,29 @@ def test_since():
     assert parse_since("7d", NOW) == NOW - timedelta(days=7)
     assert parse_since("2026-11-30T21:00+01:00", NOW) == datetime(2026, 11, 30, 20, 0, tzinfo=timezone.utc)
     assert parse_since("2026-11-30", NOW) == datetime(2026, 11, 30, tzinfo=timezone.utc)
+
+
+REAL_LINES = [line for name in ("dnsmasq-full.log", "dnsmasq-proxy.log", "nginx-full.log")
+              for line in (FIXTURES / name).read_text().splitlines()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(max_size=200),
+    st.sampled_from(REAL_LINES).flatmap(lambda line: st.tuples(st.just(line), st.integers(0, len(line)),
+                                                                st.text(max_size=20))).map(
+        lambda cut: cut[0][:cut[1]] + cut[2] + cut[0][cut[1]:]),  # a real line with anything spliced in
+    st.sampled_from(REAL_LINES).flatmap(lambda line: st.integers(0, len(line)).map(lambda n: line[:n])),
+), max_size=30))
+def test_no_line_stops_a_run(lines):
+    dnsmasq = read_dnsmasq_log(lines, NOW)
+    nginx = read_nginx_log(lines)
+    assert all(e.mac and e.mac.count(":") == 5 for e in dnsmasq.dhcp)
+    assert all(f.ip for f in dnsmasq.fetches + nginx.fetches)
+    fetches = sorted(dnsmasq.fetches + nginx.fetches, key=lambda f: f.time)
+    correlator = Correlator(KnownNodes({}, {}), frozenset())
+    correlator.add_dhcp(dnsmasq.dhcp)
+    correlator.bind_spelled_macs(fetches, lambda f: f.path)
+    correlator.add_fetches(fetches, lambda f: f.path)
+    machines = correlator.finish()
+    assert sum(f.count for m in machines for f in m.fetched.values()) == len(fetches)
