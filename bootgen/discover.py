@@ -142,16 +142,17 @@ def pi_serial_in_path(path: str) -> str | None:
 
 
 class Leases:
-    """Which MAC had an address when: from DHCP answers and from file names that spell a MAC."""
+    """Which machine had an address when, by one kind of name (a MAC: from DHCP answers and file
+    names that spell it; a Pi serial: from the TFTP paths that carry it)."""
 
     def __init__(self):
         self._by_ip: dict[str, list[tuple[datetime, str]]] = {}
 
-    def bind(self, ip: str, mac: str, time: datetime) -> None:
-        bisect.insort(self._by_ip.setdefault(ip, []), (time, mac))
+    def bind(self, ip: str, name: str, time: datetime) -> None:
+        bisect.insort(self._by_ip.setdefault(ip, []), (time, name))
 
-    def mac_at(self, ip: str, time: datetime) -> str | None:
-        """The MAC bound to ip last at or before `time`; else the first bound after it
+    def holder_at(self, ip: str, time: datetime) -> str | None:
+        """The name bound to ip last at or before `time`; else the first bound after it
         (one second of log resolution puts a request and its lease in either order)."""
         bindings = self._by_ip.get(ip, [])
         index = bisect.bisect_right(bindings, (time, "\uffff"))
@@ -180,6 +181,7 @@ class Correlator:
         self.ignored_ips = ignored_ips
         self.machines: dict[str, Machine] = {}
         self.leases = Leases()
+        self.serials = Leases()
 
     def machine(self, key: str) -> Machine:
         return self.machines.setdefault(key, Machine())
@@ -199,19 +201,26 @@ class Correlator:
             if arch:
                 machine.add_arch(arch)
 
-    def bind_spelled_macs(self, fetches: list[Fetch], relative) -> None:
+    def bind_spelled_names(self, fetches: list[Fetch], relative) -> None:
+        """Addresses to the MACs and Pi serials the requested file names spell."""
         for fetch in fetches:
-            mac = mac_in_path(relative(fetch))
+            path = relative(fetch)
+            mac = mac_in_path(path)
             if mac:
                 self.leases.bind(fetch.ip, mac, fetch.time)
+            serial = pi_serial_in_path(path) if fetch.via == "tftp" else None
+            if serial:
+                self.serials.bind(fetch.ip, serial, fetch.time)
 
     def add_fetches(self, fetches: list[Fetch], relative) -> None:
         for fetch in fetches:
             if fetch.ip in self.ignored_ips:
                 continue
             path = relative(fetch)
-            serial = pi_serial_in_path(path) if fetch.via == "tftp" else None
-            mac = self.leases.mac_at(fetch.ip, fetch.time)
+            mac = self.leases.holder_at(fetch.ip, fetch.time)
+            own_serial = pi_serial_in_path(path) if fetch.via == "tftp" else None
+            # Without a MAC, a Pi's start4.elf after <serial>/start4.elf is still that Pi's.
+            serial = own_serial if mac else self.serials.holder_at(fetch.ip, fetch.time)
             key = mac or (f"serial:{serial}" if serial else f"ip:{fetch.ip}")
             machine = self.machine(key)
             machine.mac = mac
@@ -300,7 +309,7 @@ def discover(site_dir: Path, nodes_dir: Path, dnsmasq_logs: list[str], nginx_log
     fetches.sort(key=lambda f: f.time)  # stable: within one second, TFTP (the loader) before HTTP
     correlator = Correlator(known, _server_addresses(site))
     correlator.add_dhcp([e for _, log in dnsmasq for e in log.dhcp], start)
-    correlator.bind_spelled_macs(fetches, relative)
+    correlator.bind_spelled_names(fetches, relative)
     correlator.add_fetches(fetches, relative)
     machines = [m for m in correlator.finish() if include_known or m.node is None]
     return Discovery(tuple(machines), tuple(notes))

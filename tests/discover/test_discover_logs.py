@@ -209,3 +209,16 @@ def test_http_requests_count_under_the_environments_base_url(lab):
     assert "192.168.77.60" in in_lab
     result = CliRunner().invoke(main, ["discover", "--env", "prod", "--dnsmasq-log", "none", "--nginx-log", "none"])
     assert result.exit_code == 1 and "unknown environment 'prod'" in result.output
+
+
+def test_a_pi_known_only_by_its_serial(lab, tmp_path):
+    """Behind proxyDHCP a Pi's address comes from the LAN's DHCP server: only its TFTP paths name it."""
+    dnsmasq = tmp_path / "dnsmasq.log"
+    dnsmasq.write_text("Nov 30 10:00:00 dnsmasq-tftp[7]: TFTP root is /srv/bootgen/current\n"
+                       "Nov 30 10:00:01 dnsmasq-tftp[7]: file /srv/bootgen/current/7092246e/start4.elf not found "
+                       "for 192.168.77.40\n"
+                       "Nov 30 10:00:01 dnsmasq-tftp[7]: file /srv/bootgen/current/start4.elf not found "
+                       "for 192.168.77.40\n")
+    (machine,) = discover(Path("site"), Path("nodes"), [str(dnsmasq)], [], now=NOW).machines
+    assert (machine.ident, machine.mac, machine.architectures) == ("serial 7092246e", None, ["raspberry-pi"])
+    assert [f.path for f in machine.fetched_in_order()] == ["7092246e/start4.elf", "start4.elf"]

@@ -176,7 +176,7 @@ def test_no_line_stops_a_run(lines):
     fetches = sorted(dnsmasq.fetches + nginx.fetches, key=lambda f: f.time)
     correlator = Correlator(KnownNodes({}, {}), frozenset())
     correlator.add_dhcp(dnsmasq.dhcp)
-    correlator.bind_spelled_macs(fetches, lambda f: f.path)
+    correlator.bind_spelled_names(fetches, lambda f: f.path)
     correlator.add_fetches(fetches, lambda f: f.path)
     machines = correlator.finish()
     assert sum(f.count for m in machines for f in m.fetched.values()) == len(fetches)
