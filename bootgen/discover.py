@@ -31,7 +31,7 @@ ARCHITECTURES = {
 RASPBERRY_PI = "raspberry-pi"
 # Organisationally unique identifiers of Raspberry Pi boards' own Ethernet.
 PI_OUIS = ("b8:27:eb", "dc:a6:32", "e4:5f:01", "28:cd:c1", "d8:3a:dd", "2c:cf:67")
-PI_FIRMWARE = re.compile(r"(?:^|/)(?:bootcode\.bin|start\d?x?\.elf|start4\w*\.elf)$")
+PI_FIRMWARE = re.compile(r"(?:^|/)(?:bootcode\.bin|start\w*\.elf|fixup\w*\.dat)$")
 
 
 # ---- machines -------------------------------------------------------------------------------------------
@@ -278,13 +278,13 @@ def _shown_time(time: datetime | None) -> str:
 
 def parse_since(text: str, now: datetime) -> datetime:
     """`--since`: a duration back from now (90s, 30m, 2h, 7d) or a date and time (local unless zoned)."""
-    match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
-    if match:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
-        return now - timedelta(**{unit: int(match.group(1))})
+    match = re.fullmatch(r"(\d{1,9})\s*([smhdw])", text.strip())
     try:
+        if match:
+            unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+            return now - timedelta(**{unit: int(match.group(1))})
         stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a time, or further back than year 1
         raise InputError(Problem(Location("bootgen discover"), f"{text!r} is neither a duration nor a time",
                                  "--since", "write 2h, 30m, 7d, 2026-11-30 or 2026-11-30T21:00")) from None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=now.tzinfo)

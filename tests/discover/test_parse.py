@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootgen.discover import Correlator, KnownNodes, architecture, mac_in_path, parse_since, pi_serial_in_path
+from bootgen.errors import InputError
 from bootgen.serverlogs import Fetch, parse_nginx_line, read_dnsmasq_log, read_lines, read_nginx_log
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -180,3 +181,10 @@ def test_no_line_stops_a_run(lines):
     correlator.add_fetches(fetches, lambda f: f.path)
     machines = correlator.finish()
     assert sum(f.count for m in machines for f in m.fetched.values()) == len(fetches)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "999999999w", "99999999999d", "2026-13-01", ""])
+def test_since_that_is_no_time(text):
+    with pytest.raises(InputError) as caught:
+        parse_since(text, NOW)
+    assert caught.value.problems[0].path == "--since"
