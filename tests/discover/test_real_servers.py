@@ -154,3 +154,35 @@ def test_proxy_dhcp_site(tmp_path, namespaces):
     assert found["52:54:00:d2:00:02"]["addresses"] == [uefi_ip]
     assert _fetched(found["52:54:00:d2:00:02"]) == {("tftp", "ipxe.efi"): "sent", ("http", "boot.ipxe"): "200",
                                                     ("http", "ipxe/52-54-00-d2-00-02.ipxe"): "404"}
+
+
+def test_discovered_added_built_and_served(tmp_path, namespaces):
+    """The first-day loop: a machine boots unknown, `discover` lists it, `add` writes its node,
+    `build` and a dnsmasq restart serve it, and its next boot gets its own address and files."""
+    tree, lan, source = _serve(tmp_path, {"mode": "full", "range": ["192.168.77.100", "192.168.77.199"]})
+    mac, per_mac = "52:54:00:d3:00:01", "pxelinux.cfg/01-52-54-00-d3-00-01"
+    try:
+        port = ClientPort.attach(lan)
+        first = _boot(port, mac, BIOS, ["lpxelinux.0", per_mac, "pxelinux.cfg/default"])
+        assert set(_discover(source, lan)) == {mac}
+        bootgen = [sys.executable, "-m", "bootgen"]
+        for args in (["add", mac, "--address", "192.168.77.30/24", "--gateway", "192.168.77.1"],
+                     ["build", "--offline"]):
+            done = subprocess.run(bootgen + args, cwd=source, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert "LOCALBOOT 0" in (tree.root / per_mac).read_text()  # added machines boot their disk
+        dnsmasq = next(server for server in lan.servers if server.name == "dnsmasq")
+        dnsmasq.stop()  # dnsmasq reads dhcp-host lines at start
+        lan.servers.remove(dnsmasq)
+        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf",
+                          [f"--dhcp-leasefile={lan.workdir}/leases-2", "--no-ping"])
+        second = _boot(port, mac, BIOS, ["lpxelinux.0", per_mac])
+    finally:
+        lan.close()
+    assert first.startswith("192.168.77.1") and second == "192.168.77.30"
+    assert _discover(source, lan) == {}
+    machine = _discover(source, lan, "--all")[mac]
+    assert machine["node"] == "node-d30001"
+    assert machine["addresses"] == [first, second]
+    assert [(f["path"], f["result"], f["count"]) for f in machine["fetched"] if f["path"] == per_mac] == [
+        (per_mac, "sent", 2)]  # the last answer: the file now exists
