@@ -339,6 +339,9 @@ def _log_notes(dnsmasq, nginx) -> list[str]:
     for path, log in dnsmasq:
         if log.dnsmasq_lines == 0:
             notes.append(f"note: {path} has no dnsmasq lines")
+        elif log.dhcp and not any(event.xid for event in log.dhcp):
+            notes.append(f"note: {path} has no log-dhcp lines, so no architectures: "
+                         "run dnsmasq with log-dhcp (the generated dnsmasq.conf has it)")
     for path, log in nginx:
         if log.skipped:
             notes.append(f"note: {path}: {log.skipped} lines not in nginx's combined format were skipped")

@@ -222,3 +222,12 @@ def test_a_pi_known_only_by_its_serial(lab, tmp_path):
     (machine,) = discover(Path("site"), Path("nodes"), [str(dnsmasq)], [], now=NOW).machines
     assert (machine.ident, machine.mac, machine.architectures) == ("serial 7092246e", None, ["raspberry-pi"])
     assert [f.path for f in machine.fetched_in_order()] == ["7092246e/start4.elf", "start4.elf"]
+
+
+def test_a_log_without_log_dhcp_says_so(lab, tmp_path):
+    dnsmasq = tmp_path / "dnsmasq.log"
+    dnsmasq.write_text("Nov 30 10:00:00 dnsmasq-dhcp[7]: DHCPACK(br0) 192.168.77.150 52:54:00:d1:00:20 \n")
+    result = discover(Path("site"), Path("nodes"), [str(dnsmasq)], [], now=NOW)
+    assert [(m.mac, m.arch) for m in result.machines] == [("52:54:00:d1:00:20", "unknown")]
+    assert result.notes == (f"note: {dnsmasq} has no log-dhcp lines, so no architectures: run dnsmasq with "
+                            "log-dhcp (the generated dnsmasq.conf has it)",)
