@@ -55,12 +55,24 @@ class BuildResult:
     rendered: int  # nodes read and rendered (the others were unchanged)
     seconds: float
 
+    @property
+    def kept(self) -> int:
+        """Files a recycled tree already held with the right bytes (neither written nor linked)."""
+        return self.files - self.write.written - self.write.linked if self.write.changed else self.files
+
     def summary(self) -> str:
+        """One line whose counts add up: files = written + linked + kept."""
         if not self.write.changed:
             return f"{self.files} files for {self.nodes} nodes: unchanged (build {self.write.build_id[:12]})"
+        kept = f", {self.kept} kept from the recycled tree" if self.kept else ""
         return (f"{self.files} files for {self.nodes} nodes -> build {self.write.build_id[:12]} "
-                f"({self.rendered} nodes rendered, {self.write.written} files written, "
-                f"{self.write.linked} linked) in {self.seconds:.2f}s")
+                f"({self.rendered} nodes rendered; {self.write.written} files written, "
+                f"{self.write.linked} linked{kept}) in {self.seconds:.2f}s")
+
+    def as_dict(self) -> dict:
+        return {"build_id": self.write.build_id, "changed": self.write.changed, "nodes": self.nodes,
+                "rendered": self.rendered, "files": self.files, "written": self.write.written,
+                "linked": self.write.linked, "kept": self.kept, "seconds": round(self.seconds, 3)}
 
 
 def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> tuple:
