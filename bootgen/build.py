@@ -425,10 +425,10 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     cache_key = (stamps.site, stamps.profiles)
     if state.site_cache is not None and state.site_cache[0] == cache_key:
         return state.site_cache[1]
-    from .load import Reader, load_site
+    from .load import Reader, load_site_with_nodes
     from .render import make_context, placed_artifact
 
-    site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
+    site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()))
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images)]
     key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
