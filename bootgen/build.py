@@ -76,13 +76,20 @@ class BuildResult:
 
 
 def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> tuple:
-    """Everything short of writing, from scratch: the validated inputs and the full plan."""
+    """Everything short of writing, from scratch: the validated inputs and the full plan.
+
+    Without `fetch` (what `check` does), image sets are taken as declared: no image byte is
+    read and no connection made, and mirrored files are not part of the plan."""
+    from .images import declared_images
     from .load import load_inputs
     from .render import render
 
     problems: list[Problem] = []  # every problem a build would report: invalid nodes and render errors
     inputs = load_inputs(paths.site, paths.nodes, node_problems=problems)
-    images = _resolve(inputs, paths, fetch, progress)
+    if fetch:
+        images = _resolve(inputs, paths, fetch, progress)
+    else:
+        images = declared_images(inputs.image_config, {profile.images for profile in inputs.profiles.values()})
     try:
         plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
     except RenderError as exc:
