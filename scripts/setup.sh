@@ -23,3 +23,14 @@ fi
 . scripts/python-env.sh
 $PY -m pip install -q -e .
 bootgen build
+
+# On Debian, bootgen lives in .venv/ (see python-env.sh): put it on everyone's PATH.
+RUN="bootgen"
+if [ "$PY" != python3 ]; then
+    if $SUDO ln -sfn "$PWD/.venv/bin/bootgen" /usr/local/bin/bootgen 2>/dev/null; then
+        RUN="bootgen (/usr/local/bin/bootgen -> $PWD/.venv/bin/bootgen)"
+    else
+        RUN="$PWD/.venv/bin/bootgen (or run '. $PWD/.venv/bin/activate' first, then bootgen)"
+    fi
+fi
+echo "bootgen is installed; run it as: $RUN"
