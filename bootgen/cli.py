@@ -32,6 +32,11 @@ def _report(exc: BootgenError, fmt: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def _wants_json(args) -> bool:
+    args = list(args)
+    return "--format=json" in args or any(a == "--format" and b == "json" for a, b in zip(args, args[1:]))
+
+
 def _say(fmt: str, text: str, data: dict) -> None:
     """A command's result: `text` for people, or `data` as one JSON document for tools."""
     click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else text)
@@ -44,6 +49,14 @@ def _format_option(func):
 
 class _Command(click.Command):
     """Turn user errors into problem reports, and bugs into one line plus a hint."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, list(args), parent=parent, **extra)
+        except click.UsageError as exc:  # exit 2 as ever; a tool that asked for JSON still gets JSON
+            if _wants_json(args):
+                click.echo(json.dumps({"usage_error": exc.format_message()}, sort_keys=True))
+            raise
 
     def invoke(self, ctx):
         fmt = ctx.params.get("fmt", "text")

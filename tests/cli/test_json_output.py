@@ -42,6 +42,16 @@ def test_failures_are_json_too(example):
         assert [(p["file"], p["line"], p["path"]) for p in problems] == [("nodes/bad.yaml", 2, "$.interfaces[0].mac")]
 
 
+def test_usage_errors_are_json_when_json_was_asked_for(example):
+    done = subprocess.run([sys.executable, "-m", "bootgen", "build", "--format", "json", "--no-such-option"],
+                          capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 2
+    assert "--no-such-option" in json.loads(done.stdout)["usage_error"]
+    text = subprocess.run([sys.executable, "-m", "bootgen", "build", "--no-such-option"],
+                          capture_output=True, text=True, timeout=WAIT)
+    assert text.returncode == 2 and text.stdout == "" and "No such option" in text.stderr
+
+
 def test_fetch_prints_json(example):
     assert _bootgen("fetch", "--format", "json", check_rc=0) == {"mirrored": 0, "referenced": 4}
 

@@ -92,6 +92,7 @@ def test_check_on_an_unreachable_port_is_fast(tmp_path, monkeypatch):
 
 class _Flaky(BaseHTTPRequestHandler):
     failures_left = 0  # answers 503 while above zero, then serves KERNEL
+    pause = 0.0  # seconds to wait halfway through the body
 
     def do_GET(self) -> None:
         if type(self).failures_left > 0:
@@ -103,7 +104,11 @@ class _Flaky(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(KERNEL)))
         self.end_headers()
-        self.wfile.write(KERNEL)
+        half = len(KERNEL) // 2
+        self.wfile.write(KERNEL[:half])
+        self.wfile.flush()
+        time.sleep(type(self).pause)
+        self.wfile.write(KERNEL[half:])
 
     def log_message(self, *args) -> None:
         pass
@@ -164,3 +169,39 @@ def test_an_unreachable_url_speaks_at_once(tmp_path):
     assert len(attempts) == 5 and attempts[-1][1].endswith("giving up")
     assert attempts[0][0] < 5, attempts  # not 15 s of backoff in silence first
     assert "Connection refused" in attempts[0][1]
+
+
+def test_on_a_terminal_a_download_shows_its_progress_and_retries(tmp_path, flaky):
+    import pty
+    import select
+
+    _Flaky.failures_left, _Flaky.pause = 1, 1.0
+    try:
+        _mirror_site(tmp_path, f"http://127.0.0.1:{flaky.server_port}", hashlib.sha256(KERNEL).hexdigest())
+        controller, terminal = pty.openpty()
+        env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
+        proc = subprocess.Popen([sys.executable, "-m", "bootgen", "build"], cwd=tmp_path, stdin=terminal,
+                                stdout=terminal, stderr=terminal, env=env)
+        os.close(terminal)
+        seen = b""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the terminal closed with the process
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        os.close(controller)
+        assert proc.wait(timeout=WAIT) == 0, seen.decode(errors="replace")
+    finally:
+        _Flaky.failures_left, _Flaky.pause = 0, 0.0
+    text = seen.decode(errors="replace")
+    assert "attempt 1 of 5 failed (HTTP 503 Service Unavailable); retrying in 1 s" in text
+    assert "vmlinuz" in text.split("retrying in 1 s", 1)[1]  # then the bar, named after the file
+    assert "\x1b[" in text and "━" in text  # drawn as a rich progress bar on the terminal
