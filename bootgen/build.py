@@ -57,14 +57,15 @@ class BuildResult:
 
     @property
     def kept(self) -> int:
-        """Files a recycled tree already held with the right bytes (neither written nor linked)."""
+        """Files already in place with the right bytes, neither written nor linked: in a recycled
+        tree, or all of them when the build is a kept tree switched back to."""
         return self.files - self.write.written - self.write.linked if self.write.changed else self.files
 
     def summary(self) -> str:
         """One line whose counts add up: files = written + linked + kept."""
         if not self.write.changed:
             return f"{self.files} files for {self.nodes} nodes: unchanged (build {self.write.build_id[:12]})"
-        kept = f", {self.kept} kept from the recycled tree" if self.kept else ""
+        kept = f", {self.kept} already in place" if self.kept else ""
         return (f"{self.files} files for {self.nodes} nodes -> build {self.write.build_id[:12]} "
                 f"({self.rendered} nodes rendered; {self.write.written} files written, "
                 f"{self.write.linked} linked{kept}) in {self.seconds:.2f}s")

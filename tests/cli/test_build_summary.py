@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from bootgen.cli import main
 
 SUMMARY = re.compile(r"^(\d+) files for (\d+) nodes -> build \w+ \((\d+) nodes rendered; (\d+) files written, "
-                     r"(\d+) linked(?:, (\d+) kept from the recycled tree)?\) in [\d.]+s$")
+                     r"(\d+) linked(?:, (\d+) already in place)?\) in [\d.]+s$")
 LISTS = {"manifest.json", "SHA256SUMS"}  # written with every tree, not counted among its files
 
 
@@ -67,6 +67,9 @@ def test_counts_add_up_from_scratch_through_recycled_trees(example, tmp_path):
     site = example.site / "site.yaml"
     site.write_text(site.read_text().replace("console=tty0", "console=tty1"))  # every node again
     seen.append(_build_and_check(example, tmp_path / "pins"))
+    site.write_text(site.read_text().replace("console=tty1", "console=tty0"))  # back to a kept tree
+    seen.append(_build_and_check(example, tmp_path / "pins"))
+    assert seen[-1] == (0, 0, 82)  # switched back: nothing written, everything already in place
     assert seen[0][1:] == (0, 0)  # from scratch: everything written
     assert any(linked and not kept for _, linked, kept in seen)  # a new tree linking from the live one
     assert any(kept for _, _, kept in seen)  # a recycled tree
