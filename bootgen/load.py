@@ -80,7 +80,9 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
                     hint="run `bootgen init` to create an example site, or pass --site")
     if not nodes_dir.is_dir():
         reader.fail(Location(reader.display(nodes_dir)), "nodes directory not found", hint="pass --nodes")
-    reader.raise_if_any()
+    if site_doc is None or not nodes_dir.is_dir():
+        reader.raise_if_any()
+    # A broken profile still lets the valid ones be checked against the site, in this same run.
     site = _build_site(site_doc, site_dir)
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
     image_config = _image_config(site_doc, site_dir, reader)

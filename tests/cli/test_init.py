@@ -130,3 +130,9 @@ def test_every_scaffolded_profile_checks_and_builds(home, monkeypatch):
         for config in configs:
             done = subprocess.run(["ignition-validate", str(config)], capture_output=True, text=True, timeout=60)
             assert done.returncode == 0 and not done.stdout + done.stderr, (config, done.stderr)
+    if shutil.which("cloud-init"):
+        user_data = list(Path("build/configs/ubuntu-1").glob("*/user-data"))
+        assert len(user_data) == 1
+        done = subprocess.run(["cloud-init", "schema", "-c", str(user_data[0])], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "Valid cloud-config" in done.stdout, done.stdout + done.stderr

@@ -65,3 +65,15 @@ def test_unknown_profile_says_which_file_to_create_and_what_exists(draft):
     (draft / "nodes" / "node-3.yaml").write_text("profile: windows\ninterfaces:\n  - mac: 52:54:00:12:34:58\n")
     result = CliRunner().invoke(main, ["check"])
     assert "hint: To add it, create site/profiles/windows.yaml" in result.output
+
+
+def test_a_broken_profile_does_not_hide_another_profiles_unknown_image_set(draft):
+    for name in DRAFT:
+        (draft / "nodes" / name).unlink()
+    (draft / "site" / "profiles" / "broken.yaml").write_text("images: flatcar-stable\nos_config: [\n")
+    fcos = draft / "site" / "profiles" / "fcos-install.yaml"
+    fcos.write_text(fcos.read_text().replace("images: fcos-stable", "images: fcos-next"))
+    assert _errors("check") == [
+        "site/profiles/broken.yaml:3:1: error: invalid YAML: did not find expected node content",
+        "site/profiles/fcos-install.yaml:4:9: error at $.images: unknown image set 'fcos-next'",
+    ]
