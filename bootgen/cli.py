@@ -162,10 +162,7 @@ def _init_text(done) -> str:
     lines = [f"created {len(done.created)} files in {done.directory}"]
     if done.ssh_keys.sources:
         lines.append(f"machines will authorize the SSH key(s) in {', '.join(done.ssh_keys.sources)}")
-    else:
-        lines.append("no SSH public key found (--ssh-key FILE or ~/.ssh/*.pub): machines will authorize none;\n"
-                     f"  add yours under defaults.ssh_authorized_keys in {done.directory / 'site' / 'site.yaml'}\n"
-                     "  (make one with `ssh-keygen -t ed25519`)")
+    lines += [f"warning: {warning}" for warning in done.warnings()]
     lines.append(f"next: cd {done.directory} && bootgen check && bootgen build")
     return "\n".join(lines)
 

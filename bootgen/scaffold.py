@@ -36,9 +36,16 @@ class Scaffolded:
     created: tuple[Path, ...]
     ssh_keys: SshKeys
 
+    def warnings(self) -> list[str]:
+        if self.ssh_keys.keys:
+            return []
+        return ["no SSH public key found (--ssh-key FILE or ~/.ssh/*.pub): machines will authorize none; "
+                f"add yours under defaults.ssh_authorized_keys in {self.directory / 'site' / 'site.yaml'} "
+                "(make one with `ssh-keygen -t ed25519`)"]
+
     def as_dict(self) -> dict:
         return {"directory": str(self.directory), "created": [str(p) for p in self.created],
-                "ssh_keys_from": list(self.ssh_keys.sources)}
+                "ssh_keys_from": list(self.ssh_keys.sources), "warnings": self.warnings()}
 
 
 def find_ssh_keys(key_file: Path | None, home: Path) -> SshKeys:

@@ -89,8 +89,8 @@ def test_keys_from_home_ssh_are_authorized(home):
 def test_no_key_scaffolds_without_one_and_says_how_to_add_it(home, monkeypatch):
     result = _run("init", "s", home=home)
     assert result.exit_code == 0
-    assert "no SSH public key found (--ssh-key FILE or ~/.ssh/*.pub): machines will authorize none" in result.output
-    assert "add yours under defaults.ssh_authorized_keys in s/site/site.yaml" in result.output
+    assert ("warning: no SSH public key found (--ssh-key FILE or ~/.ssh/*.pub): machines will authorize none; "
+            "add yours under defaults.ssh_authorized_keys in s/site/site.yaml") in result.output
     assert _site(Path("s"))["defaults"]["ssh_authorized_keys"] == []
     assert "AAAAC3NzaC1lZDI1NTE5AAAAIBnVq1w" not in Path("s/site/site.yaml").read_text()  # the old placeholder
     monkeypatch.chdir("s")

@@ -59,6 +59,7 @@ def test_fetch_prints_json(example):
 def test_init_prints_json(tmp_path):
     result = _bootgen("init", "s", "--format", "json", cwd=tmp_path, check_rc=0)
     assert result["directory"] == "s" and "s/site/site.yaml" in result["created"] and result["ssh_keys_from"] == []
+    assert result["warnings"][0].startswith("no SSH public key found")
 
 
 def test_publish_prints_json(example, tmp_path):
