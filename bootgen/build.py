@@ -40,11 +40,35 @@ class Paths:
     site: Path
     nodes: Path
     out: Path
+    env: str | None = None  # an environment declared in site.yaml: its base_url, its own trees
+    base_url: str | None = None  # overrides the site's and the environment's (`serve`)
+    home: Path | None = None  # the repository's `.bootgen`; beside the output link by default
+    variant: str = ""  # where under `home` this output's trees and state live ("" for `build/`)
+
+    @classmethod
+    def for_env(cls, site: Path, nodes: Path, out: Path, env: str | None) -> "Paths":
+        """An environment's trees and state live in `.bootgen/env/NAME/`, so that building one
+        environment never prunes, recycles or outdates another's trees."""
+        return cls(site, nodes, out, env=env, variant=f"env/{env}" if env else "")
+
+    @property
+    def repository_state(self) -> Path:
+        """The repository's `.bootgen`: the image cache and every output's state."""
+        return self.home if self.home is not None else self.out.absolute().parent / ".bootgen"
 
     @property
     def state(self) -> Path:
-        """Build history, state and the image cache live beside the output link."""
-        return self.out.absolute().parent / ".bootgen"
+        """This output's build history, state, trees and release records."""
+        return self.repository_state / self.variant if self.variant else self.repository_state
+
+    @property
+    def cache(self) -> Path:
+        """Images and compiled templates, shared by every environment."""
+        return self.repository_state / "cache"
+
+    def stamp_extras(self) -> tuple[str, ...]:
+        """What besides the input files decides the tree (part of the inputs' digest)."""
+        return (str(self.site.resolve()), str(self.nodes.resolve()), self.env or "", self.base_url or "")
 
 
 @dataclass(frozen=True)
@@ -86,7 +110,7 @@ def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None
     from .render import render
 
     problems: list[Problem] = []  # every problem a build would report: invalid nodes and render errors
-    inputs = load_inputs(paths.site, paths.nodes, node_problems=problems)
+    inputs = load_inputs(paths.site, paths.nodes, node_problems=problems, env=paths.env, base_url=paths.base_url)
     if fetch:
         images = _resolve(inputs, paths, fetch, progress)
     else:
@@ -114,7 +138,7 @@ def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> d
     from .images import resolve_images
 
     needed = {profile.images for profile in site_inputs.profiles.values()}
-    return resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
+    return resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.cache,
                           needed=needed, fetch=fetch, progress=progress)
 
 
@@ -128,19 +152,24 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     keeps current from file events, and skip flushing the tree to disk before
     the switch (`durable=False`)."""
     check_out_path(paths.out)
-    _check_state_dir(paths.state)
-    with build_lock(paths.state, _say_waiting), paused_gc():  # gc: re-enabled while many nodes render
+    _check_state_dir(paths)
+    # One build of the repository at a time, whatever its environment: they share the image cache.
+    with build_lock(paths.repository_state, _say_waiting), paused_gc():  # gc: re-enabled while many nodes render
         state = state if state is not None else BuildState.load_stamp(paths.state)
         try:
-            return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+            result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
         except LiveTreeChanged:  # someone edited the live tree: build every file anew instead
             state.forget()
-            return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+            result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+    from .releases import build_finished
+
+    build_finished(paths.state)
+    return result
 
 
-def _check_state_dir(state: Path) -> None:
+def _check_state_dir(paths: Paths) -> None:
     """`.bootgen/` and its cache and trees must be directories (a stray file there is the user's to remove)."""
-    for path in (state, state / "cache", state / "builds"):
+    for path in (paths.repository_state, paths.cache, paths.state, paths.state / "builds"):
         if os.path.lexists(path) and not path.is_dir():
             shown = os.path.relpath(path)
             raise OutputError(Problem(Location(shown), "is not a directory",
@@ -159,7 +188,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     started = time.perf_counter()
     check_out_path(paths.out)
     live = live_build_id(paths.out)
-    extras = (str(paths.site.resolve()), str(paths.nodes.resolve()))
+    extras = paths.stamp_extras()
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
     if stamps is None:  # a fresh process: a build with nothing to do stops here
         stamps = InputStamps.take(paths.site, paths.nodes)
@@ -368,9 +397,10 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
         _fill_from_live(staging, change, outcome)
     write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
                           outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
+    parent = state.build_id
     if write.changed:
         prepare_next(paths.out, paths.state, write.build_id, len(change.listing))
-    parent = state.build_id
+        _record(paths, write.build_id, parent, change, outcome, git=durable)
     _adopt(state, change, outcome)
     state.files, state.listing = len(change.listing), change.listing
     if write.changed:
@@ -379,6 +409,15 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
         state.save(paths.state)
     return BuildResult(write, len(outcome.by_name), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
+
+
+def _record(paths: Paths, build_id: str, parent: str | None, change: _Change, outcome: "_Outcome", git: bool) -> None:
+    """The release record of a tree just switched to (`bootgen releases`); watch builds skip asking Git."""
+    from .releases import record_release
+
+    record_release(paths.state, build_id, env=paths.env, base_url=outcome.job[0].inputs.site.base_url,
+                   parent=parent, changed=change.changed, rendered=outcome.rendered_names,
+                   files=len(change.listing), site_dir=paths.site, nodes_dir=paths.nodes, git=git)
 
 
 def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> None:
@@ -436,11 +475,12 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     from .load import Reader, load_site_with_nodes
     from .render import make_context, placed_artifact
 
-    site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()))
+    site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env,
+                                       base_url=paths.base_url)
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images)]
-    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
-    prepared = (make_context(site_inputs, images, Path.cwd(), paths.state / "cache" / "templates"), placed, key)
+    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url)
+    prepared = (make_context(site_inputs, images, Path.cwd(), paths.cache / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)
     return prepared
 
@@ -595,7 +635,7 @@ def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, in
     """Fetch and verify every mirrored image set the site declares; (mirrored, referenced) counts."""
     from .load import Reader, load_site
 
-    with build_lock(paths.state, _say_waiting):  # one writer of the image cache at a time
+    with build_lock(paths.repository_state, _say_waiting):  # one writer of the image cache at a time
         site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
         sets = site_inputs.image_config.images
         _fetch_all(site_inputs, paths, sets, progress)
@@ -606,5 +646,5 @@ def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, in
 def _fetch_all(site_inputs, paths: Paths, sets: dict, progress: bool | None) -> None:
     from .images import resolve_images
 
-    resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
+    resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.cache,
                    needed=set(sets), fetch=True, progress=progress)

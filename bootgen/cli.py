@@ -21,10 +21,16 @@ EXIT_USER_ERROR = 1
 EXIT_INTERNAL = 3
 
 
-def _paths(site: str, nodes: str, out: str):
+def _paths(site: str, nodes: str, out: str, env: str | None = None):
+    """With an environment, the output link is build-ENV unless --out names another."""
     from .build import Paths
 
-    return Paths(Path(site), Path(nodes), Path(out))
+    if env is not None and out == "build":
+        out = f"build-{env}"
+    return Paths.for_env(Path(site), Path(nodes), Path(out), env)
+
+
+_env_option = click.option("--env", help="an environment declared in site.yaml (its base_url; output link build-ENV)")
 
 
 def _report(exc: BootgenError, fmt: str) -> None:
@@ -97,22 +103,24 @@ def main() -> None:
 
 @main.command(cls=_Command)
 @_common
+@_env_option
 @click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
-def build(site, nodes, out, fmt, offline):
+def build(site, nodes, out, fmt, env, offline):
     """Build the tree and switch OUT to it atomically."""
     from .build import build as run_build
 
-    result = run_build(_paths(site, nodes, out), fetch=not offline)
+    result = run_build(_paths(site, nodes, out, env), fetch=not offline)
     _say(fmt, result.summary(), result.as_dict())
 
 
 @main.command(cls=_Command)
 @_common
-def check(site, nodes, out, fmt):
+@_env_option
+def check(site, nodes, out, fmt, env):
     """Validate site/ and nodes/ and render everything, writing nothing."""
     from .build import plan_build
 
-    inputs, plan = plan_build(_paths(site, nodes, out), fetch=False)
+    inputs, plan = plan_build(_paths(site, nodes, out, env), fetch=False)
     counts = {"nodes": len(inputs.nodes), "profiles": len(inputs.profiles), "files": len(plan.artifacts)}
     _say(fmt, "ok: {nodes} nodes, {profiles} profiles, {files} files".format(**counts), {"ok": True, **counts})
 
@@ -190,20 +198,28 @@ def fetch(site, nodes, out, fmt):
 
 
 @main.command(cls=_Command)
-@click.argument("destination")
-@click.option("--tree", default="build", show_default=True, help="the built tree to publish")
+@click.argument("destination", required=False)
+@_env_option
+@click.option("--tree", help="the built tree to publish  [default: build, or build-ENV with --env]")
+@click.option("--release", "release_id", help="publish this kept release (an id from `bootgen releases`)")
+@click.option("--site", default="site", show_default=True, help="site directory (its environments; stale check)")
+@click.option("--nodes", default="nodes", show_default=True, help="directory of per-machine YAML files (stale check)")
 @click.option("--endpoint-url", help="S3-compatible server, e.g. http://minio.lan:9000")
 @click.option("--dry-run", is_flag=True, help="list what would change; write nothing")
 @click.option("--prune", is_flag=True, help="S3: delete objects no recent build refers to")
 @click.option("--keep", default=3, show_default=True, help="published builds whose objects are kept")
 @click.option("--jobs", default=8, show_default=True, help="parallel uploads")
 @_format_option
-def publish(destination, tree, endpoint_url, dry_run, prune, keep, jobs, fmt):
-    """Publish the tree to DESTINATION: s3://bucket/prefix or a docroot such as /srv/bootgen."""
-    from .publish import publish as run_publish
+def publish(destination, env, tree, release_id, site, nodes, endpoint_url, dry_run, prune, keep, jobs, fmt):
+    """Publish the tree to DESTINATION: s3://bucket/prefix or a docroot such as /srv/bootgen.
 
-    report = run_publish(Path(tree), destination, endpoint_url=endpoint_url, dry_run=dry_run, prune=prune,
-                         keep=keep, jobs=jobs)
+    With --env, the environment's tree goes to its own destination. A tree built
+    for another environment, or from inputs edited since, is refused."""
+    from .publish import publish_output
+
+    paths = _paths(site, nodes, "build", env)
+    report = publish_output(paths, destination, release=release_id, tree=tree and Path(tree),
+                            endpoint_url=endpoint_url, dry_run=dry_run, prune=prune, keep=keep, jobs=jobs)
     if fmt == "json":
         _say(fmt, "", _publish_dict(report))
         return
@@ -222,34 +238,70 @@ def _publish_dict(report) -> dict:
 
 @main.command(cls=_Command)
 @_common
+@_env_option
+def releases(site, nodes, out, fmt, env):
+    """The kept trees, newest first (* marks the live one): id, time, Git commit, what changed."""
+    from .releases import list_releases
+
+    kept = list_releases(_paths(site, nodes, out, env))
+    if fmt == "json":
+        click.echo(json.dumps({"releases": [r.as_dict() for r in kept]}, indent=2, sort_keys=True))
+    else:
+        click.echo("\n".join(r.line() for r in kept) if kept else "no releases yet: run `bootgen build`")
+
+
+@main.command(cls=_Command)
+@_common
+@_env_option
+@click.argument("build_id", required=False)
+def rollback(site, nodes, out, fmt, env, build_id):
+    """Point OUT back at a kept release, atomically (default: the one built before the live one)."""
+    from .releases import rollback as run_rollback
+
+    release = run_rollback(_paths(site, nodes, out, env), build_id)
+    if fmt == "json":
+        click.echo(json.dumps({"live": release.as_dict()}, indent=2, sort_keys=True))
+    else:
+        shown = out if env is None or out != "build" else f"build-{env}"
+        click.echo(f"{shown} -> build {release.build_id[:12]} ({release.changes()}); "
+                   f"publish it with `bootgen publish{f' --env {env}' if env else ''}`")
+
+
+@main.command(cls=_Command)
+@_common
+@_env_option
 @click.option("--poll", is_flag=True, help="poll for changes (network file systems, containers)")
 @click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
-def watch(site, nodes, out, fmt, poll, offline):
+def watch(site, nodes, out, fmt, env, poll, offline):
     """Build, then rebuild on every change under the site and nodes directories."""
     from .watch import watch as run_watch
 
+    paths = _paths(site, nodes, out, env)  # an unknown one is reported by each build, like any site problem
     if fmt == "json":  # one JSON object per line per event, everything on stdout
         echo, stopped = click.echo, json.dumps({"event": "stopped"})
         echo(json.dumps({"event": "watching", "site": site, "nodes": nodes}))
     else:
         echo, stopped = _echo, "stopped"
         echo(f"watching {site}/ and {nodes}/ (Ctrl-C to stop)")
-    _until_interrupted(lambda: run_watch(_paths(site, nodes, out), echo, poll=poll, fetch=not offline, fmt=fmt),
-                       stopped)
+    _until_interrupted(lambda: run_watch(paths, echo, poll=poll, fetch=not offline, fmt=fmt), stopped)
+
 
 
 @main.command(cls=_Command)
 @_common
 @click.option("--bind", default="127.0.0.1", show_default=True, help="address to serve HTTP on")
-@click.option("--port", default=8000, show_default=True, help="port to serve HTTP on")
+@click.option("--port", default=8000, show_default=True, help="port to serve HTTP on (0: any free port)")
+@click.option("--url", help="base URL machines reach this server at  [default: http://BIND:PORT/]")
 @click.option("--poll", is_flag=True, help="poll for changes (network file systems, containers)")
 @click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
-def serve(site, nodes, out, fmt, bind, port, poll, offline):
-    """Watch and serve the tree over HTTP, like `mkdocs serve` for boot files."""
+def serve(site, nodes, out, fmt, bind, port, url, poll, offline):
+    """Watch and serve a development tree over HTTP, like `mkdocs serve` for boot files.
+
+    Its URLs point at this server; the tree `bootgen build` makes is left alone."""
     from .watch import serve as run_serve
 
-    _until_interrupted(lambda: run_serve(_paths(site, nodes, out), _echo, bind=bind, port=port, poll=poll,
-                                         fetch=not offline))
+    _until_interrupted(lambda: run_serve(_paths(site, nodes, out), _echo, bind=bind, port=port, url=url,
+                                         poll=poll, fetch=not offline))
 
 
 def _echo(text: str) -> None:

@@ -118,8 +118,10 @@ class InputStamps:
 
     def digest(self, *extra) -> str:
         """One key for all inputs: equal digests mean nothing was touched."""
+        # marshal: a quarter of repr's time for 10,000 stats. Version 2 writes no back-references,
+        # whose presence depends on objects' reference counts: the bytes of equal values could differ.
         data = marshal.dumps((code_stamp(), self.site, sorted(self.profiles.items()), sorted(self.nodes.items()),
-                              extra))  # marshal: a quarter of repr's time for 10,000 stats
+                              extra), 2)
         return hashlib.sha256(data).hexdigest()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,14 +27,15 @@ DEFAULT_IGNITION_VERSION = "3.3.0"  # Flatcar's older stable releases accept at 
 
 
 def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = None,
-                node_problems: list[Problem] | None = None) -> Inputs:
+                node_problems: list[Problem] | None = None, env: str | None = None,
+                base_url: str | None = None) -> Inputs:
     """Read and validate the site and every node; raise InputError listing all problems.
 
     With `node_problems`, problems of single nodes are added to it instead, and
     only the nodes without any are returned (so `check` can render them too and
     report everything a build would); problems in the site still raise."""
     reader = Reader(display_root or Path.cwd())
-    site_inputs = load_site_with_nodes(site_dir, nodes_dir, reader)
+    site_inputs = load_site_with_nodes(site_dir, nodes_dir, reader, env=env, base_url=base_url)
     files = node_files(nodes_dir)
     reader.problems.extend(node_file_problems(files, reader.display))  # x.yaml and x.yml
     nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in files) if node)
@@ -49,10 +50,11 @@ def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = 
                   site_inputs.profile_layers)
 
 
-def load_site_with_nodes(site_dir: Path, nodes_dir: Path, reader: "Reader") -> "SiteInputs":
+def load_site_with_nodes(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | None = None,
+                         base_url: str | None = None) -> "SiteInputs":
     """load_site, but a site with problems does not hide the node files' own: they are raised together."""
     try:
-        return load_site(site_dir, nodes_dir, reader)
+        return load_site(site_dir, nodes_dir, reader, env=env, base_url=base_url)
     except InputError as exc:
         alone = Reader(reader.display_root)
         check_nodes_alone(nodes_dir, site_dir, alone)
@@ -69,10 +71,24 @@ class SiteInputs:
     image_config: object
     templates_dir: Path
     profile_layers: dict  # profile name -> its OS-config layers (bootgen.spec.OsConfigLayer), read once
+    environments: dict = field(default_factory=dict)  # name -> Environment, as site.yaml declares them
 
 
-def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
-    """Read site.yaml and profiles; raises at once if they have problems (every node depends on them)."""
+@dataclass(frozen=True)
+class Environment:
+    """One of site.yaml's `environments`: a tree built for its own server."""
+
+    name: str
+    base_url: str  # always ends with '/'
+    publish: str | None  # s3://bucket/prefix or a docroot path
+    endpoint_url: str | None
+
+
+def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | None = None,
+              base_url: str | None = None) -> SiteInputs:
+    """Read site.yaml and profiles; raises at once if they have problems (every node depends on them).
+
+    With `env`, the site is that environment's (its base_url); `base_url` overrides both."""
     site_doc = reader.read(site_dir / "site.yaml", "site", site_dir)
     profile_docs = {p.stem: reader.read(p, "profile", site_dir) for p in _yaml_files(site_dir / "profiles")}
     if not (site_dir / "site.yaml").is_file():
@@ -83,7 +99,8 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
     if site_doc is None or not nodes_dir.is_dir():
         reader.raise_if_any()
     # A broken profile still lets the valid ones be checked against the site, in this same run.
-    site = _build_site(site_doc, site_dir)
+    environments = _environments(site_doc, reader)
+    site = _select_environment(_build_site(site_doc, site_dir), environments, env, base_url, reader)
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
     image_config = _image_config(site_doc, site_dir, reader)
     _check_image_references(profiles, image_config, reader)
@@ -93,7 +110,43 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
     reader.raise_if_any()
     _check_os_configs(site, profiles, profile_layers, reader)
     reader.raise_if_any()
-    return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates", profile_layers)
+    return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates", profile_layers,
+                      environments)
+
+
+def _environments(doc: SourceDoc, reader: "Reader") -> dict[str, Environment]:
+    """site.yaml's `environments` (schema-checked already); names become paths, so they are DNS labels."""
+    declared = {}
+    for name, data in doc.data.get("environments", {}).items():
+        if not is_dns_label(str(name)):
+            where = ("environments", name)
+            reader.fail(doc.locate(where, key=True), f"environment name {name!r} is not valid", format_path(where),
+                        hint="use lowercase letters, digits and '-': it names the output link build-NAME")
+            continue
+        declared[name] = Environment(name, _with_slash(data["base_url"]), data.get("publish"),
+                                     data.get("endpoint_url"))
+    return declared
+
+
+def _select_environment(site: Site, environments: dict[str, Environment], env: str | None,
+                        base_url: str | None, reader: "Reader") -> Site:
+    if env is not None:
+        if env not in environments:
+            reader.fail(site.doc.locate(("environments",), key=True), f"unknown environment {env!r}", "$.environments",
+                        hint=unknown_environment_hint(environments))
+            reader.raise_if_any()
+        site = replace(site, base_url=environments[env].base_url)
+    return replace(site, base_url=_with_slash(base_url)) if base_url else site
+
+
+def unknown_environment_hint(environments) -> str:
+    if environments:
+        return "declared environments: " + ", ".join(sorted(environments))
+    return "site.yaml declares no environments: add `environments: {NAME: {base_url: ..., publish: ...}}` to it"
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
 
 
 def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple[OsConfigLayer, ...]:
@@ -232,7 +285,7 @@ def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
     dhcp = data.get("dhcp", {})
     server = data.get("server", {})
     defaults = data.get("defaults", {})
-    base_url = data["base_url"] if data["base_url"].endswith("/") else data["base_url"] + "/"
+    base_url = _with_slash(data["base_url"])
     return Site(
         directory=site_dir,
         name=data.get("name", site_dir.resolve().parent.name),

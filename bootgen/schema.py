@@ -265,3 +265,10 @@ _HANDLERS = {
     "type": _type,
     "oneOf": _one_of,
 }
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why `value` cannot be a base_url (as site.yaml's is checked), or None."""
+    if _checker().conforms(value, "http-url"):
+        return None
+    return (_URL_UNSAFE_MESSAGE if _URL_UNSAFE.search(value) else _FORMAT_MESSAGES["http-url"]).format(value)

@@ -42,7 +42,10 @@ from pathlib import Path
 from .errors import Location, OutputError, Problem
 from .plan import CHECKSUMS, MANIFEST, Artifact, Listing, checksummed_paths
 
-KEEP_BUILDS = 3  # the live tree plus two to roll back to (and for requests still in flight)
+KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for requests still in flight)
+# One more old tree is kept beyond the releases, for the next build to recycle as its staging
+# tree: a build that fails after taking it then costs no rollback point.
+KEPT_TREES = KEEP_BUILDS + 1
 SPARE_PREFIX = ".spare-"  # .spare-<build id>: a hard-linked copy of that tree, for the next build to recycle
 SPARE_MIN_FILES = 20_000  # smaller trees are linked anew in well under a second: no copy in the background
 SPARE_WAIT = 300  # seconds a build waits for a copy being made before making a new tree itself
@@ -423,16 +426,18 @@ class TreeWriter:
         self.staging = Staging(staging_path, out.resolve() if self.live else None, drift)
 
     def _recycle(self, staging_path: Path, drift) -> set[str] | None:
-        """Reuse the oldest kept tree, which the next prune would delete anyway, as the staging tree.
+        """Reuse the oldest kept tree, the one beyond the releases, as the staging tree.
 
         Only files that differ from it are then replaced, instead of making
         every entry of a new tree again. It has not been served since two
         builds ago, and a reader that still has one of its files open keeps
         reading the old bytes: files are replaced by new directory entries,
-        never rewritten in place. Returns the paths where it differs from the
+        never rewritten in place. It is never one of the releases (the live
+        tree and the KEEP_BUILDS - 1 before it), so a build that fails after
+        taking it leaves every rollback point in place. Returns the paths where it differs from the
         live tree, or None."""
         trees = self._trees()
-        if len(trees) < KEEP_BUILDS - 1:  # the live tree and the ones before it stay
+        if len(trees) < KEPT_TREES - 1:  # only the tree beyond the releases may be taken
             wait_for_spare(self.builds)
             spare = self.builds / f"{SPARE_PREFIX}{self.live}"
             if not spare.is_dir():
@@ -497,18 +502,13 @@ class TreeWriter:
         return WriteResult(build_id, final, True, 0 if existed else written, 0 if existed else linked)
 
     def _switch(self, final: Path) -> None:
-        """Point the output at `final` with one rename: servers never see a missing tree."""
-        temp = self.out.with_name(f".{self.out.name}.switch-{os.getpid()}")
-        if temp.is_symlink() or temp.exists():
-            temp.unlink()
-        os.symlink(os.path.relpath(final, self.out.absolute().parent.resolve()), temp)
-        os.replace(temp, self.out)
+        switch_link(self.out, final)
 
     def _prune(self, keep: Path) -> None:
-        """Keep the newest few trees, never the live one."""
+        """Keep the releases and one tree to recycle, never the live one."""
         trees = sorted((p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime, reverse=True)
-        self._discard([old for old in trees[KEEP_BUILDS:] if old.resolve() != keep.resolve()])
+        self._discard([old for old in trees[KEPT_TREES:] if old.resolve() != keep.resolve()])
         self._discard(p for p in self.builds.glob(f"{SPARE_PREFIX}*") if p.name != f"{SPARE_PREFIX}{keep.name}")
 
     def _discard(self, directories) -> None:
@@ -555,6 +555,16 @@ while True:
 """
 
 
+def switch_link(out: Path, final: Path) -> None:
+    """Point the output link at tree `final` with one rename: servers never see a missing tree."""
+    temp = out.with_name(f".{out.name}.switch-{os.getpid()}")
+    if temp.is_symlink() or temp.exists():
+        temp.unlink()
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(final.absolute().resolve(), out.absolute().parent.resolve()), temp)
+    os.replace(temp, out)
+
+
 def _old_trees(out: Path, builds: Path) -> list[Path]:
     """Complete trees other than the live one, newest first."""
     live = out.resolve() if live_build_id(out) else None
@@ -567,7 +577,7 @@ def prepare_next(out: Path, state_dir: Path, live: str, files: int) -> None:
     """After the switch to tree `live` of `files` files: if the next build would have to make
     a whole new tree (too few old trees to recycle, no copy of the live one), start copying it."""
     builds = state_dir / "builds"
-    if files >= SPARE_MIN_FILES and len(_old_trees(out, builds)) < KEEP_BUILDS - 1 \
+    if files >= SPARE_MIN_FILES and len(_old_trees(out, builds)) < KEPT_TREES - 1 \
             and not (builds / f"{SPARE_PREFIX}{live}").is_dir():
         start_spare(state_dir, live)
 

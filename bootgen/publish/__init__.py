@@ -14,7 +14,40 @@ from bootgen.publish.manifest import load_tree, verify_tree
 from bootgen.publish.progress import make_progress
 from bootgen.publish.report import Action, PublishReport
 
-__all__ = ["publish", "PublishReport", "Action", "render_nginx_server"]
+__all__ = ["publish", "publish_output", "PublishReport", "Action", "render_nginx_server"]
+
+
+def publish_output(paths, destination: str | None = None, *, release: str | None = None, tree: Path | None = None,
+                   endpoint_url: str | None = None, **options) -> PublishReport:
+    """`bootgen publish`: choose the tree and destination, check the tree may go out, publish it.
+
+    `paths` is the output (its environment, if any, gives the destination and
+    endpoint unless they are named). The tree is the output's live one,
+    `tree`, or the kept release `release`; see bootgen.releases.check_publishable
+    for what is refused."""
+    from bootgen.releases import check_publishable, find_release
+
+    if paths.env is not None:
+        environment = _environment(paths)
+        destination = destination or environment.publish
+        endpoint_url = endpoint_url or environment.endpoint_url
+    if not destination:
+        where = f"environment {paths.env!r} in {paths.site}/site.yaml" if paths.env else "the command line"
+        raise PublishError(Problem(Location(where), "no destination to publish to",
+                                   hint="name one (s3://bucket/prefix or a docroot path)"
+                                        + (f", or set `publish:` under environments.{paths.env}" if paths.env else "")))
+    if release is not None:
+        tree = paths.state / "builds" / find_release(paths, release).build_id
+    tree = Path(tree) if tree is not None else paths.out
+    check_publishable(tree, paths, env=paths.env, chosen=release is not None)
+    return publish(tree, destination, endpoint_url=endpoint_url, **options)
+
+
+def _environment(paths):
+    """The environment `paths.env` as site.yaml declares it (every problem of site.yaml raised first)."""
+    from bootgen.load import Reader, load_site
+
+    return load_site(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env).environments[paths.env]
 
 
 def publish(tree: Path, destination: str, *, endpoint_url: str | None = None, dry_run: bool = False,

@@ -118,3 +118,15 @@ def test_recycled_trees_never_touch_the_trees_still_kept(example):
             listed = {line.split("  ", 1)[1] for line in (tree / "SHA256SUMS").read_text().splitlines()}
             on_disk = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()}
             assert on_disk - listed == {"manifest.json", "SHA256SUMS"}
+
+
+def test_the_inputs_digest_depends_on_values_only(example):
+    """Publish compares a digest taken in another process with other objects holding equal values."""
+    import json
+
+    from bootgen.incremental import InputStamps
+
+    stamps = InputStamps.take(example.site, example.nodes)
+    shared = "lab"
+    held = [shared, shared]  # noqa: F841  (more references to the same string)
+    assert stamps.digest(shared, "") == stamps.digest(json.loads('"lab"'), "")
