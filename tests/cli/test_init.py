@@ -47,10 +47,11 @@ def test_kernel_args_keep_the_comma_of_one_argument(home, monkeypatch):
 def test_gitignore_keeps_build_and_state_out_of_git(home):
     assert _run("init", "s", home=home).exit_code == 0
     lines = Path("s/.gitignore").read_text().splitlines()
-    assert "/build" in lines and "/.bootgen/" in lines
+    assert "/build" in lines and "/build-*" in lines and "/.bootgen/" in lines
     if shutil.which("git"):  # what git itself makes of it
         subprocess.run(["git", "init", "-q", "s"], check=True, timeout=30)
         Path("s/build").write_text("x")
+        Path("s/build-lab").write_text("x")  # an environment's output link
         Path("s/.bootgen").mkdir()
         Path("s/.bootgen/stamp").write_text("x")
         status = subprocess.run(["git", "-C", "s", "status", "--porcelain", "--untracked-files=all"],
@@ -62,7 +63,7 @@ def test_an_existing_gitignore_is_extended_not_replaced(home):
     Path("s").mkdir()
     Path("s/.gitignore").write_text("*.swp\n/build")
     assert _run("init", "s", home=home).exit_code == 0
-    assert Path("s/.gitignore").read_text() == "*.swp\n/build\n/.bootgen/\n"
+    assert Path("s/.gitignore").read_text() == "*.swp\n/build\n/build-*\n/.bootgen/\n"
 
 
 def test_key_from_ssh_key_file_is_authorized(home, monkeypatch):

@@ -27,8 +27,8 @@ def walkthrough_blocks() -> list[str]:
 
 def test_walkthrough_has_the_steps():
     script = "\n".join(walkthrough_blocks())
-    for step in ("git init", "bootgen init .", "bootgen check", "bootgen build", 'bootgen publish "$DOCROOT"',
-                 "bootgen publish s3://"):
+    for step in ("git init", "bootgen init .", "bootgen check --env lab", "bootgen build --env lab",
+                 "bootgen publish --env lab", "bootgen build --env prod", "bootgen publish --env prod"):
         assert step in script
 
 
@@ -64,7 +64,7 @@ def test_walkthrough_runs_as_written(tmp_path, seaweed):
     site = tmp_path / "boot-site"
     status = subprocess.run(["git", "-C", str(site), "status", "--porcelain"], capture_output=True, text=True,
                             timeout=30).stdout
-    assert "build" not in status and ".bootgen" not in status  # the scaffold's .gitignore at work
+    assert status == ""  # nothing left to commit: build-lab, build-prod and .bootgen/ are ignored
 
     served = (docroot / "current" / "server" / "nginx.conf").read_text()
     server_block = served[served.index("server {"):].replace(f"listen {port};", f"listen 127.0.0.1:{port};")
@@ -77,7 +77,8 @@ def test_walkthrough_runs_as_written(tmp_path, seaweed):
     finally:
         nginx.stop()
 
-    code, _, body = servers.http_get(f"{seaweed.endpoint}/boot/lab/boot.ipxe")  # anonymous, as iPXE asks
-    assert code == 200 and f"{seaweed.endpoint}/boot/lab/ipxe/" in body.decode()
-    code, _, body = servers.http_get(f"{seaweed.endpoint}/boot/lab/ipxe/52-54-00-12-34-56.ipxe")
-    assert code == 200 and f"{seaweed.endpoint}/boot/lab/configs/node-1/" in body.decode()
+    code, _, body = servers.http_get(f"{seaweed.endpoint}/boot/fleet/boot.ipxe")  # anonymous, as iPXE asks
+    assert code == 200 and f"{seaweed.endpoint}/boot/fleet/ipxe/" in body.decode()
+    code, _, body = servers.http_get(f"{seaweed.endpoint}/boot/fleet/ipxe/52-54-00-12-34-56.ipxe")
+    assert code == 200 and f"{seaweed.endpoint}/boot/fleet/configs/node-1/" in body.decode()
+    assert f"http://127.0.0.1:{port}/" not in body.decode()  # the bucket's tree never names the nginx server
