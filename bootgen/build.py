@@ -79,22 +79,42 @@ class BuildResult:
     rendered: int  # nodes read and rendered (the others were unchanged)
     seconds: float
 
+    @property
+    def kept(self) -> int:
+        """Files already in place with the right bytes, neither written nor linked: in a recycled
+        tree, or all of them when the build is a kept tree switched back to."""
+        return self.files - self.write.written - self.write.linked if self.write.changed else self.files
+
     def summary(self) -> str:
+        """One line whose counts add up: files = written + linked + kept."""
         if not self.write.changed:
             return f"{self.files} files for {self.nodes} nodes: unchanged (build {self.write.build_id[:12]})"
+        kept = f", {self.kept} already in place" if self.kept else ""
         return (f"{self.files} files for {self.nodes} nodes -> build {self.write.build_id[:12]} "
-                f"({self.rendered} nodes rendered, {self.write.written} files written, "
-                f"{self.write.linked} linked) in {self.seconds:.2f}s")
+                f"({self.rendered} nodes rendered; {self.write.written} files written, "
+                f"{self.write.linked} linked{kept}) in {self.seconds:.2f}s")
+
+    def as_dict(self) -> dict:
+        return {"build_id": self.write.build_id, "changed": self.write.changed, "nodes": self.nodes,
+                "rendered": self.rendered, "files": self.files, "written": self.write.written,
+                "linked": self.write.linked, "kept": self.kept, "seconds": round(self.seconds, 3)}
 
 
 def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> tuple:
-    """Everything short of writing, from scratch: the validated inputs and the full plan."""
+    """Everything short of writing, from scratch: the validated inputs and the full plan.
+
+    Without `fetch` (what `check` does), image sets are taken as declared: no image byte is
+    read and no connection made, and mirrored files are not part of the plan."""
+    from .images import declared_images
     from .load import load_inputs
     from .render import render
 
     problems: list[Problem] = []  # every problem a build would report: invalid nodes and render errors
     inputs = load_inputs(paths.site, paths.nodes, node_problems=problems, env=paths.env, base_url=paths.base_url)
-    images = _resolve(inputs, paths, fetch, progress)
+    if fetch:
+        images = _resolve(inputs, paths, fetch, progress)
+    else:
+        images = declared_images(inputs.image_config, {profile.images for profile in inputs.profiles.values()})
     try:
         plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
     except RenderError as exc:
@@ -452,10 +472,11 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     cache_key = (stamps.site, stamps.profiles)
     if state.site_cache is not None and state.site_cache[0] == cache_key:
         return state.site_cache[1]
-    from .load import Reader, load_site
+    from .load import Reader, load_site_with_nodes
     from .render import make_context, placed_artifact
 
-    site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env, base_url=paths.base_url)
+    site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env,
+                                       base_url=paths.base_url)
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images)]
     key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url)

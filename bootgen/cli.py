@@ -38,8 +38,31 @@ def _report(exc: BootgenError, fmt: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def _wants_json(args) -> bool:
+    args = list(args)
+    return "--format=json" in args or any(a == "--format" and b == "json" for a, b in zip(args, args[1:]))
+
+
+def _say(fmt: str, text: str, data: dict) -> None:
+    """A command's result: `text` for people, or `data` as one JSON document for tools."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else text)
+
+
+def _format_option(func):
+    return click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                        help="text, or json: the result on success and the problems on failure, on stdout")(func)
+
+
 class _Command(click.Command):
     """Turn user errors into problem reports, and bugs into one line plus a hint."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, list(args), parent=parent, **extra)
+        except click.UsageError as exc:  # exit 2 as ever; a tool that asked for JSON still gets JSON
+            if _wants_json(args):
+                click.echo(json.dumps({"usage_error": exc.format_message()}, sort_keys=True))
+            raise
 
     def invoke(self, ctx):
         fmt = ctx.params.get("fmt", "text")
@@ -66,8 +89,7 @@ def _common(func):
         click.option("--site", default="site", show_default=True, help="site directory (site.yaml, profiles/, templates/)"),
         click.option("--nodes", default="nodes", show_default=True, help="directory of per-machine YAML files"),
         click.option("--out", default="build", show_default=True, help="output link; trees live in .bootgen/builds/"),
-        click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="how problems are printed (json for editors and CI)"),
+        _format_option,
     )):
         func = decorator(func)
     return func
@@ -88,7 +110,7 @@ def build(site, nodes, out, fmt, env, offline):
     from .build import build as run_build
 
     result = run_build(_paths(site, nodes, out, env), fetch=not offline)
-    click.echo(result.summary())
+    _say(fmt, result.summary(), result.as_dict())
 
 
 @main.command(cls=_Command)
@@ -99,7 +121,8 @@ def check(site, nodes, out, fmt, env):
     from .build import plan_build
 
     inputs, plan = plan_build(_paths(site, nodes, out, env), fetch=False)
-    click.echo(f"ok: {len(inputs.nodes)} nodes, {len(inputs.profiles)} profiles, {len(plan.artifacts)} files")
+    counts = {"nodes": len(inputs.nodes), "profiles": len(inputs.profiles), "files": len(plan.artifacts)}
+    _say(fmt, "ok: {nodes} nodes, {profiles} profiles, {files} files".format(**counts), {"ok": True, **counts})
 
 
 @main.command(cls=_Command)
@@ -132,12 +155,24 @@ def list_command(site, nodes, out, fmt, profile, boot):
 
 @main.command(cls=_Command)
 @click.argument("directory", type=click.Path(file_okay=False))
-def init(directory):
+@click.option("--ssh-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="public key every machine authorizes (default: each ~/.ssh/*.pub)")
+@_format_option
+def init(directory, ssh_key, fmt):
     """Create DIRECTORY with an example site/ and nodes/ to start from."""
-    from .scaffold import scaffold
+    from .scaffold import find_ssh_keys, scaffold
 
-    created = scaffold(Path(directory))
-    click.echo(f"created {len(created)} files in {directory}; next: cd {directory} && bootgen build")
+    done = scaffold(Path(directory), find_ssh_keys(ssh_key, Path.home()))
+    _say(fmt, _init_text(done), done.as_dict())
+
+
+def _init_text(done) -> str:
+    lines = [f"created {len(done.created)} files in {done.directory}"]
+    if done.ssh_keys.sources:
+        lines.append(f"machines will authorize the SSH key(s) in {', '.join(done.ssh_keys.sources)}")
+    lines += [f"warning: {warning}" for warning in done.warnings()]
+    lines.append(f"next: cd {done.directory} && bootgen check && bootgen build")
+    return "\n".join(lines)
 
 
 @main.command("hash-password", cls=_Command)
@@ -157,8 +192,9 @@ def fetch(site, nodes, out, fmt):
     from .build import fetch_images
 
     mirrored, referenced = fetch_images(_paths(site, nodes, out))
-    click.echo(f"{mirrored} mirrored image sets verified and cached; "
-               f"{referenced} referenced by URL (the firmware fetches those)")
+    _say(fmt, f"{mirrored} mirrored image sets verified and cached; "
+              f"{referenced} referenced by URL (the firmware fetches those)",
+         {"mirrored": mirrored, "referenced": referenced})
 
 
 @main.command(cls=_Command)
@@ -173,8 +209,7 @@ def fetch(site, nodes, out, fmt):
 @click.option("--prune", is_flag=True, help="S3: delete objects no recent build refers to")
 @click.option("--keep", default=3, show_default=True, help="published builds whose objects are kept")
 @click.option("--jobs", default=8, show_default=True, help="parallel uploads")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="how problems are printed")
+@_format_option
 def publish(destination, env, tree, release_id, site, nodes, endpoint_url, dry_run, prune, keep, jobs, fmt):
     """Publish the tree to DESTINATION: s3://bucket/prefix or a docroot such as /srv/bootgen.
 
@@ -185,9 +220,20 @@ def publish(destination, env, tree, release_id, site, nodes, endpoint_url, dry_r
     paths = _paths(site, nodes, "build", env)
     report = publish_output(paths, destination, release=release_id, tree=tree and Path(tree),
                             endpoint_url=endpoint_url, dry_run=dry_run, prune=prune, keep=keep, jobs=jobs)
+    if fmt == "json":
+        _say(fmt, "", _publish_dict(report))
+        return
     for action in report.actions if dry_run else ():
         click.echo(str(action))
     click.echo(report.summary())
+
+
+def _publish_dict(report) -> dict:
+    data = {key: getattr(report, key) for key in ("destination", "build_id", "uploaded", "skipped", "deleted",
+                                                  "requests", "bytes", "dry_run")}
+    if report.dry_run:
+        data["actions"] = [{"verb": a.verb, "path": a.path, "size": a.size} for a in report.actions]
+    return data
 
 
 @main.command(cls=_Command)
@@ -231,8 +277,13 @@ def watch(site, nodes, out, fmt, env, poll, offline):
     from .watch import watch as run_watch
 
     paths = _paths(site, nodes, out, env)  # an unknown one is reported by each build, like any site problem
-    click.echo(f"watching {site}/ and {nodes}/ (Ctrl-C to stop)")
-    _until_interrupted(lambda: run_watch(paths, _echo, poll=poll, fetch=not offline))
+    if fmt == "json":  # one JSON object per line per event, everything on stdout
+        echo, stopped = click.echo, json.dumps({"event": "stopped"})
+        echo(json.dumps({"event": "watching", "site": site, "nodes": nodes}))
+    else:
+        echo, stopped = _echo, "stopped"
+        echo(f"watching {site}/ and {nodes}/ (Ctrl-C to stop)")
+    _until_interrupted(lambda: run_watch(paths, echo, poll=poll, fetch=not offline, fmt=fmt), stopped)
 
 
 
@@ -304,7 +355,7 @@ def _echo(text: str) -> None:
     click.echo(text, err=text.endswith("last good tree"))
 
 
-def _until_interrupted(run) -> None:
+def _until_interrupted(run, stopped: str = "stopped") -> None:
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
@@ -312,4 +363,4 @@ def _until_interrupted(run) -> None:
     try:
         run()
     except KeyboardInterrupt:
-        click.echo("stopped")
+        click.echo(stopped)

@@ -35,7 +35,7 @@ def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = 
     only the nodes without any are returned (so `check` can render them too and
     report everything a build would); problems in the site still raise."""
     reader = Reader(display_root or Path.cwd())
-    site_inputs = load_site(site_dir, nodes_dir, reader, env=env, base_url=base_url)
+    site_inputs = load_site_with_nodes(site_dir, nodes_dir, reader, env=env, base_url=base_url)
     files = node_files(nodes_dir)
     reader.problems.extend(node_file_problems(files, reader.display))  # x.yaml and x.yml
     nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in files) if node)
@@ -48,6 +48,17 @@ def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = 
         reader.raise_if_any()
     return Inputs(site_inputs.site, site_inputs.profiles, nodes, site_inputs.image_config, site_inputs.templates_dir,
                   site_inputs.profile_layers)
+
+
+def load_site_with_nodes(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | None = None,
+                         base_url: str | None = None) -> "SiteInputs":
+    """load_site, but a site with problems does not hide the node files' own: they are raised together."""
+    try:
+        return load_site(site_dir, nodes_dir, reader, env=env, base_url=base_url)
+    except InputError as exc:
+        alone = Reader(reader.display_root)
+        check_nodes_alone(nodes_dir, site_dir, alone)
+        raise InputError(list(dict.fromkeys(exc.problems + alone.problems))) from None
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,9 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | N
                     hint="run `bootgen init` to create an example site, or pass --site")
     if not nodes_dir.is_dir():
         reader.fail(Location(reader.display(nodes_dir)), "nodes directory not found", hint="pass --nodes")
-    reader.raise_if_any()
+    if site_doc is None or not nodes_dir.is_dir():
+        reader.raise_if_any()
+    # A broken profile still lets the valid ones be checked against the site, in this same run.
     environments = _environments(site_doc, reader)
     site = _select_environment(_build_site(site_doc, site_dir), environments, env, base_url, reader)
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
@@ -180,6 +193,22 @@ def _check_os_configs(site: Site, profiles: dict[str, Profile], profile_layers: 
             reader.problems.extend(p for p in exc.problems if p not in reader.problems)
 
 
+def check_nodes_alone(nodes_dir: Path, site_dir: Path, reader: "Reader") -> None:
+    """What can be checked in node files without a valid site: syntax, schema, keys, gateways,
+    and a profile a node names itself (against the profile files that exist, valid or not)."""
+    files = node_files(nodes_dir)
+    reader.problems.extend(node_file_problems(files, reader.display))
+    profile_names = frozenset(p.stem for p in _yaml_files(site_dir / "profiles"))
+    for path in files:
+        doc = reader.read(path, "node")
+        if doc is None:
+            continue
+        if "profile" in doc.data:
+            _check_profile_name(doc, doc.data["profile"], profile_names, site_dir, reader)
+        _check_gateways(doc, [_build_interface(i) for i in doc.data["interfaces"]], reader)
+        _check_keys(doc, (), reader)
+
+
 def node_files(nodes_dir: Path) -> list[Path]:
     """The node files of a site, in name order (which decides who keeps a contested MAC)."""
     return _yaml_files(nodes_dir)
@@ -192,7 +221,7 @@ def load_node(path: Path, site_inputs: SiteInputs, reader: "Reader") -> Node | N
         return None
     before = len(reader.problems)
     node = _build_node(path.stem, doc, site_inputs.site.defaults, reader)
-    _check_node(node, site_inputs.profile_names, reader)
+    _check_node(node, site_inputs.profile_names, site_inputs.site.directory, reader)
     _check_keys(doc, (), reader)
     return node if len(reader.problems) == before else None
 
@@ -345,14 +374,33 @@ def _check_image_references(profiles: dict[str, Profile], image_config, reader: 
                         _choices_hint(profile.images, image_sets, "site.yaml `images`"))
 
 
-def _check_node(node: Node, profile_names: frozenset[str], reader: Reader) -> None:
-    if node.profile and node.profile not in profile_names:
-        where = ("profile",) if "profile" in node.doc.data else ()
-        reader.fail(node.doc.locate(where), f"unknown profile '{node.profile}'", "$.profile",
-                    _choices_hint(node.profile, profile_names, "site/profiles/"))
-    for i, iface in enumerate(node.interfaces):
+def _check_node(node: Node, profile_names: frozenset[str], site_dir: Path, reader: Reader) -> None:
+    if node.profile:
+        _check_profile_name(node.doc, node.profile, profile_names, site_dir, reader)
+    _check_gateways(node.doc, node.interfaces, reader)
+
+
+def _check_profile_name(doc: SourceDoc, name: str, profile_names: frozenset[str], site_dir: Path,
+                        reader: Reader) -> None:
+    """An unknown profile is reported with the file that would define it and the profiles there are."""
+    if name in profile_names:
+        return
+    import difflib
+
+    where = ("profile",) if "profile" in doc.data else ()
+    close = difflib.get_close_matches(name, sorted(profile_names), n=1)
+    guess = f"did you mean '{close[0]}'? " if close else ""
+    existing = ", ".join(sorted(profile_names)) or "none yet"
+    create = reader.display(site_dir / "profiles" / f"{name}.yaml")
+    reader.fail(doc.locate(where), f"unknown profile '{name}'", "$.profile",
+                f"{guess}To add it, create {create} (a copy of an existing profile is a good start); "
+                f"profiles now: {existing}")
+
+
+def _check_gateways(doc: SourceDoc, interfaces, reader: Reader) -> None:
+    for i, iface in enumerate(interfaces):
         if iface.gateway and iface.address and iface.gateway not in iface.address.network:
-            reader.fail(node.doc.locate(("interfaces", i, "gateway")),
+            reader.fail(doc.locate(("interfaces", i, "gateway")),
                         f"gateway {iface.gateway} is outside {iface.address.network}",
                         format_path(("interfaces", i, "gateway")))
 

@@ -20,6 +20,7 @@ import errno
 import functools
 import http.server
 import ipaddress
+import json
 import os
 import shlex
 import threading
@@ -44,6 +45,7 @@ class Rebuilder:
     paths: Paths
     report: Callable[[str], None]
     fetch: bool = True
+    fmt: str = "text"  # json: each report is one JSON object on one line
 
     def __post_init__(self) -> None:
         self.state = BuildState.load_stamp(self.paths.state)
@@ -62,20 +64,25 @@ class Rebuilder:
             result = build(paths, fetch=self.fetch, state=self.state, save_state=False, stamps=stamps,
                            durable=False)
         except BootgenError as exc:
-            self.report(format_problems(exc.problems) + "\nbuild failed; still serving the last good tree")
+            self._say(format_problems(exc.problems) + "\nbuild failed; still serving the last good tree",
+                      "failed", problems=[p.as_dict() for p in exc.problems])
             return None
         except Exception as exc:  # a bug in bootgen: say so, start the next build from scratch, keep serving
             self.state = BuildState.load_stamp(self.paths.state)
             self.state.attempt = None
-            self.report(f"internal error: {type(exc).__name__}: {exc}\n  this is a bug in bootgen; "
-                        "the next change rebuilds from scratch\nbuild failed; still serving the last good tree")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self._say(f"{message}\n  this is a bug in bootgen; the next change rebuilds from scratch\n"
+                      "build failed; still serving the last good tree", "internal_error", message=message)
             return None
         finally:
             self.stamps = self.state.attempt[0] if self.state.attempt else None
         self.dirty_state = True
         self.last = result
-        self.report(result.summary())
+        self._say(result.summary(), "built", **result.as_dict())
         return result
+
+    def _say(self, text: str, event: str, **data) -> None:
+        self.report(json.dumps({"event": event, **data}, sort_keys=True) if self.fmt == "json" else text)
 
     def warm_up(self) -> None:
         """Have the first edit cost what later ones do (see bootgen.build.warm_up)."""
@@ -125,12 +132,14 @@ class _Changes:
 
 
 def watch(paths: Paths, report: Callable[[str], None], *, poll: bool = False, fetch: bool = True,
-          stop: threading.Event | None = None, ready: threading.Event | None = None) -> None:
-    """Build, then rebuild after every burst of changes until `stop` is set (or Ctrl-C)."""
+          stop: threading.Event | None = None, ready: threading.Event | None = None, fmt: str = "text") -> None:
+    """Build, then rebuild after every burst of changes until `stop` is set (or Ctrl-C).
+
+    With fmt "json", every report is one JSON object with an "event" key (built, failed, internal_error)."""
     from watchdog.observers import Observer
     from watchdog.observers.polling import PollingObserver
 
-    rebuilder = Rebuilder(paths, report, fetch)
+    rebuilder = Rebuilder(paths, report, fetch, fmt)
     rebuilder.rebuild()
     rebuilder.warm_up()
     changes = _Changes()

@@ -481,8 +481,9 @@ class TreeWriter:
         staging = self.staging
         if self.live == build_id:
             return WriteResult(build_id, final, False, 0, 0)
+        existed = (final / MANIFEST).is_file()  # a kept tree with these very bytes: switched to, not written
         try:
-            if not (final / MANIFEST).is_file():
+            if not existed:
                 before = staging.linked
                 staging.settle(listing, changed, placed)
                 linked += staging.linked - before
@@ -498,7 +499,7 @@ class TreeWriter:
             raise OutputError(Problem(Location(str(exc.filename or final)), f"cannot write the new tree: {exc.strerror}",
                                       hint="the previous tree is untouched and still served")) from None
         self._prune(keep=final)
-        return WriteResult(build_id, final, True, written, linked)
+        return WriteResult(build_id, final, True, 0 if existed else written, 0 if existed else linked)
 
     def _switch(self, final: Path) -> None:
         switch_link(self.out, final)
