@@ -139,7 +139,8 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     started = time.perf_counter()
     check_out_path(paths.out)
     live = live_build_id(paths.out)
-    extras = (str(paths.site.resolve()), str(paths.nodes.resolve()))
+    state.secrets_stamp = secrets_stamp(paths)
+    extras = (str(paths.site.resolve()), str(paths.nodes.resolve()), state.secrets_stamp)
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
     if stamps is None:  # a fresh process: a build with nothing to do stops here
         stamps = InputStamps.take(paths.site, paths.nodes)
@@ -347,7 +348,8 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
     if staging.live is not None and not staging.recycled and change.placed is not None:
         _fill_from_live(staging, change, outcome)
     write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
-                          outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
+                          outcome.written + staging.written, outcome.linked + staging.linked, durable=durable,
+                          private=secret_paths(outcome))
     if write.changed:
         prepare_next(paths.out, paths.state, write.build_id, len(change.listing))
     parent = state.build_id
@@ -359,6 +361,11 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
         state.save(paths.state)
     return BuildResult(write, len(outcome.by_name), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
+
+
+def secret_paths(outcome: "_Outcome") -> set[str]:
+    """Every secret-bearing file of the new tree (rendered now or reused with its record)."""
+    return {path for record in outcome.by_name.values() for path in record.secret_paths}
 
 
 def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> None:
@@ -405,12 +412,32 @@ def _adopt(state: BuildState, change: _Change, outcome: "_Outcome") -> None:
     state.succeeded()
     state.records, state.claims = outcome.by_name, outcome.claims
     state.shared, state.shared_key = change.shared_hashes, change.shared_key
+    state.secret_refs = _secret_refs(outcome)
+
+
+def secrets_stamp(paths: Paths) -> str:
+    """A keyed hash of the current values of the references the live tree was built from: a
+    changed secret, variable or command output rebuilds what used it (see bootgen.secrets)."""
+    from .incremental import saved_secret_refs
+    from .secrets import stamp_digest
+
+    return stamp_digest(paths.site, saved_secret_refs(paths.state))
+
+
+def _secret_refs(outcome: "_Outcome") -> tuple:
+    """Every reference of the site, its profiles, their Butane files and the nodes."""
+    inputs = outcome.job[0].inputs
+    docs = [inputs.site.doc] + [profile.doc for profile in inputs.profiles.values()]
+    docs += [layer.doc for layers in inputs.profile_layers.values() for layer in layers]
+    refs = {_ref_key(ref) for doc in docs for ref in doc.secret_refs.values()}
+    refs.update(ref for record in outcome.by_name.values() for ref in record.secret_refs)
+    return tuple(sorted(refs, key=repr))
 
 
 def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: bool, progress: bool | None):
     """Load the site and profiles, resolve images and loaders: once per change of any file under
     site/ (watch keeps it). Profiles are part of the key: they are parsed and checked here."""
-    cache_key = (stamps.site, stamps.profiles)
+    cache_key = (stamps.site, stamps.profiles, state.secrets_stamp)
     if state.site_cache is not None and state.site_cache[0] == cache_key:
         return state.site_cache[1]
     from .load import Reader, load_site
@@ -419,7 +446,7 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images)]
-    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
+    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], state.secrets_stamp)
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.state / "cache" / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)
     return prepared
@@ -567,8 +594,35 @@ def _render_fresh(job: tuple, path: str, staging) -> tuple[NodeRecord, dict]:
     record = NodeRecord.make(
         name=node.name, stat=stamps.nodes.get(node.name), profile=node.profile,
         profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
-        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts))
+        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts),
+        secret_refs=tuple(sorted(map(_ref_key, node.doc.secret_refs.values()))),
+        secret_paths=secret_bearing(ctx, node, artifacts))
     return record, {a.path: a.listing_lines() for a in artifacts}
+
+
+def _ref_key(ref: tuple) -> tuple:
+    kind, argument = ref
+    return kind, tuple(argument) if isinstance(argument, list) else argument
+
+
+def secret_bearing(ctx, node, artifacts) -> tuple[str, ...]:
+    """The node's files that carry a secret: those in its private config directory (their bytes may
+    hold a value compressed), and any other whose bytes hold a known value in some encoding."""
+    from .render.osconfig import config_dir_name
+    from .secrets import carries_secret, known
+
+    if not known():
+        return ()
+    private = f"configs/{config_dir_name(ctx, node_spec_of(ctx, node))}/"
+    private = private if private != f"configs/{node.name}/" else None
+    return tuple(a.path for a in artifacts
+                 if (private and a.path.startswith(private)) or carries_secret(a.data))
+
+
+def node_spec_of(ctx, node):
+    from .render import node_spec
+
+    return node_spec(ctx, node)
 
 
 def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:

@@ -47,12 +47,20 @@ class _Command(click.Command):
         except Exception as exc:  # a bug: say so briefly, full traceback on request
             if os.environ.get("BOOTGEN_DEBUG"):
                 raise
-            message = f"internal error: {type(exc).__name__}: {exc}"
+            from .secrets import redact_known
+
+            message = redact_known(f"internal error: {type(exc).__name__}: {exc}")  # never a secret value
             if fmt == "json":  # tools reading stdout get JSON whatever happened
                 click.echo(json.dumps({"internal_error": message}, sort_keys=True))
             click.echo(message + "\n  this is a bug in bootgen; rerun with BOOTGEN_DEBUG=1 for details and report it",
                        err=True)
             sys.exit(EXIT_INTERNAL)
+
+
+def _use_secrets(ctx, param, value):
+    """--secrets FILE: as BOOTGEN_SECRETS, which build workers and every later step then see."""
+    if value:
+        os.environ["BOOTGEN_SECRETS"] = os.path.abspath(value)
 
 
 def _common(func):
@@ -62,6 +70,8 @@ def _common(func):
         click.option("--out", default="build", show_default=True, help="output link; trees live in .bootgen/builds/"),
         click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
                      help="how problems are printed (json for editors and CI)"),
+        click.option("--secrets", expose_value=False, callback=_use_secrets, metavar="FILE",
+                     help="secrets file for {secret: NAME} references (else $BOOTGEN_SECRETS)"),
     )):
         func = decorator(func)
     return func
