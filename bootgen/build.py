@@ -229,6 +229,7 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     deleted = [records[name] for name in sorted(records.keys() - outcome.by_name.keys())]
     _check_claims(outcome, state, deleted)
     shared, shared_hashes, shared_key = _shared_files(ctx, outcome, state, placed, key, deleted)
+    shared, shared_hashes = _with_fence(outcome, shared, shared_hashes)
     _check_paths(outcome, state, shared, deleted)
     shared_lines = {a.path: a.listing_lines() for a in shared}
     if state.listing is None:  # every node rendered: a new listing, all of it placed by this build
@@ -240,6 +241,16 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
     placed_paths = set(outcome.lines) | set(shared_lines)
     return _Change(listing, changed, placed_paths, shared, shared_hashes, shared_key, placed)
+
+
+def _with_fence(outcome: "_Outcome", shared: list[Artifact], hashes: dict) -> tuple[list[Artifact], dict]:
+    """Add the nginx fence of the secret-bearing files (bootgen.render.fence) when it changed."""
+    from .render.fence import fence_artifact
+
+    fence = fence_artifact(outcome.by_name.values())
+    if hashes.get(fence.path) == fence.sha256:
+        return shared, hashes
+    return [a for a in shared if a.path != fence.path] + [fence], {**hashes, fence.path: fence.sha256}
 
 
 def _patch(state: BuildState, outcome: "_Outcome", deleted, shared_lines: dict, shared_hashes: dict):
@@ -364,8 +375,12 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
 
 
 def secret_paths(outcome: "_Outcome") -> set[str]:
-    """Every secret-bearing file of the new tree (rendered now or reused with its record)."""
-    return {path for record in outcome.by_name.values() for path in record.secret_paths}
+    """Every secret-bearing file of the new tree (rendered now or reused with its record), and the
+    nginx fence that names them."""
+    from .render.fence import FENCE
+
+    paths = {path for record in outcome.by_name.values() for path in record.secret_paths}
+    return paths | {FENCE} if paths else paths
 
 
 def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> None:

@@ -92,6 +92,11 @@ def build(site, nodes, out, fmt, offline):
 
     result = run_build(_paths(site, nodes, out), fetch=not offline)
     click.echo(result.summary())
+    from .secrets_tree import protection_line
+
+    line = protection_line(Path(out))
+    if line:
+        click.echo(line)
 
 
 @main.command(cls=_Command)
@@ -171,17 +176,22 @@ def fetch(site, nodes, out, fmt):
 @click.option("--prune", is_flag=True, help="S3: delete objects no recent build refers to")
 @click.option("--keep", default=3, show_default=True, help="published builds whose objects are kept")
 @click.option("--jobs", default=8, show_default=True, help="parallel uploads")
+@click.option("--allow-secrets", is_flag=True, help="S3: upload files that carry secrets too (see the policy printed)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="how problems are printed")
-def publish(destination, tree, endpoint_url, dry_run, prune, keep, jobs, fmt):
+def publish(destination, tree, endpoint_url, dry_run, prune, keep, jobs, allow_secrets, fmt):
     """Publish the tree to DESTINATION: s3://bucket/prefix or a docroot such as /srv/bootgen."""
     from .publish import publish as run_publish
+    from .secrets_tree import publish_notice
 
     report = run_publish(Path(tree), destination, endpoint_url=endpoint_url, dry_run=dry_run, prune=prune,
-                         keep=keep, jobs=jobs)
+                         keep=keep, jobs=jobs, allow_secrets=allow_secrets)
     for action in report.actions if dry_run else ():
         click.echo(str(action))
     click.echo(report.summary())
+    notice = publish_notice(Path(tree), destination, allow_secrets)
+    if notice:
+        click.echo(notice, err=True)
 
 
 @main.command(cls=_Command)

@@ -39,10 +39,15 @@ class Release:
 
 
 def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: bool = False,
-                    keep: int = 3) -> PublishReport:
-    """Publish a verified tree as `docroot/releases/<build_id>` and switch `current` to it."""
+                    keep: int = 3, private: bool = False) -> PublishReport:
+    """Publish a verified tree as `docroot/releases/<build_id>` and switch `current` to it.
+
+    With `private`, `manifest` is the tree's full manifest (secret-bearing files included);
+    a copy goes to `docroot/private/`, beside the served releases, never in them."""
     keep = max(1, keep)
     try:
+        if private and not dry_run:
+            _keep_private(docroot, manifest)
         actions = _Docroot(docroot).publish(tree, manifest, dry_run, keep)
     except OSError as exc:
         raise PublishError(Problem(Location(str(docroot)), f"cannot write the docroot: {exc}")) from None
@@ -51,6 +56,13 @@ def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: b
     return PublishReport(str(docroot), manifest.build_id, uploaded=len(copies), skipped=unchanged,
                          deleted=sum(a.verb == "delete" for a in actions), requests=0,
                          bytes=sum(a.size for a in copies), dry_run=dry_run, actions=tuple(actions))
+
+
+def _keep_private(docroot: Path, manifest: Manifest) -> None:
+    kept = docroot / "private"
+    kept.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(kept, 0o700)
+    (kept / f"{manifest.build_id}.json").write_bytes(manifest.raw)
 
 
 class _Docroot:

@@ -296,7 +296,7 @@ def file_kind(rel: str, manifest: dict) -> str:
         return "shell"
     if rel == "server/dnsmasq.conf":
         return "dnsmasq"
-    if rel == "server/nginx.conf":
+    if rel in ("server/nginx.conf", "server/nginx-secrets.conf"):
         return "nginx"
     if manifest.get(rel, {}).get("target") == "bootloader":
         return "binary"
@@ -442,7 +442,7 @@ class Checker:
             work = self.scratch / "nginx"
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            inj._nginx_test(work, text)
+            inj._nginx_test(work, text if rel == "server/nginx.conf" else f"server {{\n{text}}}\n")
         return inj._shape(inj.nginx_parse(text))
 
 
