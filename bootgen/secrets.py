@@ -7,7 +7,8 @@ Any string in a site, profile, node or Butane file may instead be a reference:
     {command: [argv...]}   what a program prints (no shell; bounded in time and
                            output; only programs the secrets file allows)
 
-The secrets file is named by `--secrets FILE` or BOOTGEN_SECRETS. It must be
+The secrets file is named by `--secrets FILE` or BOOTGEN_SECRETS (else
+`~/.config/bootgen/secrets.yaml` is used if it exists). It must be
 readable by its owner only and lie outside the repository. It holds
 
     secrets: {NAME: value, ...}
@@ -226,8 +227,18 @@ _FILES: dict[tuple, SecretsFile] = {}
 
 
 def configured_path() -> Path | None:
+    """--secrets (which sets BOOTGEN_SECRETS), else BOOTGEN_SECRETS, else the user's
+    `~/.config/bootgen/secrets.yaml` if there is one (scripts/setup.sh makes it for the example)."""
     name = os.environ.get(ENV_FILE)
-    return Path(name) if name else None
+    if name:
+        return Path(name)
+    default = default_path()
+    return default if default.is_file() else None
+
+
+def default_path() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "bootgen" / "secrets.yaml"
 
 
 def _secrets_file(site_dir: Path | None) -> SecretsFile:

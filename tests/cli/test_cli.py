@@ -22,7 +22,8 @@ def test_build_then_check(example):
     result = _run("build")
     assert result.exit_code == 0, result.output
     assert "files for 7 nodes -> build" in result.output
-    assert _run("build").output.endswith("unchanged (build " + result.output.split("build ")[-1].split()[0] + ")\n")
+    build_id = result.output.splitlines()[0].split("build ")[-1].split()[0]
+    assert _run("build").output.splitlines()[0].endswith(f"unchanged (build {build_id})")
     assert _run("check").exit_code == 0
 
 
