@@ -362,8 +362,10 @@ class Checker:
 
     def verify_sums(self, tree: Path) -> None:
         """SHA256SUMS lists every file of the tree but itself and manifest.json, each with its digest."""
+        from bootgen.plan import listing_dir
+
         listed = {}
-        for line in (tree / "SHA256SUMS").read_text().splitlines():
+        for line in (listing_dir(tree) / "SHA256SUMS").read_text().splitlines():
             digest, name = line.split("  ", 1)
             listed[name] = digest
         files = {rel: hashlib.sha256((tree / rel).read_bytes()).hexdigest() for rel in _files(tree)
