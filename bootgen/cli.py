@@ -195,6 +195,27 @@ def publish(destination, tree, endpoint_url, dry_run, prune, keep, jobs, allow_s
 
 
 @main.command(cls=_Command)
+@click.argument("source", default="build")
+@click.option("--site", default="site", show_default=True, help="site directory (for the secrets file's checks)")
+@click.option("--secrets", expose_value=False, callback=_use_secrets, metavar="FILE",
+              help="secrets file whose values are looked for (else $BOOTGEN_SECRETS)")
+@click.option("--endpoint-url", help="S3-compatible server, e.g. http://minio.lan:9000")
+def audit(source, site, endpoint_url):
+    """List what a stranger can read that is secret, in a tree, a docroot or s3://bucket/prefix;
+    exit 1 if any of it is not fenced."""
+    from .audit import audit_bucket, audit_tree, referenced_values, report
+
+    values = referenced_values(Path(".bootgen"), Path(site))
+    if source.startswith("s3://"):
+        hits = audit_bucket(source, values, endpoint_url)
+    else:
+        hits = audit_tree(Path(source), values)
+    click.echo(report(hits))
+    if any(not hit.fenced for hit in hits):
+        sys.exit(EXIT_USER_ERROR)
+
+
+@main.command(cls=_Command)
 @_common
 @click.option("--poll", is_flag=True, help="poll for changes (network file systems, containers)")
 @click.option("--offline", is_flag=True, help="do not download images; use only what is cached")

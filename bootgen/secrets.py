@@ -68,6 +68,13 @@ _KNOWN: dict[str, str] = {}  # value -> label of every secret resolved in this p
 _COMMANDS: dict[tuple, str] = {}  # argv -> output, so a command runs once per build
 
 
+def reset() -> None:
+    """Forget every value, command output and secrets file read so far."""
+    _KNOWN.clear()
+    _COMMANDS.clear()
+    _FILES.clear()
+
+
 def known() -> dict[str, str]:
     """Every secret value resolved so far -> its label."""
     return _KNOWN
@@ -246,7 +253,11 @@ def _secrets_file(site_dir: Path | None) -> SecretsFile:
     if path is None:
         raise _Refused("no secrets file: pass --secrets FILE or set BOOTGEN_SECRETS",
                        "keep it outside the repository, readable by you only (chmod 600)")
-    key = (str(path), str(site_dir))
+    try:
+        info = os.stat(path)
+        key = (str(path), str(site_dir), info.st_mtime_ns, info.st_size, info.st_ino)  # watch sees an edit
+    except OSError:
+        key = (str(path), str(site_dir))
     if key not in _FILES:
         _FILES[key] = load_secrets_file(path, site_dir)
     return _FILES[key]

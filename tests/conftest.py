@@ -42,6 +42,16 @@ def example_secrets(tmp_path_factory):
         os.environ["BOOTGEN_SECRETS"] = saved
 
 
+@pytest.fixture(autouse=True)
+def _fresh_secrets():
+    """Each test starts with no secret value known (a build process starts so too)."""
+    from bootgen.secrets import reset
+
+    reset()
+    yield
+    reset()
+
+
 @pytest.fixture
 def example(tmp_path, monkeypatch) -> Paths:
     """A private copy of the repo's example site/ and nodes/, with cwd set to it."""
