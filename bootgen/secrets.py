@@ -331,29 +331,43 @@ def check_configured(site_dir: Path) -> list[Problem]:
 
 # --- where secret-bearing files go, and how they are recognised -------------------------------
 
-def path_key(site_dir: Path | None) -> bytes:
-    """The key of unguessable paths: the secrets file's `path_key`, else one derived from every
-    value resolved (either way, nothing in the repository or the public tree gives it)."""
+def path_key(site_dir: Path | None, values=()) -> bytes:
+    """The key of unguessable paths: the secrets file's `path_key`, else one derived from `values`
+    (the secret values in question); either way nothing in the repository or the public tree gives it."""
     try:
         configured = _secrets_file(site_dir).path_key if configured_path() else ""
     except _Refused:
         configured = ""
     if configured:
         return configured.encode()
-    return hashlib.sha256(json.dumps(sorted(_KNOWN)).encode()).digest()
+    return hashlib.sha256(json.dumps(sorted(map(str, values))).encode()).digest()
 
 
-def private_name(site_dir: Path | None, node: str) -> str:
+def private_name(site_dir: Path | None, node: str, values=()) -> str:
     """The directory name standing for `node` in the paths of its secret-bearing files."""
-    return hmac.new(path_key(site_dir), b"node\0" + node.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(path_key(site_dir, values), b"node\0" + node.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def spec_values(spec, ctx) -> list[str]:
+    """The values of every reference in the layers a node is made from (resolved once per process)."""
+    values = []
+    for doc in _layer_docs(spec, ctx):
+        for kind, argument in getattr(doc, "secret_refs", {}).values():
+            try:
+                values.append(str(_resolve(kind, argument, ctx.inputs.site.directory)))
+            except _Refused:
+                continue
+    return sorted(set(values))
+
+
+def _layer_docs(spec, ctx) -> list:
+    return [spec.doc, spec.profile.doc, ctx.inputs.site.doc] + [layer.doc for layer in spec.os_config_layers]
 
 
 def uses_secrets(spec, ctx) -> bool:
     """Whether any layer a node is made from (its file, its profile and its Butane layers, the
     site) holds a reference."""
-    docs = [spec.doc, spec.profile.doc, ctx.inputs.site.doc]
-    docs += [layer.doc for layer in spec.os_config_layers]
-    return any(getattr(doc, "secret_refs", None) for doc in docs)
+    return any(getattr(doc, "secret_refs", None) for doc in _layer_docs(spec, ctx))
 
 
 def encodings(value: str) -> list[bytes]:
@@ -381,6 +395,19 @@ def carries_secret(data: bytes | None, values=None) -> bool:
     return False
 
 
+_PROCESS_KEY = os.urandom(32)
+
+
+def _stamp_key(site_dir: Path) -> bytes:
+    """`path_key` from the secrets file; without one, a key of this process only, so nothing
+    stored can be checked against a guess (and a fresh process renders the nodes again)."""
+    try:
+        configured = _secrets_file(site_dir).path_key if configured_path() else ""
+    except _Refused:
+        configured = ""
+    return configured.encode() if configured else _PROCESS_KEY
+
+
 def stamp_digest(site_dir: Path, labels) -> str:
     """A keyed hash of the current values of the references named by `labels` (as recorded by
     the last build): it enters the build's stamps so a changed secret rebuilds, while neither
@@ -393,5 +420,5 @@ def stamp_digest(site_dir: Path, labels) -> str:
             values.append(_resolve(kind, argument, site_dir))
         except _Refused:
             values.append(None)  # the build itself reports it
-    return hmac.new(path_key(site_dir), json.dumps([kind for kind, _ in labels] + values).encode(),
+    return hmac.new(_stamp_key(site_dir), json.dumps([kind for kind, _ in labels] + values).encode(),
                     hashlib.sha256).hexdigest()

@@ -33,10 +33,10 @@ def content_addressed(ctx, node, files: dict[str, bytes], target: str) -> tuple[
 
 def config_dir_name(ctx, spec) -> str:
     """The node's directory under configs/: its name, or a keyed hash of it if it uses secrets."""
-    from ..secrets import known, private_name, uses_secrets
+    from ..secrets import known, private_name, spec_values, uses_secrets
 
     if known() and uses_secrets(spec, ctx):
-        return private_name(ctx.inputs.site.directory, spec.name)
+        return private_name(ctx.inputs.site.directory, spec.name, spec_values(spec, ctx))
     return spec.name
 
 

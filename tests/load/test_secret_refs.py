@@ -155,3 +155,21 @@ def test_the_value_is_nowhere_in_state_explain_or_the_public_listing(example, ex
     assert explained.exit_code == 0 and value.decode() not in explained.output
     assert "cloud_init.password_hash = <secret ubuntu_password_hash>" in explained.output
     assert tree.is_dir()
+
+
+def test_a_changed_secret_rebuilds_and_an_unchanged_one_does_not(example, example_secrets, tmp_path, restore_env):
+    from bootgen.passwords import hash_password
+
+    own = _write_secrets(tmp_path.parent / f"{tmp_path.name}-rotate.yaml", example_secrets.read_text())
+    os.environ["BOOTGEN_SECRETS"] = str(own)
+    first = build(example, fetch=False)
+    assert not build(example, fetch=False).write.changed
+    rotated = hash_password("rotated", salt="saltsaltsaltsalt")
+    text = own.read_text()
+    start = text.index('"$6$')
+    own.write_text(text[:start] + f'"{rotated}"' + text[text.index('"', start + 1) + 1:])
+    secrets.reset()  # a fresh process
+    second = build(example, fetch=False)
+    assert second.write.changed and second.write.build_id != first.write.build_id
+    assert rotated in next(second.write.tree.glob("configs/*/*/user-data")).read_text()
+    assert rotated.encode() not in Path(".bootgen/secret-refs.json").read_bytes()
