@@ -207,7 +207,7 @@ def referenced_values(state_dir: Path, site_dir: Path) -> dict[str, str]:
             values.update((f"secret {name}", value) for name, value in _secrets_file(site_dir).values.items())
         except _Refused:
             pass
-    for kind, argument in saved_secret_refs(state_dir):
+    for kind, argument in saved_secret_refs(state_dir)[0]:
         try:
             resolved = _resolve(kind, list(argument) if isinstance(argument, tuple) else argument, site_dir)
         except _Refused:

@@ -139,8 +139,8 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     started = time.perf_counter()
     check_out_path(paths.out)
     live = live_build_id(paths.out)
-    state.secrets_stamp = secrets_stamp(paths)
-    extras = (str(paths.site.resolve()), str(paths.nodes.resolve()), state.secrets_stamp)
+    secrets_changed = _secrets_changed(paths, state)
+    extras = (str(paths.site.resolve()), str(paths.nodes.resolve()))
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
     if stamps is None:  # a fresh process: a build with nothing to do stops here
         stamps = InputStamps.take(paths.site, paths.nodes)
@@ -148,7 +148,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     if len(stamps.node_files) != len(stamps.nodes):  # two files for one node name: x.yaml and x.yml
         raise InputError(node_file_problems(path for _, path in stamps.node_files))
     state.attempt = (stamps, extras, stamp)  # becomes state.inputs if the build succeeds
-    if live is not None and stamp and state.stamp == stamp and live == state.build_id:
+    if live is not None and stamp and state.stamp == stamp and live == state.build_id and not secrets_changed:
         state.succeeded()
         write = WriteResult(live, paths.out.resolve(), False, 0, 0)
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
@@ -428,15 +428,24 @@ def _adopt(state: BuildState, change: _Change, outcome: "_Outcome") -> None:
     state.records, state.claims = outcome.by_name, outcome.claims
     state.shared, state.shared_key = change.shared_hashes, change.shared_key
     state.secret_refs = _secret_refs(outcome)
+    from .secrets import stamp_digest
+
+    state.secrets_digest = stamp_digest(outcome.job[0].inputs.site.directory, state.secret_refs)
 
 
-def secrets_stamp(paths: Paths) -> str:
-    """A keyed hash of the current values of the references the live tree was built from: a
-    changed secret, variable or command output rebuilds what used it (see bootgen.secrets)."""
+def _secrets_changed(paths: Paths, state: BuildState) -> bool:
+    """Whether a value behind a reference the live tree was built from changed (a secret rotated,
+    a variable or a command's output): then every node is rendered again. Only the references
+    and a keyed digest of their values are stored (see bootgen.secrets.stamp_digest)."""
     from .incremental import saved_secret_refs
     from .secrets import stamp_digest
 
-    return stamp_digest(paths.site, saved_secret_refs(paths.state))
+    refs, digest = saved_secret_refs(paths.state)
+    if not refs or stamp_digest(paths.site, refs) == digest:
+        return False
+    state.forget()
+    state.site_cache = None
+    return True
 
 
 def _secret_refs(outcome: "_Outcome") -> tuple:
@@ -452,7 +461,7 @@ def _secret_refs(outcome: "_Outcome") -> tuple:
 def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: bool, progress: bool | None):
     """Load the site and profiles, resolve images and loaders: once per change of any file under
     site/ (watch keeps it). Profiles are part of the key: they are parsed and checked here."""
-    cache_key = (stamps.site, stamps.profiles, state.secrets_stamp)
+    cache_key = (stamps.site, stamps.profiles)
     if state.site_cache is not None and state.site_cache[0] == cache_key:
         return state.site_cache[1]
     from .load import Reader, load_site
@@ -461,7 +470,7 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images)]
-    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], state.secrets_stamp)
+    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.state / "cache" / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)
     return prepared

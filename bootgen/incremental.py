@@ -176,13 +176,15 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def saved_secret_refs(state_dir: Path) -> list[tuple]:
-    """The references the last build resolved, to resolve again and see whether a value changed."""
+def saved_secret_refs(state_dir: Path) -> tuple[list[tuple], str]:
+    """The references the last build resolved and the keyed digest of their values then: resolved
+    again, a different digest means a value changed."""
     try:
-        refs = json.loads((state_dir / SECRET_REFS_FILE).read_bytes())
-        return [(kind, tuple(arg) if isinstance(arg, list) else arg) for kind, arg in refs]
-    except (OSError, ValueError, TypeError):
-        return []
+        saved = json.loads((state_dir / SECRET_REFS_FILE).read_bytes())
+        refs = [(kind, tuple(arg) if isinstance(arg, list) else arg) for kind, arg in saved["refs"]]
+        return refs, str(saved["digest"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return [], ""
 
 
 def site_key(stamps: InputStamps, *resolved) -> str:
@@ -311,7 +313,7 @@ class BuildState:
     inputs: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras) the live tree was built from
     attempt: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras, digest or "") of the last build
     secret_refs: tuple = ()  # (kind, argument) of every secret reference the live tree was built from
-    secrets_stamp: str = field(default="", repr=False)  # keyed hash of their current values (bootgen.secrets)
+    secrets_digest: str = ""  # keyed hash of their values when it was built (bootgen.secrets.stamp_digest)
 
     @classmethod
     def load_stamp(cls, state_dir: Path) -> "BuildState":
@@ -387,7 +389,8 @@ class BuildState:
             data = marshal.dumps((self.build_id, records, self.shared, self.shared_key, self.history,
                                   self.claims))
         _replace(state_dir / STATE_FILE, data)
-        _replace(state_dir / SECRET_REFS_FILE, json.dumps(sorted(self.secret_refs, key=repr)).encode())
+        _replace(state_dir / SECRET_REFS_FILE, json.dumps({"refs": sorted(self.secret_refs, key=repr),
+                                                           "digest": self.secrets_digest}).encode())
         _replace(state_dir / STAMP_FILE, f"{STATE_FORMAT} {__version__} {self.stamp} {self.build_id} {self.files}\n".encode())
 
 
