@@ -185,7 +185,7 @@ class Reader:
         except InputError as exc:
             self.problems.extend(exc.problems)
             return None
-        problems = resolve_doc(doc, root)  # {secret:}, {env:}, {command:} become their values
+        problems = resolve_doc(doc, root, kind)  # {secret:}, {env:}, {command:} become their values
         problems = problems or validate_doc(doc, kind)
         if kind in ("profile", "node") and not is_dns_label(path.stem):
             problems.append(Problem(Location(doc.file), f"file name {path.stem!r} is not a valid {kind} name",

@@ -117,7 +117,21 @@ def label_of(kind: str, argument) -> str:
     return f"{'secret' if kind == 'secret' else 'env'} {argument}"
 
 
-def resolve_doc(doc, site_dir: Path | None = None) -> list[Problem]:
+# Where a site, profile or node file may hold a reference: values that end up inside configs.
+# Elsewhere (host names, MACs, addresses, profile and image names, URLs) a value becomes a
+# file name, a dnsmasq line or a public URL, so a secret there would be published.
+REFERABLE = frozenset({"vars", "cloud_init", "ignition", "kernel_args", "install", "ssh_authorized_keys"})
+
+
+def _referable(path: tuple, kind: str) -> bool:
+    if kind not in ("site", "profile", "node"):
+        return True  # a Butane file: all of it is the OS config
+    if kind == "site":
+        return len(path) > 1 and path[0] == "defaults" and path[1] in REFERABLE
+    return bool(path) and path[0] in REFERABLE
+
+
+def resolve_doc(doc, site_dir: Path | None = None, kind: str = "") -> list[Problem]:
     """Replace every reference in `doc.data` by its value (a SecretStr); problems for those that
     cannot be resolved. The references found are recorded in `doc.secret_refs` (path -> (kind, argument))."""
     from .source import format_path
@@ -128,13 +142,18 @@ def resolve_doc(doc, site_dir: Path | None = None) -> list[Problem]:
     def walk(value, path: tuple):
         found = reference(value)
         if found is not None:
-            kind, argument = found
+            ref_kind, argument = found
+            if not _referable(path, kind):
+                problems.append(Problem(doc.locate(path), "a secret reference cannot stand here: this value "
+                                        "becomes part of file names, addresses or public configs", format_path(path),
+                                        f"references are for {', '.join(sorted(REFERABLE))}"))
+                return None
             try:
-                resolved = _resolve(kind, argument, site_dir)
+                resolved = _resolve(ref_kind, argument, site_dir)
             except _Refused as exc:
                 problems.append(Problem(doc.locate(path), str(exc), format_path(path), exc.hint))
                 return None
-            refs[path] = (kind, argument)
+            refs[path] = (ref_kind, argument)
             return resolved
         if isinstance(value, dict):
             for key in list(value):

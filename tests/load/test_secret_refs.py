@@ -173,3 +173,16 @@ def test_a_changed_secret_rebuilds_and_an_unchanged_one_does_not(example, exampl
     assert second.write.changed and second.write.build_id != first.write.build_id
     assert rotated in next(second.write.tree.glob("configs/*/*/user-data")).read_text()
     assert rotated.encode() not in Path(".bootgen/secret-refs.json").read_bytes()
+
+
+@pytest.mark.parametrize("line,where", [
+    ("hostname: {secret: ubuntu_password_hash}\n", "$.hostname"),
+    ("profile: {env: HOME}\n", "$.profile"),
+])
+def test_a_reference_where_a_value_becomes_a_name_is_refused(example, line, where):
+    text = NODE.read_text()
+    key = line.split(":", 1)[0]
+    kept = "".join(row for row in text.splitlines(keepends=True) if not row.startswith(key + ":"))
+    NODE.write_text(kept + line)
+    problems = _problems(example)
+    assert any(f"error at {where}: a secret reference cannot stand here" in p for p in problems), problems
