@@ -219,8 +219,8 @@ def referenced_values(state_dir: Path, site_dir: Path) -> dict[str, str]:
 def report(hits: list[Hit]) -> str:
     unfenced = [hit for hit in hits if not hit.fenced]
     lines = [hit.line() for hit in hits]
-    lines.append(f"{len(hits)} hits, {len(unfenced)} readable by anyone who can reach the server"
-                 if hits else "no secrets found")
+    count = f"{len(hits)} hit{'s' if len(hits) != 1 else ''}"
+    lines.append(f"{count}, {len(unfenced)} readable by anyone who can reach the server" if hits else "no secrets found")
     return "\n".join(lines)
 
 

@@ -213,3 +213,23 @@ def test_allow_secrets_uploads_them_and_keeps_the_full_manifest_under_the_privat
     fenced = [s for s in policy["Statement"] if "Condition" in s]
     assert fenced and fenced[0]["Condition"]["NotIpAddress"]["aws:SourceIp"] == [f"{NODE}/32"]
     assert fenced[0]["Resource"] == f"arn:aws:s3:::{bucket}/site/{private[0].rsplit('/', 2)[0]}/*"
+
+
+def test_audit_of_the_bucket_fails_once_secrets_are_readable_anonymously(fenced_site, seaweed, bucket,
+                                                                        example_secrets):
+    from click.testing import CliRunner
+
+    from bootgen.cli import main
+
+    _, tree = fenced_site
+    destination = f"s3://{bucket}/site"
+    audit = ["audit", destination, "--endpoint-url", seaweed.endpoint, "--secrets", str(example_secrets)]
+    publish(tree, destination, endpoint_url=seaweed.endpoint, progress=False)
+    clean = CliRunner().invoke(main, audit)
+    assert clean.exit_code == 0 and "no secrets found" in clean.output, clean.output
+    publish(tree, destination, endpoint_url=seaweed.endpoint, progress=False, allow_secrets=True)
+    exposed = CliRunner().invoke(main, audit)
+    assert exposed.exit_code == 1, exposed.output
+    line = next(line for line in exposed.output.splitlines() if line.endswith("/user-data: a password hash, "
+                "the value of secret ubuntu_password_hash (not in any public index)"))
+    assert line.startswith("configs/")
