@@ -224,6 +224,8 @@ def render_nginx_server(docroot: Path, *, listen: str | int = 80, server_name: s
     default_type text/plain;
     charset utf-8;
     charset_types text/plain application/json;
+    # Files that carry secrets: only their node's addresses may fetch them (see README, Secrets).
+    include {root}/server/nginx-secrets*.conf;
 
     location /configs/ {{
         add_header Cache-Control "public, max-age=31536000, immutable";

@@ -233,3 +233,27 @@ def test_audit_of_the_bucket_fails_once_secrets_are_readable_anonymously(fenced_
     line = next(line for line in exposed.output.splitlines() if line.endswith("/user-data: a password hash, "
                 "the value of secret ubuntu_password_hash (not in any public index)"))
     assert line.startswith("configs/")
+
+
+def _crawl_docroot(docroot: Path, port: int, workdir: Path, seeds: list[str]) -> tuple[dict, dict]:
+    from bootgen.publish import render_nginx_server
+
+    server = start_nginx(workdir, render_nginx_server(docroot, listen=port), port)
+    try:
+        base = f"http://127.0.0.1:{port}/"
+        return (Crawler(base, _nginx_get(port, STRANGER)).run(seeds),
+                Crawler(base, _nginx_get(port, NODE)).run(seeds))
+    finally:
+        server.stop()
+
+
+def test_a_docroot_publish_is_fenced_by_its_server_block_too(fenced_site, tmp_path, example_secrets):
+    port, tree = fenced_site
+    docroot = tmp_path / "srv"
+    publish(tree, str(docroot), progress=False)
+    assert list((docroot / "private").glob("*.json"))  # the full manifest, beside the served releases
+    forms = _secret_forms(example_secrets)
+    stranger, node = in_netns(_crawl_docroot, docroot, port, tmp_path / "nginx", FIXED + _per_machine_names(MAC, NODE))
+    assert _leaks(stranger, forms) == []
+    user_data = next(p for p in secret_paths(tree) if p.endswith("/user-data"))
+    assert stranger[user_data][0] == 403 and node[user_data][0] == 200
