@@ -196,23 +196,12 @@ def _anonymously_readable(client, bucket: str, key: str) -> bool:
 # --- the secret values to look for -----------------------------------------------------------
 
 def referenced_values(state_dir: Path, site_dir: Path) -> dict[str, str]:
-    """Label -> value of every reference the last build resolved, and every entry of the secrets
-    file (a value pasted in clear somewhere is found too)."""
+    """Label -> value of every entry of the secrets file and every reference the last build
+    resolved (so a value pasted in clear somewhere is found too)."""
     from .incremental import saved_secret_refs
-    from .secrets import _Refused, _resolve, _secrets_file, configured_path
+    from .secrets import current_values
 
-    values: dict[str, str] = {}
-    if configured_path() is not None:
-        try:
-            values.update((f"secret {name}", value) for name, value in _secrets_file(site_dir).values.items())
-        except _Refused:
-            pass
-    for kind, argument in saved_secret_refs(state_dir)[0]:
-        try:
-            resolved = _resolve(kind, list(argument) if isinstance(argument, tuple) else argument, site_dir)
-        except _Refused:
-            continue
-        values.setdefault(resolved.label, str(resolved))
+    values = current_values(site_dir, saved_secret_refs(state_dir)[0])
     return {label: value for label, value in values.items() if len(value) >= 4}
 
 

@@ -632,21 +632,16 @@ def _ref_key(ref: tuple) -> tuple:
 def secret_bearing(ctx, node, artifacts) -> tuple[str, ...]:
     """The node's files that carry a secret: those in its private config directory (their bytes may
     hold a value compressed), and any other whose bytes hold a known value in some encoding."""
+    from .render import node_spec
     from .render.osconfig import config_dir_name
     from .secrets import carries_secret, known
 
     if not known():
         return ()
-    private = f"configs/{config_dir_name(ctx, node_spec_of(ctx, node))}/"
+    private = f"configs/{config_dir_name(ctx, node_spec(ctx, node))}/"
     private = private if private != f"configs/{node.name}/" else None
     return tuple(a.path for a in artifacts
                  if (private and a.path.startswith(private)) or carries_secret(a.data))
-
-
-def node_spec_of(ctx, node):
-    from .render import node_spec
-
-    return node_spec(ctx, node)
 
 
 def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:

@@ -336,16 +336,22 @@ def _inside(path: Path, directory: Path) -> bool:
     return resolved == root or root in resolved.parents
 
 
-def check_configured(site_dir: Path) -> list[Problem]:
-    """Problems with the configured secrets file itself (none when none is configured)."""
-    path = configured_path()
-    if path is None:
-        return []
-    try:
-        _secrets_file(site_dir)
-    except _Refused as exc:
-        return [Problem(Location(str(path)), str(exc), hint=exc.hint)]
-    return []
+def current_values(site_dir: Path, refs) -> dict[str, str]:
+    """Label -> value of every entry of the secrets file and of `refs` ((kind, argument) pairs)
+    that resolves now; what cannot be resolved is left out."""
+    values: dict[str, str] = {}
+    if configured_path() is not None:
+        try:
+            values.update((f"secret {name}", value) for name, value in _secrets_file(site_dir).values.items())
+        except _Refused:
+            pass
+    for kind, argument in refs:
+        try:
+            resolved = _resolve(kind, list(argument) if isinstance(argument, tuple) else argument, site_dir)
+        except _Refused:
+            continue
+        values.setdefault(resolved.label, str(resolved))
+    return values
 
 
 # --- where secret-bearing files go, and how they are recognised -------------------------------
