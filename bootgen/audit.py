@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from .render.fence import FENCE
-
 MAX_SCANNED = 16 * 1024 * 1024  # larger files are OS images fetched from upstream, not rendered
 
 _CRYPT = re.compile(rb"\$(?:1|5|6|2[aby]|y|gy|7)\$[./A-Za-z0-9$=,]{8,}")
@@ -213,4 +211,4 @@ def report(hits: list[Hit]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Hit", "audit_tree", "audit_bucket", "referenced_values", "report", "findings", "FENCE"]
+__all__ = ["Hit", "audit_tree", "audit_bucket", "referenced_values", "report", "findings"]

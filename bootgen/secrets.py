@@ -32,7 +32,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import InputError, Location, Problem
+from .errors import Problem
 
 ENV_FILE = "BOOTGEN_SECRETS"
 COMMAND_TIMEOUT = 10.0  # seconds a {command:} may take
