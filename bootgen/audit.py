@@ -9,8 +9,9 @@ Each hit says how a stranger reaches the file:
 - `listed`: named in the public manifest.json or SHA256SUMS;
 - `unlisted`: not in any public index (a stranger needs its path, which for a
   secret-bearing file holds a keyed hash);
-- `fenced`: nginx serves it only to its node's addresses (a tree), or an
-  anonymous GET is refused (a bucket).
+- `fenced`: nginx serves it only to its node's addresses and it is not
+  world-readable, so dnsmasq's TFTP refuses it (a tree), or an anonymous GET
+  is refused (a bucket).
 
 A hit that is not fenced is a failure: exit 1.
 """
@@ -43,11 +44,8 @@ _DATA_URL = re.compile(rb"data:([^,\"\s]*),([^\"\s]*)")
 class Hit:
     path: str
     what: str
-    reach: str  # listed | unlisted | fixed name, followed by ", fenced: ..." when it is
-
-    @property
-    def fenced(self) -> bool:
-        return "fenced" in self.reach
+    reach: str  # how a stranger gets at it, in words
+    fenced: bool  # no stranger can read it (over HTTP, TFTP or from the bucket)
 
     def line(self) -> str:
         return f"{self.path}: {self.what} ({self.reach})"
@@ -104,7 +102,10 @@ def audit_tree(tree: Path, values: dict[str, str]) -> list[Hit]:
             continue
         what = findings(path.read_bytes(), values)
         if what:
-            hits.append(Hit(rel, ", ".join(what), _reach(rel, listed, rules)))
+            reach, fenced = _reach(rel, listed, rules)
+            if path.stat().st_mode & 0o004:  # dnsmasq's TFTP serves it to whoever names it
+                reach, fenced = reach + "; readable over TFTP by anyone who names it", False
+            hits.append(Hit(rel, ", ".join(what), reach, fenced))
     return hits
 
 
@@ -116,14 +117,14 @@ def _public_paths(tree: Path) -> set[str]:
         return set()
 
 
-def _reach(rel: str, listed: set[str], rules: dict[str, list[str]]) -> str:
+def _reach(rel: str, listed: set[str], rules: dict[str, list[str]]) -> tuple[str, bool]:
     reach = "listed in manifest.json" if rel in listed else "not in any public index"
     for location, allowed in rules.items():
         kind, _, where = location.partition(" ")
         where = where.strip('"')
         if (kind == "=" and where == "/" + rel) or (kind == "^~" and ("/" + rel).startswith(where)):
-            return f"{reach}; fenced: nginx serves it only to {', '.join(allowed) or 'nobody'}"
-    return reach
+            return f"{reach}; fenced: nginx serves it only to {', '.join(allowed) or 'nobody'}", True
+    return reach, False
 
 
 # --- a bucket ---------------------------------------------------------------------------------
@@ -144,9 +145,10 @@ def audit_bucket(destination: str, values: dict[str, str], endpoint_url: str | N
             continue
         rel = loc.path(key)
         reach = "listed in manifest.json" if rel in listed else "not in any public index"
-        if not _anonymously_readable(anonymous, loc.bucket, key):
+        fenced = not _anonymously_readable(anonymous, loc.bucket, key)
+        if fenced:
             reach += "; fenced: an anonymous GET is refused"
-        hits.append(Hit(rel, ", ".join(what), reach))
+        hits.append(Hit(rel, ", ".join(what), reach, fenced))
     return hits
 
 

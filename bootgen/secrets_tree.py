@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 from .plan import SECRET_PATHS, private_dir
+
+SERVER_GROUP = "www-data"  # Debian's nginx workers: may read secret-bearing files, others may not
 from .render.fence import FENCE
 
 
@@ -19,6 +21,30 @@ def secret_paths(tree: Path) -> list[str]:
         return json.loads((private_dir(tree) / SECRET_PATHS).read_bytes())
     except (OSError, ValueError):
         return []
+
+
+def restrict(tree: Path, paths) -> None:
+    """Make secret-bearing files unreadable to others (mode 0640, group www-data when it exists).
+
+    dnsmasq serves the tree over TFTP to whoever names a file and cannot fence by
+    address; but it reads files as its own unprivileged user, and as root it serves only
+    world-readable ones, so such files are refused over TFTP while nginx, whose workers
+    are in the group, still serves them to their node."""
+    import grp
+    import os
+
+    try:
+        gid = grp.getgrnam(SERVER_GROUP).gr_gid
+    except KeyError:
+        gid = -1
+    for path in paths:
+        target = tree / path
+        if gid != -1:
+            try:
+                os.chown(target, -1, gid, follow_symlinks=False)
+            except PermissionError:
+                pass  # not ours to give away: nginx must then run with the builder's group
+        os.chmod(target, 0o640)
 
 
 def fenced_prefixes(tree: Path) -> dict[str, list[str]]:

@@ -486,6 +486,10 @@ class TreeWriter:
                 staging.settle(listing, changed, placed)
                 linked += staging.linked - before
                 write_listing(staging.path, listing, build_id, private, self.builds.parent)
+                if private:
+                    from .secrets_tree import restrict
+
+                    restrict(staging.path, private)
                 if durable:
                     sync_filesystem(staging.path)  # on disk before any server is switched to it
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id

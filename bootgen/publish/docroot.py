@@ -48,7 +48,9 @@ def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: b
     try:
         if private and not dry_run:
             _keep_private(docroot, manifest)
-        actions = _Docroot(docroot).publish(tree, manifest, dry_run, keep)
+        target = _Docroot(docroot)
+        target.private = private
+        actions = target.publish(tree, manifest, dry_run, keep)
     except OSError as exc:
         raise PublishError(Problem(Location(str(docroot)), f"cannot write the docroot: {exc}")) from None
     copies = [a for a in actions if a.verb == "copy"]
@@ -68,6 +70,7 @@ def _keep_private(docroot: Path, manifest: Manifest) -> None:
 class _Docroot:
     def __init__(self, root: Path):
         self.root, self.releases, self.current = root, root / RELEASES, root / CURRENT
+        self.private = False  # the tree has secret-bearing files (see publish_docroot)
 
     def publish(self, tree: Path, manifest: Manifest, dry_run: bool, keep: int) -> list[Action]:
         live = self.current_id()
@@ -120,6 +123,10 @@ class _Docroot:
         self.clear_staging()
         for action, source in plan:
             _link_or_copy(source, staging / action.path, action.verb == "link")
+        if self.private:  # secret-bearing files: not world-readable, as in the tree (TFTP)
+            from bootgen.secrets_tree import restrict, secret_paths
+
+            restrict(staging, secret_paths(tree))
         for name in (SUMS, MANIFEST):  # the release's own manifest goes in last
             shutil.copyfile(tree / name, staging / name)
         os.replace(staging, self.releases / manifest.build_id)

@@ -257,3 +257,62 @@ def test_a_docroot_publish_is_fenced_by_its_server_block_too(fenced_site, tmp_pa
     assert _leaks(stranger, forms) == []
     user_data = next(p for p in secret_paths(tree) if p.endswith("/user-data"))
     assert stranger[user_data][0] == 403 and node[user_data][0] == 200
+
+
+def _tftp_get(address: str, name: str, timeout: float = 5) -> tuple[str, bytes]:
+    """A TFTP read request (RFC 1350, octet mode) from STRANGER's address: ("ok", bytes) or ("error", message)."""
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((STRANGER, 0))
+        sock.settimeout(timeout)
+        sock.sendto(b"\0\1" + name.encode() + b"\0octet\0", (address, 69))
+        data, expected = b"", 1
+        while True:
+            packet, peer = sock.recvfrom(4 + 512)
+            opcode, block = struct.unpack("!HH", packet[:4])
+            if opcode == 5:
+                return "error", packet[4:].rstrip(b"\0")
+            if opcode == 3 and block == expected:
+                data += packet[4:]
+                sock.sendto(struct.pack("!HH", 4, block), peer)
+                expected += 1
+                if len(packet) < 4 + 512:
+                    return "ok", data
+
+
+def _tftp_as_stranger(tree: Path, workdir: Path, names: list[str]) -> dict[str, tuple[str, bytes]]:
+    import subprocess
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    # As root, dnsmasq serves only world-readable files over TFTP (as another user, only what
+    # that user may read): secret-bearing files are neither.
+    dnsmasq = subprocess.Popen(["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+                                "--enable-tftp", f"--tftp-root={tree.resolve()}", "--user=root",
+                                "--listen-address=127.0.0.1", "--bind-interfaces",
+                                f"--pid-file={workdir / 'dnsmasq.pid'}", "--log-facility=-"],
+                               stdout=subprocess.DEVNULL, stderr=open(workdir / "dnsmasq.log", "wb"))
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return {name: _tftp_get("127.0.0.1", name) for name in names}
+            except OSError:
+                if time.monotonic() > deadline or dnsmasq.poll() is not None:
+                    raise
+                time.sleep(0.2)
+    finally:
+        dnsmasq.terminate()
+        dnsmasq.wait(10)
+
+
+def test_tftp_refuses_secret_bearing_files_to_anyone(fenced_site, tmp_path, example_secrets):
+    _, tree = fenced_site
+    user_data = next(p for p in secret_paths(tree) if p.endswith("/user-data"))
+    public = f"pxelinux.cfg/01-{MAC.replace(':', '-')}"
+    got = in_netns(_tftp_as_stranger, tree, tmp_path / "tftp", [public, user_data, "server/nginx-secrets.conf"])
+    assert got[public] == ("ok", (tree / public).read_bytes())
+    assert got[user_data][0] == "error" and got["server/nginx-secrets.conf"][0] == "error"
