@@ -188,6 +188,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     started = time.perf_counter()
     check_out_path(paths.out)
     live = live_build_id(paths.out)
+    secrets_changed = _secrets_changed(paths, state)
     extras = paths.stamp_extras()
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
     if stamps is None:  # a fresh process: a build with nothing to do stops here
@@ -196,7 +197,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     if len(stamps.node_files) != len(stamps.nodes):  # two files for one node name: x.yaml and x.yml
         raise InputError(node_file_problems(path for _, path in stamps.node_files))
     state.attempt = (stamps, extras, stamp)  # becomes state.inputs if the build succeeds
-    if live is not None and stamp and state.stamp == stamp and live == state.build_id:
+    if live is not None and stamp and state.stamp == stamp and live == state.build_id and not secrets_changed:
         state.succeeded()
         write = WriteResult(live, paths.out.resolve(), False, 0, 0)
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
@@ -277,6 +278,7 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     deleted = [records[name] for name in sorted(records.keys() - outcome.by_name.keys())]
     _check_claims(outcome, state, deleted)
     shared, shared_hashes, shared_key = _shared_files(ctx, outcome, state, placed, key, deleted)
+    shared, shared_hashes = _with_fence(outcome, shared, shared_hashes)
     _check_paths(outcome, state, shared, deleted)
     shared_lines = {a.path: a.listing_lines() for a in shared}
     if state.listing is None:  # every node rendered: a new listing, all of it placed by this build
@@ -288,6 +290,16 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
     placed_paths = set(outcome.lines) | set(shared_lines)
     return _Change(listing, changed, placed_paths, shared, shared_hashes, shared_key, placed)
+
+
+def _with_fence(outcome: "_Outcome", shared: list[Artifact], hashes: dict) -> tuple[list[Artifact], dict]:
+    """Add the nginx fence of the secret-bearing files (bootgen.render.fence) when it changed."""
+    from .render.fence import fence_artifact
+
+    fence = fence_artifact(outcome.by_name.values())
+    if hashes.get(fence.path) == fence.sha256:
+        return shared, hashes
+    return [a for a in shared if a.path != fence.path] + [fence], {**hashes, fence.path: fence.sha256}
 
 
 def _patch(state: BuildState, outcome: "_Outcome", deleted, shared_lines: dict, shared_hashes: dict):
@@ -396,7 +408,8 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
     if staging.live is not None and not staging.recycled and change.placed is not None:
         _fill_from_live(staging, change, outcome)
     write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
-                          outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
+                          outcome.written + staging.written, outcome.linked + staging.linked, durable=durable,
+                          private=secret_paths(outcome))
     parent = state.build_id
     if write.changed:
         prepare_next(paths.out, paths.state, write.build_id, len(change.listing))
@@ -418,6 +431,15 @@ def _record(paths: Paths, build_id: str, parent: str | None, change: _Change, ou
     record_release(paths.state, build_id, env=paths.env, base_url=outcome.job[0].inputs.site.base_url,
                    parent=parent, changed=change.changed, rendered=outcome.rendered_names,
                    files=len(change.listing), site_dir=paths.site, nodes_dir=paths.nodes, git=git)
+
+
+def secret_paths(outcome: "_Outcome") -> set[str]:
+    """Every secret-bearing file of the new tree (rendered now or reused with its record), and the
+    nginx fence that names them."""
+    from .render.fence import FENCE
+
+    paths = {path for record in outcome.by_name.values() for path in record.secret_paths}
+    return paths | {FENCE} if paths else paths
 
 
 def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> None:
@@ -464,6 +486,35 @@ def _adopt(state: BuildState, change: _Change, outcome: "_Outcome") -> None:
     state.succeeded()
     state.records, state.claims = outcome.by_name, outcome.claims
     state.shared, state.shared_key = change.shared_hashes, change.shared_key
+    state.secret_refs = _secret_refs(outcome)
+    from .secrets import stamp_digest
+
+    state.secrets_digest = stamp_digest(outcome.job[0].inputs.site.directory, state.secret_refs)
+
+
+def _secrets_changed(paths: Paths, state: BuildState) -> bool:
+    """Whether a value behind a reference the live tree was built from changed (a secret rotated,
+    a variable or a command's output): then every node is rendered again. Only the references
+    and a keyed digest of their values are stored (see bootgen.secrets.stamp_digest)."""
+    from .incremental import saved_secret_refs
+    from .secrets import stamp_digest
+
+    refs, digest = saved_secret_refs(paths.state)
+    if not refs or stamp_digest(paths.site, refs) == digest:
+        return False
+    state.forget()
+    state.site_cache = None
+    return True
+
+
+def _secret_refs(outcome: "_Outcome") -> tuple:
+    """Every reference of the site, its profiles, their Butane files and the nodes."""
+    inputs = outcome.job[0].inputs
+    docs = [inputs.site.doc] + [profile.doc for profile in inputs.profiles.values()]
+    docs += [layer.doc for layers in inputs.profile_layers.values() for layer in layers]
+    refs = {_ref_key(ref) for doc in docs for ref in doc.secret_refs.values()}
+    refs.update(ref for record in outcome.by_name.values() for ref in record.secret_refs)
+    return tuple(sorted(refs, key=repr))
 
 
 def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: bool, progress: bool | None):
@@ -627,8 +678,30 @@ def _render_fresh(job: tuple, path: str, staging) -> tuple[NodeRecord, dict]:
     record = NodeRecord.make(
         name=node.name, stat=stamps.nodes.get(node.name), profile=node.profile,
         profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
-        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts))
+        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts),
+        secret_refs=tuple(sorted(map(_ref_key, node.doc.secret_refs.values()))),
+        secret_paths=secret_bearing(ctx, node, artifacts))
     return record, {a.path: a.listing_lines() for a in artifacts}
+
+
+def _ref_key(ref: tuple) -> tuple:
+    kind, argument = ref
+    return kind, tuple(argument) if isinstance(argument, list) else argument
+
+
+def secret_bearing(ctx, node, artifacts) -> tuple[str, ...]:
+    """The node's files that carry a secret: those in its private config directory (their bytes may
+    hold a value compressed), and any other whose bytes hold a known value in some encoding."""
+    from .render import node_spec
+    from .render.osconfig import config_dir_name
+    from .secrets import carries_secret, known
+
+    if not known():
+        return ()
+    private = f"configs/{config_dir_name(ctx, node_spec(ctx, node))}/"
+    private = private if private != f"configs/{node.name}/" else None
+    return tuple(a.path for a in artifacts
+                 if (private and a.path.startswith(private)) or carries_secret(a.data))
 
 
 def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:

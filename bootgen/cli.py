@@ -76,12 +76,20 @@ class _Command(click.Command):
         except Exception as exc:  # a bug: say so briefly, full traceback on request
             if os.environ.get("BOOTGEN_DEBUG"):
                 raise
-            message = f"internal error: {type(exc).__name__}: {exc}"
+            from .secrets import redact_known
+
+            message = redact_known(f"internal error: {type(exc).__name__}: {exc}")  # never a secret value
             if fmt == "json":  # tools reading stdout get JSON whatever happened
                 click.echo(json.dumps({"internal_error": message}, sort_keys=True))
             click.echo(message + "\n  this is a bug in bootgen; rerun with BOOTGEN_DEBUG=1 for details and report it",
                        err=True)
             sys.exit(EXIT_INTERNAL)
+
+
+def _use_secrets(ctx, param, value):
+    """--secrets FILE: as BOOTGEN_SECRETS, which build workers and every later step then see."""
+    if value:
+        os.environ["BOOTGEN_SECRETS"] = os.path.abspath(value)
 
 
 def _common(func):
@@ -90,6 +98,8 @@ def _common(func):
         click.option("--nodes", default="nodes", show_default=True, help="directory of per-machine YAML files"),
         click.option("--out", default="build", show_default=True, help="output link; trees live in .bootgen/builds/"),
         _format_option,
+        click.option("--secrets", expose_value=False, callback=_use_secrets, metavar="FILE",
+                     help="secrets file for {secret: NAME} references (else $BOOTGEN_SECRETS)"),
     )):
         func = decorator(func)
     return func
@@ -109,8 +119,14 @@ def build(site, nodes, out, fmt, env, offline):
     """Build the tree and switch OUT to it atomically."""
     from .build import build as run_build
 
+    from .secrets_tree import protection_line
+
     result = run_build(_paths(site, nodes, out, env), fetch=not offline)
-    _say(fmt, result.summary(), result.as_dict())
+    line = protection_line(result.write.tree)
+    data = result.as_dict()
+    if line:
+        data["secrets"] = line
+    _say(fmt, result.summary() + (f"\n{line}" if line else ""), data)
 
 
 @main.command(cls=_Command)
@@ -209,23 +225,52 @@ def fetch(site, nodes, out, fmt):
 @click.option("--prune", is_flag=True, help="S3: delete objects no recent build refers to")
 @click.option("--keep", default=3, show_default=True, help="published builds whose objects are kept")
 @click.option("--jobs", default=8, show_default=True, help="parallel uploads")
+@click.option("--allow-secrets", is_flag=True, help="S3: upload files that carry secrets too (see the policy printed)")
 @_format_option
-def publish(destination, env, tree, release_id, site, nodes, endpoint_url, dry_run, prune, keep, jobs, fmt):
+def publish(destination, env, tree, release_id, site, nodes, endpoint_url, dry_run, prune, keep, jobs, allow_secrets,
+            fmt):
     """Publish the tree to DESTINATION: s3://bucket/prefix or a docroot such as /srv/bootgen.
 
     With --env, the environment's tree goes to its own destination. A tree built
     for another environment, or from inputs edited since, is refused."""
     from .publish import publish_output
+    from .secrets_tree import publish_notice
 
     paths = _paths(site, nodes, "build", env)
     report = publish_output(paths, destination, release=release_id, tree=tree and Path(tree),
-                            endpoint_url=endpoint_url, dry_run=dry_run, prune=prune, keep=keep, jobs=jobs)
+                            endpoint_url=endpoint_url, dry_run=dry_run, prune=prune, keep=keep, jobs=jobs,
+                            allow_secrets=allow_secrets)
+    notice = publish_notice(Path(report.tree), report.destination, allow_secrets)
+    if notice:
+        click.echo(notice, err=True)
     if fmt == "json":
         _say(fmt, "", _publish_dict(report))
         return
     for action in report.actions if dry_run else ():
         click.echo(str(action))
     click.echo(report.summary())
+
+
+@main.command(cls=_Command)
+@click.argument("source", default="build")
+@click.option("--site", default="site", show_default=True, help="site directory (for the secrets file's checks)")
+@click.option("--secrets", expose_value=False, callback=_use_secrets, metavar="FILE",
+              help="secrets file whose values are looked for (else $BOOTGEN_SECRETS)")
+@click.option("--endpoint-url", help="S3-compatible server, e.g. http://minio.lan:9000")
+@_env_option
+def audit(source, site, endpoint_url, env):
+    """List what a stranger can read that is secret, in a tree, a docroot or s3://bucket/prefix;
+    exit 1 if any of it is not fenced."""
+    from .audit import audit_bucket, audit_tree, referenced_values, report
+
+    values = referenced_values(_paths(site, "nodes", "build", env).state, Path(site))
+    if source.startswith("s3://"):
+        hits = audit_bucket(source, values, endpoint_url)
+    else:
+        hits = audit_tree(Path(source), values)
+    click.echo(report(hits))
+    if any(not hit.fenced for hit in hits):
+        sys.exit(EXIT_USER_ERROR)
 
 
 def _publish_dict(report) -> dict:

@@ -18,6 +18,7 @@ from .model import (Defaults, DhcpSettings, Fragment, Inputs, Interface, Node, P
                     Site)
 from .naming import is_dns_label, node_file_problems, normalize_mac
 from .schema import validate_doc
+from .secrets import resolve_doc
 from .secrets_scan import doc_problems
 from .source import SourceDoc, format_path, load_yaml_bytes
 from .spec import Layer, OsConfigLayer, first_of
@@ -159,6 +160,10 @@ def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple
         try:
             data = read_site_file(site_dir, relative, profile.doc.locate(where), format_path(where))
             doc = load_yaml_bytes(data, reader.display(site_dir / relative))
+            unresolved = resolve_doc(doc, site_dir)
+            if unresolved:
+                reader.problems.extend(unresolved)
+                continue
             secrets = doc_problems(doc)  # a private key in a .bu file would be served
             if secrets:
                 reader.problems.extend(secrets)
@@ -261,7 +266,8 @@ class Reader:
         except InputError as exc:
             self.problems.extend(exc.problems)
             return None
-        problems = validate_doc(doc, kind)
+        problems = resolve_doc(doc, root, kind)  # {secret:}, {env:}, {command:} become their values
+        problems = problems or validate_doc(doc, kind)
         if kind in ("profile", "node") and not is_dns_label(path.stem):
             problems.append(Problem(Location(doc.file), f"file name {path.stem!r} is not a valid {kind} name",
                                     hint="use lowercase letters, digits and '-': it becomes part of paths and URLs"))

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Location, OutputError, Problem
-from .plan import CHECKSUMS, MANIFEST, Artifact, Listing, checksummed_paths
+from .plan import CHECKSUMS, MANIFEST, SECRET_PATHS, Artifact, Listing, checksummed_paths, listing_dir
 
 KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for requests still in flight)
 # One more old tree is kept beyond the releases, for the next build to recycle as its staging
@@ -297,6 +297,7 @@ _SIZE_ONLY = re.compile(rb'"size": (\d+), "target": ')
 def tree_sizes(tree: Path) -> dict[str, int]:
     """Path -> size of every file a tree's manifest lists. Its entries are in SHA256SUMS order,
     one size each, so the sizes alone are matched (several times faster than the paths too)."""
+    tree = listing_dir(tree)
     manifest, sums = (tree / MANIFEST).read_bytes(), (tree / CHECKSUMS).read_bytes()
     paths, sizes = checksummed_paths(sums), _SIZE_ONLY.findall(manifest)
     return dict(zip(paths, map(int, sizes))) if len(paths) == len(sizes) else manifest_sizes(manifest)
@@ -469,13 +470,16 @@ class TreeWriter:
         self.close()
 
     def commit(self, listing: Listing, changed: set[str] = frozenset(), placed: set[str] = frozenset(),
-               written: int = 0, linked: int = 0, *, durable: bool = True) -> WriteResult:
+               written: int = 0, linked: int = 0, *, durable: bool = True, private: set[str] = frozenset()
+               ) -> WriteResult:
         """Finish the staging tree for `listing` and point the output at it.
 
         `changed` holds the paths whose bytes differ from the live tree and
         `placed` the ones this build put in staging (a recycled tree needs both).
         `durable` flushes the tree to disk before the switch, so that not even a
-        power cut can leave the output pointing at a tree with missing bytes."""
+        power cut can leave the output pointing at a tree with missing bytes.
+        `private` holds the secret-bearing paths: the tree's own manifest.json and
+        SHA256SUMS leave them out, and the full pair is kept in `.bootgen/private/`."""
         build_id = listing.build_id()
         final = self.builds / build_id
         staging = self.staging
@@ -487,8 +491,11 @@ class TreeWriter:
                 before = staging.linked
                 staging.settle(listing, changed, placed)
                 linked += staging.linked - before
-                write_parts(staging.path / CHECKSUMS, listing.checksums_parts())
-                write_parts(staging.path / MANIFEST, listing.manifest_parts(build_id))
+                write_listing(staging.path, listing, build_id, private, self.builds.parent)
+                if private:
+                    from .secrets_tree import restrict
+
+                    restrict(staging.path, private)
                 if durable:
                     sync_filesystem(staging.path)  # on disk before any server is switched to it
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
@@ -510,6 +517,11 @@ class TreeWriter:
                        key=lambda p: p.stat().st_mtime, reverse=True)
         self._discard([old for old in trees[KEPT_TREES:] if old.resolve() != keep.resolve()])
         self._discard(p for p in self.builds.glob(f"{SPARE_PREFIX}*") if p.name != f"{SPARE_PREFIX}{keep.name}")
+        kept = self.builds.parent / "private"
+        if kept.is_dir():  # full listings of trees that are gone
+            for old in kept.iterdir():
+                if not (self.builds / old.name).is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
 
     def _discard(self, directories) -> None:
         discard(self.builds, directories)
@@ -563,6 +575,22 @@ def switch_link(out: Path, final: Path) -> None:
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     os.symlink(os.path.relpath(final.absolute().resolve(), out.absolute().parent.resolve()), temp)
     os.replace(temp, out)
+
+
+def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str], state_dir: Path) -> None:
+    """The tree's manifest.json and SHA256SUMS; with secret-bearing `private` paths, the full pair
+    (and the list of those paths) goes to .bootgen/private/<build id>/, readable by its owner only,
+    and the tree gets the public pair without them."""
+    if private:
+        keep = state_dir / "private" / build_id
+        keep.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(keep.parent, 0o700)
+        write_parts(keep / CHECKSUMS, listing.checksums_parts())
+        (keep / SECRET_PATHS).write_text(json.dumps(sorted(private), indent=1) + "\n")
+        write_parts(keep / MANIFEST, listing.manifest_parts(build_id))
+        listing = listing.without(private)
+    write_parts(tree / CHECKSUMS, listing.checksums_parts())
+    write_parts(tree / MANIFEST, listing.manifest_parts(build_id))
 
 
 def _old_trees(out: Path, builds: Path) -> list[Path]:
@@ -630,7 +658,7 @@ def make_spare(state_dir: Path, build_id: str, locked_fd: int | None = None) -> 
         with contextlib.suppress(OSError):
             discard(builds, builds.glob(".sparework-*"))  # left by a copy that was killed
         try:
-            sums = (builds / build_id / CHECKSUMS).read_bytes()
+            sums = (listing_dir(builds / build_id) / CHECKSUMS).read_bytes()
         except OSError:
             return False
         work = builds / f".sparework-{build_id}"

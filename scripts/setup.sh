@@ -23,6 +23,20 @@ fi
 ORIGINAL_PATH="$PATH"  # python-env.sh adds .venv/bin, which a new shell will not have
 . scripts/python-env.sh
 $PY -m pip install -q -e .
+
+# The example's Ubuntu node takes its password hash from a secrets file outside the
+# repository (Git never holds it): made once, readable by this user only.
+SECRETS="${XDG_CONFIG_HOME:-$HOME/.config}/bootgen/secrets.yaml"
+if [ ! -e "$SECRETS" ]; then
+    mkdir -p "$(dirname "$SECRETS")"
+    (
+        umask 077
+        printf 'secrets:\n  ubuntu_password_hash: "%s"\npath_key: "%s"\n' \
+            "$(bootgen hash-password --password ubuntu)" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+            > "$SECRETS"
+    )
+    echo "made $SECRETS (the example's secrets; keep it out of Git)"
+fi
 bootgen build
 
 # On Debian, bootgen lives in .venv/ (see python-env.sh): link it from a directory on

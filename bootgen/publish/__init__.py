@@ -6,11 +6,12 @@ of writes that keeps the served site consistent at every moment.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.publish.docroot import publish_docroot, render_nginx_server
-from bootgen.publish.manifest import load_tree, verify_tree
+from bootgen.publish.manifest import load_full, load_tree, verify_tree
 from bootgen.publish.progress import make_progress
 from bootgen.publish.report import Action, PublishReport
 
@@ -40,7 +41,7 @@ def publish_output(paths, destination: str | None = None, *, release: str | None
         tree = paths.state / "builds" / find_release(paths, release).build_id
     tree = Path(tree) if tree is not None else paths.out
     check_publishable(tree, paths, env=paths.env, chosen=release is not None)
-    return publish(tree, destination, endpoint_url=endpoint_url, **options)
+    return replace(publish(tree, destination, endpoint_url=endpoint_url, **options), tree=str(tree))
 
 
 def _environment(paths):
@@ -51,26 +52,36 @@ def _environment(paths):
 
 
 def publish(tree: Path, destination: str, *, endpoint_url: str | None = None, dry_run: bool = False,
-            prune: bool = False, keep: int = 3, jobs: int = 8, progress: bool | None = None) -> PublishReport:
+            prune: bool = False, keep: int = 3, jobs: int = 8, progress: bool | None = None,
+            allow_secrets: bool = False) -> PublishReport:
     """Publish `tree` (output of `bootgen build`) to `s3://bucket/prefix` or a docroot path.
 
     `keep` is the number of published builds whose objects survive: for S3 it
     applies with `prune`, for a docroot the older releases are always removed.
     `progress=None` shows a bar only when stderr is a terminal.
+
+    A tree with secret-bearing files is published from its full manifest, kept
+    outside the tree, to a docroot (served by the fenced nginx config); to S3
+    only with `allow_secrets` (a bucket cannot tell a node from a stranger
+    unless its policy says so), else the public manifest's files alone.
     """
     if keep < 1:
         raise PublishError(Problem(Location(destination), f"keep must be at least 1, not {keep}"))
     tree = Path(tree)
-    manifest = load_tree(tree)
-    verify_tree(tree, manifest, jobs=min(jobs, 4))
-    if destination.startswith("s3://"):
+    public = load_tree(tree)
+    full = load_full(tree)
+    s3 = destination.startswith("s3://")
+    manifest, sums_dir = full if full is not None and (allow_secrets or not s3) else (public, None)
+    verify_tree(tree, manifest, jobs=min(jobs, 4), sums_dir=sums_dir)
+    if s3:
         from bootgen.publish.s3 import make_client, publish_s3, translate_errors  # lazy: boto3 is slow
 
         with translate_errors(destination):
             client = make_client(endpoint_url, jobs)
         return publish_s3(tree, manifest, destination, client, dry_run=dry_run, prune=prune, keep=keep,
-                          jobs=jobs, progress=make_progress(progress))
+                          jobs=jobs, progress=make_progress(progress), public=public)
     if "://" in destination:
         raise PublishError(Problem(Location(destination), "unsupported destination scheme",
                                    hint="use s3://bucket/prefix or a directory path"))
-    return publish_docroot(tree, manifest, Path(destination), dry_run=dry_run, keep=keep)
+    return publish_docroot(tree, manifest, Path(destination), dry_run=dry_run, keep=keep,
+                           private=full is not None)
