@@ -75,8 +75,10 @@ def test_setup_for_real_in_a_fresh_copy(tmp_path):
     debian.mkdir()
     (debian / "python3").symlink_to(DEBIAN_PYTHON)
     path = f"{debian}:{bin_dir}:{os.environ['PATH']}"
-    env = {**os.environ, "PATH": path, "BOOTGEN_BIN_DIR": str(bin_dir)}
-    env.pop("PYTHONPATH", None)
+    # HOME too: setup makes the example's secrets file under it, which must not touch this machine's user.
+    env = {**os.environ, "PATH": path, "BOOTGEN_BIN_DIR": str(bin_dir), "HOME": str(tmp_path)}
+    for name in ("PYTHONPATH", "BOOTGEN_SECRETS", "XDG_CONFIG_HOME"):
+        env.pop(name, None)
     assert _externally_managed(debian / "python3")
     done = subprocess.run(["sh", "scripts/setup.sh"], cwd=repo, env=env, capture_output=True, text=True,
                           timeout=900)
