@@ -10,17 +10,18 @@ templates); a value a format cannot carry is a problem, not a file.
 """
 from __future__ import annotations
 
+from ..content import nginx_server
 from ..errors import Location, Problem, RenderError
 from ..model import Node
 from ..naming import hex_ip, mac_hyphens, pxelinux_mac_name
 from ..plan import Artifact
-from .. import quoting
+from .. import loaders, quoting
 from .boot import LOCAL, BootEntry, for_loader
 
 # Longest line each format's reader takes whole (longer lines are read as two).
 _MAX_LINE = {"pxelinux.cfg.j2": quoting.PXELINUX_MAX_LINE, "dnsmasq.conf.j2": quoting.DNSMASQ_MAX_LINE,
              # GRUB's lexer refuses a token of 8,192 bytes (YYLMAX); nginx a parameter of 4,096
-             "grub.cfg-node.j2": 8000, "grub.cfg.j2": 8000, "nginx.conf.j2": 4000}
+             "grub.cfg-node.j2": 8000, "grub.cfg.j2": 8000}
 
 
 def _render(ctx, template: str, context: dict, *, node: str | None = None, where=None) -> bytes:
@@ -33,13 +34,17 @@ def _render(ctx, template: str, context: dict, *, node: str | None = None, where
         data = ctx.templates.render(template, context, node=node)
     except quoting.UnsafeValue as exc:
         raise RenderError(Problem(location, f"{who}{exc} (rendering {template})", field)) from None
-    limit = _MAX_LINE.get(template)
+    _check_lines(data, template, _MAX_LINE.get(template), location, field, who)
+    return data
+
+
+def _check_lines(data: bytes, name: str, limit: int | None, location, field: str, who: str = "") -> None:
+    """A line longer than the format's reader takes whole is a RenderError at `location`."""
     too_long = quoting.long_lines(data, limit) if limit is not None else []
     if too_long:
-        raise RenderError(Problem(location, f"{who}line {too_long[0]} of {template} would be longer than "
+        raise RenderError(Problem(location, f"{who}line {too_long[0]} of {name} would be longer than "
                                             f"{limit} bytes, which its reader splits into two lines", field,
                                   "shorten the values on that line"))
-    return data
 
 
 def _node_place(entry: BootEntry):
@@ -154,13 +159,26 @@ def chain_entries(ctx, hosts) -> list[Artifact]:
     ]
 
 
+def first_loaders(site) -> list[dict]:
+    """What DHCP hands each kind of client first (bootgen.loaders), as the dnsmasq template needs it."""
+    choices = {loaders.BIOS: "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
+               loaders.X86_64_EFI: site.dhcp.uefi_loader}
+    result = []
+    for client, choice in choices.items():
+        loader = loaders.first_loader(choice, client)
+        # pxe-service adds `.0` to a BIOS boot file itself
+        pxe_file = loader.tree_path.removesuffix(".0") if client is loaders.BIOS else loader.tree_path
+        result.append({"tag": client.tag, "csas": client.csas, "option93": client.option93,
+                       "label": "BIOS" if client.firmware == "bios" else f"UEFI {client.arch}",
+                       "file": loader.tree_path, "pxe_service_file": pxe_file, "default": client is loaders.BIOS})
+    return result
+
+
 def server_configs(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {
         "site": site,
-        "bios_loader": "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
-        "uefi_loader": {"ipxe": "ipxe.efi", "grub": "grubnetx64.efi", "syslinux": "efi64/syslinux.efi"}[
-            site.dhcp.uefi_loader],
+        "first_loaders": first_loaders(site),
         "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
     }
     _check_site(site, hosts)
@@ -168,9 +186,20 @@ def server_configs(ctx, hosts) -> list[Artifact]:
     return [
         Artifact.from_bytes("server/dnsmasq.conf", _render(ctx, "dnsmasq.conf.j2", context, where=where),
                             target="dnsmasq"),
-        Artifact.from_bytes("server/nginx.conf", _render(ctx, "nginx.conf.j2", context, where=where),
-                            target="nginx"),
+        Artifact.from_bytes("server/nginx.conf", _nginx_conf(site), target="nginx"),
     ]
+
+
+def _nginx_conf(site) -> bytes:
+    """server/nginx.conf: the one nginx generator (bootgen.content), rooted at the site's server root."""
+    server = site.server
+    text = nginx_server(quoting.nginx_path(server.root), quoting.nginx_port(server.http_port),
+                        quoting.nginx_names(server.server_name), title=site.name)
+    include = f"# Include from the http {{}} block: include {quoting.comment(server.root)}/server/nginx.conf;\n"
+    first, _, rest = text.partition("\n")
+    data = f"{first}\n{include}{rest}".encode()
+    _check_lines(data, "nginx.conf", 4000, *_site_place(site))  # nginx refuses a parameter of 4,096 bytes
+    return data
 
 
 TARGETS = {"pxelinux": pxelinux, "grub": grub, "ipxe": ipxe}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bootgen.publish.content import cache_control, content_type
+from bootgen.content import cache_control, content_type
 
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
