@@ -74,6 +74,7 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
     site = _build_site(site_doc, site_dir)
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
     image_config = _image_config(site_doc, site_dir, reader)
+    _check_dhcp(site, reader)
     _check_image_references(profiles, image_config, reader)
     _check_keys(site_doc, ("defaults",), reader)
     reader.raise_if_any()
@@ -82,6 +83,26 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
     _check_os_configs(site, profiles, profile_layers, reader)
     reader.raise_if_any()
     return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates", profile_layers)
+
+
+def _check_dhcp(site: Site, reader: "Reader") -> None:
+    """Combinations that cannot boot. GRUB sends every TFTP request to the server that gave it
+    its address (a GRUB limitation), so behind proxyDHCP it asks the LAN's DHCP server."""
+    behind_proxy = ("GRUB cannot boot behind proxyDHCP: it fetches its files from the LAN's DHCP server, "
+                    "not from this boot server")
+    if site.secure_boot and "uefi_loader" in site.doc.data.get("dhcp", {}) and site.dhcp.uefi_loader != "grub":
+        reader.fail(site.doc.locate(("dhcp", "uefi_loader")),
+                    f"with secure_boot, UEFI machines get shim, which loads GRUB, not {site.dhcp.uefi_loader}",
+                    "$.dhcp.uefi_loader", "remove `uefi_loader` (or set it to grub): "
+                    "Debian's iPXE and syslinux.efi are not signed, so Secure Boot firmware refuses them")
+    elif site.secure_boot and site.dhcp.mode == "proxy":
+        reader.fail(site.doc.locate(("secure_boot",)), f"{behind_proxy} (Secure Boot's chain is shim, then GRUB)",
+                    "$.secure_boot", "use `dhcp.mode: full`, or set next-server to this boot server on the "
+                    "LAN's DHCP server and `dhcp.mode: none`")
+    elif site.dhcp.mode == "proxy" and site.dhcp.uefi_loader == "grub":
+        reader.fail(site.doc.locate(("dhcp", "uefi_loader")), behind_proxy, "$.dhcp.uefi_loader",
+                    "set `uefi_loader: ipxe` (UEFI machines chain through ipxe.efi), or use `mode: full`, "
+                    "or set next-server to this boot server on the LAN's DHCP server and `mode: none`")
 
 
 def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple[OsConfigLayer, ...]:
@@ -226,6 +247,7 @@ def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
         ),
         doc=doc,
         exports=data.get("exports", {}),
+        secure_boot=data.get("secure_boot", False),
     )
 
 

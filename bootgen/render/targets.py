@@ -1,8 +1,8 @@
 """Output targets: an explicit registry of what files each boot loader gets.
 
 Per-node targets take a BootEntry and return artifacts at the names firmware
-asks for (pxelinux `01-<mac>` and hex IP, GRUB `grub.cfg-01-<mac>`, iPXE
-`<mac:hexhyp>.ipxe`). Site targets write the shared entry points and the
+asks for (pxelinux `01-<mac>` and hex IP, GRUB `grub.cfg-01-<mac>` and
+`grub.cfg-<dotted IP>` as grub/grub.cfg looks them up, iPXE `<mac:hexhyp>.ipxe`). Site targets write the shared entry points and the
 dnsmasq and nginx configs that serve the tree.
 
 Every value reaches a file through a quoting filter of bootgen.quoting (see the
@@ -102,19 +102,21 @@ def _identities(node: Node):
 
 def pxelinux(ctx, entry: BootEntry) -> list[Artifact]:
     return _per_mac_and_ip(ctx, entry, "pxelinux", "pxelinux.cfg.j2", "pxelinux.cfg/",
-                           {"label": "bootgen", "timeout": 0})
+                           {"label": "bootgen", "timeout": 0}, _pxe_name)
 
 
 def grub(ctx, entry: BootEntry) -> list[Artifact]:
-    return _per_mac_and_ip(ctx, entry, "grub", "grub.cfg-node.j2", "grub/grub.cfg-", {"label": _title(entry)})
+    return _per_mac_and_ip(ctx, entry, "grub", "grub.cfg-node.j2", "grub/grub.cfg-", {"label": _title(entry)},
+                           _grub_name)
 
 
-def _per_mac_and_ip(ctx, entry: BootEntry, loader: str, template: str, prefix: str, extra: dict) -> list[Artifact]:
-    """pxelinux and GRUB look for `01-<mac>`, then the hex IP: one file, written under each name."""
+def _per_mac_and_ip(ctx, entry: BootEntry, loader: str, template: str, prefix: str, extra: dict,
+                    name) -> list[Artifact]:
+    """pxelinux and GRUB look for the MAC's file, then the address's: one file, written under each name."""
     spelled = for_loader(entry, loader, ctx.inputs.site)
     context = {"entry": spelled, "title": _title(entry), **extra}
     data = _render(ctx, template, context, node=entry.node.name, where=_node_place(entry))
-    return [Artifact.from_bytes(f"{prefix}{_pxe_name(kind, value)}", data, target=loader, node=entry.node.name)
+    return [Artifact.from_bytes(f"{prefix}{name(kind, value)}", data, target=loader, node=entry.node.name)
             for kind, value in _identities(entry.node)]
 
 
@@ -128,6 +130,11 @@ def ipxe(ctx, entry: BootEntry) -> list[Artifact]:
 
 def _pxe_name(kind: str, value) -> str:
     return pxelinux_mac_name(value) if kind == "mac" else hex_ip(value)
+
+
+def _grub_name(kind: str, value) -> str:
+    """GRUB script cannot turn ${net_default_ip} into hex, so its per-address file has the dotted address."""
+    return pxelinux_mac_name(value) if kind == "mac" else str(value)
 
 
 # Site-wide entry points. Unknown machines boot their local disk: a machine we
@@ -162,7 +169,7 @@ def chain_entries(ctx, hosts) -> list[Artifact]:
 def first_loaders(site) -> list[dict]:
     """What DHCP hands each kind of client first (bootgen.loaders), as the dnsmasq template needs it."""
     choices = {loaders.BIOS: "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
-               loaders.X86_64_EFI: site.dhcp.uefi_loader}
+               loaders.X86_64_EFI: "shim" if site.secure_boot else site.dhcp.uefi_loader}
     result = []
     for client, choice in choices.items():
         loader = loaders.first_loader(choice, client)

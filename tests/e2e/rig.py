@@ -28,6 +28,10 @@ from pathlib import Path
 CACHE = Path(os.environ.get("BOOTGEN_E2E_CACHE", "/var/cache/bootgen-e2e"))
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot: the SMM build of OVMF and a variable store with Microsoft's keys enrolled
+# (Secure Boot enforced). It needs q35 with SMM on, or it hangs without a word.
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 QEMU = "qemu-system-x86_64"
 # Words boot loaders add in front of the command line they were given.
 LOADER_WORDS = re.compile(r"^(BOOT_IMAGE|initrd)=")
@@ -48,7 +52,7 @@ class Machine:
 
     name: str
     mac: str
-    firmware: str = "bios"  # "bios" (SeaBIOS) or "uefi" (OVMF)
+    firmware: str = "bios"  # "bios" (SeaBIOS), "uefi" (OVMF) or "uefi-sb" (OVMF, Secure Boot enforced)
     nic: str = "virtio-net-pci"
     memory_mb: int = 256
 
@@ -57,7 +61,7 @@ class Machine:
         """The -device value. Under UEFI the NIC gets no option ROM: QEMU's ROMs are
         iPXE, which would take over the network boot and skip the tree's loaders;
         without one, OVMF's own PXE client fetches the loader the DHCP server names."""
-        rom = ",romfile=" if self.firmware == "uefi" else ""
+        rom = ",romfile=" if self.firmware.startswith("uefi") else ""
         return f"{self.nic},netdev=n0,mac={self.mac}{rom}"
 
 
@@ -130,17 +134,23 @@ def _firmware_args(machine: Machine, workdir: Path) -> list[str]:
         sercon = workdir / "sercon-port.bin"
         sercon.write_bytes((0x3F8).to_bytes(2, "little"))
         return ["-boot", "n", "-fw_cfg", f"name=etc/sercon-port,file={sercon}"]
-    vars_copy = workdir / f"{machine.name}-OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, vars_copy)
-    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+    secure = machine.firmware == "uefi-sb"
+    vars_copy = workdir / f"{machine.name}-OVMF_VARS.fd"  # a copy: QEMU writes to the variable store
+    shutil.copyfile(OVMF_VARS_MS if secure else OVMF_VARS, vars_copy)
+    smm = ["-global", "driver=cfi.pflash01,property=secure,value=on"] if secure else []
+    return [*smm, "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT if secure else OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", "-boot", "n"]
+
+
+def _machine_type(machine: Machine) -> str:
+    return {"bios": "pc", "uefi": "q35", "uefi-sb": "q35,smm=on"}[machine.firmware]
 
 
 def _qemu_command(machine: Machine, lan, serial_log: Path, workdir: Path) -> list[str]:
     netdev, kernel = lan.netdev(machine), lan.kernel
     return [QEMU, "-accel", accel(kernel), "-m", str(machine.memory_mb), "-smp", "1", "-nographic", "-no-reboot",
             "-monitor", "none", "-serial", f"file:{serial_log}",
-            "-machine", "q35" if machine.firmware == "uefi" else "pc",
+            "-machine", _machine_type(machine),
             *_firmware_args(machine, workdir), *lan.extra_args(machine),
             "-netdev", netdev, "-device", machine.nic_device]
 
@@ -174,13 +184,17 @@ def boot(machine: Machine, lan: "NamespaceLan | UserLan", workdir: Path, timeout
 
 
 def boot_all(machines: list[Machine], lan, workdir: Path, timeout: float,
-             stop_on: tuple[str, ...] = ()) -> dict[str, BootResult]:
-    """Boot machines side by side (most of a boot is waiting on the network), by name."""
+             stop_on: tuple[str, ...] = (), stop_also: dict[str, tuple[str, ...]] | None = None
+             ) -> dict[str, BootResult]:
+    """Boot machines side by side (most of a boot is waiting on the network), by name.
+    `stop_also` adds stop texts for single machines (by name)."""
     accel(lan.kernel)  # probe once, not once per thread
+    stop_also = stop_also or {}
     for machine in machines:
         lan.netdev(machine)  # make taps one at a time, before the threads
     with ThreadPoolExecutor(max_workers=len(machines)) as pool:
-        futures = {m.name: pool.submit(boot, m, lan, workdir, timeout, stop_on) for m in machines}
+        futures = {m.name: pool.submit(boot, m, lan, workdir, timeout, stop_on + stop_also.get(m.name, ()))
+                   for m in machines}
         return {name: future.result() for name, future in futures.items()}
 
 
