@@ -72,7 +72,7 @@ def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None
     inputs = load_inputs(paths.site, paths.nodes, node_problems=problems)
     images = _resolve(inputs, paths, fetch, progress)
     try:
-        plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
+        plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images, inputs))
     except RenderError as exc:
         if not problems:
             raise
@@ -82,11 +82,19 @@ def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None
     return inputs, plan
 
 
-def _placed_files(images: dict) -> list:
-    """Image and boot loader files to link into the tree (bootgen.images.PlacedFile)."""
+def _placed_files(images: dict, site_inputs) -> list:
+    """Image and boot loader files to link into the tree (bootgen.images.PlacedFile). A Secure
+    Boot site gets the signed loaders, and its kernels must be in the tree and signed."""
     from .images import boot_loader_files
+    from .images.secureboot import secure_boot_problems
 
-    return [f for image_set in images.values() for f in image_set.files] + list(boot_loader_files())
+    secure_boot = site_inputs.site.secure_boot
+    if secure_boot:
+        problems = secure_boot_problems(site_inputs.image_config, images)
+        if problems:
+            raise InputError(problems)
+    return [f for image_set in images.values() for f in image_set.files] + \
+        list(boot_loader_files(secure_boot=secure_boot))
 
 
 def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> dict:
@@ -418,7 +426,7 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
 
     site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
     images = _resolve(site_inputs, paths, fetch, progress)
-    placed = [placed_artifact(f) for f in _placed_files(images)]
+    placed = [placed_artifact(f) for f in _placed_files(images, site_inputs)]
     key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.state / "cache" / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)

@@ -99,6 +99,7 @@ class Site:
     defaults: Defaults
     doc: SourceDoc = field(compare=False, repr=False)
     exports: dict = field(default_factory=dict)  # {"pixiecore": bool, "tinkerbell": {...}}
+    secure_boot: bool = False  # UEFI machines boot shim -> signed GRUB -> signed kernel (bootgen.loaders)
 
     def url(self, tree_path: str) -> str:
         """The HTTP URL of a file in the tree."""

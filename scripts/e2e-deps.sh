@@ -10,7 +10,7 @@ set -eu
 
 CACHE="${BOOTGEN_E2E_CACHE:-/var/cache/bootgen-e2e}"
 PACKAGES="qemu-system-x86 ipxe-qemu ipxe pxelinux syslinux-common syslinux-efi
-ovmf grub-efi-amd64-bin dnsmasq-base nginx-light busybox-static kmod iproute2"
+ovmf grub-efi-amd64-bin shim-signed grub-efi-amd64-signed dnsmasq-base nginx-light busybox-static kmod iproute2"
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

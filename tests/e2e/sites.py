@@ -48,6 +48,7 @@ class SiteSpec:
     kernel_transport: str = "tftp"
     dhcp: dict = field(default_factory=lambda: {"mode": "none"})
     http_port: int = 80
+    secure_boot: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def _site_yaml(spec: SiteSpec, out: Path) -> dict:
         "tftp_server": spec.tftp_server,
         "kernel_transport": spec.kernel_transport,
         "dhcp": spec.dhcp,
+        **({"secure_boot": True} if spec.secure_boot else {}),
         "server": {"root": str(out), "http_port": spec.http_port},
         "defaults": {"profile": "test-linux", "boot": "live", "kernel_args": list(BASE_ARGS)},
         "images": {"test-linux": {
