@@ -87,21 +87,24 @@ def _placed_files(images: dict, site_inputs) -> list:
     Boot site gets the signed loaders, and its kernels must be in the tree and signed."""
     from .images import boot_loader_files
     from .images.secureboot import secure_boot_problems
+    from .loaders import site_arches
 
     secure_boot = site_inputs.site.secure_boot
+    arches = site_arches(site_inputs.image_config)
     if secure_boot:
         problems = secure_boot_problems(site_inputs.image_config, images)
         if problems:
             raise InputError(problems)
     return [f for image_set in images.values() for f in image_set.files] + \
-        list(boot_loader_files(secure_boot=secure_boot))
+        list(boot_loader_files(secure_boot=secure_boot, arches=arches))
 
 
 def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> dict:
     """Every image set a profile names (whether or not a node uses it today)."""
     from .images import resolve_images
 
-    needed = {profile.images for profile in site_inputs.profiles.values()}
+    needed = {name for profile in site_inputs.profiles.values()
+              for name in (profile.images, profile.images_arm64) if name}
     return resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
                           needed=needed, fetch=fetch, progress=progress)
 

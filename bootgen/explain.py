@@ -173,7 +173,7 @@ def list_machines(site_dir: Path, nodes_dir: Path, *, profile: str | None = None
         machines.append(Machine(
             spec.name, tuple(i.mac for i in spec.interfaces),
             tuple(str(i.address) for i in spec.interfaces if i.address is not None),
-            spec.profile.name, spec.boot, spec.profile.images, spec.profile.os_config))
+            spec.profile.name, spec.boot, spec.profile.image_set(spec.arch), spec.profile.os_config))
     return machines
 
 

@@ -73,6 +73,10 @@ LOADERS: tuple[Loader, ...] = (
     Loader("ipxe.efi", "ipxe", "/usr/lib/ipxe/ipxe.efi", "x86_64", "uefi", "ipxe"),
     Loader("grubnetx64.efi", "grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi",
            "x86_64", "uefi", "grub"),
+    # arm64 UEFI: Debian ships no arm64 iPXE, so arm64 machines boot GRUB's network image
+    # (grub-efi-arm64-bin:arm64, installable beside amd64 with `dpkg --add-architecture arm64`).
+    Loader("grubnetaa64.efi", "grub-efi-arm64-bin", "/usr/lib/grub/arm64-efi/monolithic/grubnetaa64.efi",
+           "arm64", "uefi", "grub"),
     # Secure Boot: shim (signed by Microsoft's UEFI CA) fetches `grubx64.efi` from
     # its own directory, a name fixed inside shim; Debian's signed network GRUB
     # goes there. GRUB then asks shim to verify the kernel.
@@ -83,7 +87,8 @@ LOADERS: tuple[Loader, ...] = (
 )
 
 # GRUB's modules for HTTP, loaded from grub/<platform>/ next to grub.cfg (see images.loaders).
-GRUB_MODULE_SOURCES = {"x86_64-efi": ("grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi")}
+GRUB_MODULE_SOURCES = {"x86_64-efi": ("grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi", "x86_64"),
+                       "arm64-efi": ("grub-efi-arm64-bin", "/usr/lib/grub/arm64-efi", "arm64")}
 UEFI_CHOICES = ("ipxe", "grub", "syslinux")
 
 
@@ -100,6 +105,14 @@ def first_loader(choice: str, client: ClientArch) -> Loader:
     raise KeyError(f"no {choice} loader for {client.csas[0]}")
 
 
-def placed_loaders(*, secure_boot: bool) -> tuple[Loader, ...]:
-    """The loaders a site's tree holds: all, the signed chain only if the site boots with Secure Boot."""
-    return tuple(loader for loader in LOADERS if secure_boot or not loader.secure_boot)
+def placed_loaders(*, secure_boot: bool, arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[Loader, ...]:
+    """The loaders a site's tree holds: those for the architectures it boots (x86-64 always),
+    the signed chain only if the site boots with Secure Boot."""
+    return tuple(loader for loader in LOADERS
+                 if (secure_boot or not loader.secure_boot) and (loader.arch == "x86_64" or loader.arch in arches))
+
+
+def site_arches(image_config) -> frozenset[str]:
+    """The CPU architectures a site boots: x86-64, and those its image sets declare."""
+    declared = {image_set.arch for image_set in image_config.images.values()} if image_config else set()
+    return frozenset({"x86_64"} | declared)

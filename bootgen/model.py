@@ -48,13 +48,14 @@ class Node:
     ssh_authorized_keys: tuple[str, ...]  # the node's own (site defaults are added by spec.resolve)
     doc: SourceDoc = field(compare=False, repr=False)
     ignition: Fragment | None = field(default=None, compare=False, repr=False)
+    arch: str = "x86_64"  # x86_64 | arm64
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
-    images: str
+    images: str | None  # x86-64 machines' image set
     loaders: tuple[str, ...]
     os_config: str
     ignition_version: str
@@ -62,6 +63,11 @@ class Profile:
     doc: SourceDoc = field(compare=False, repr=False)
     ignition: Fragment | None = field(default=None, compare=False, repr=False)
     ignition_files: tuple[str, ...] = ()
+    images_arm64: str | None = None
+
+    def image_set(self, arch: str) -> str | None:
+        """The image set this profile boots on `arch` machines, if it has one."""
+        return self.images_arm64 if arch == "arm64" else self.images
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,15 @@ GRUB_PREFIX = "grub"
 GRUB_NET_MODULES = ("http",)  # modules grub.cfg will `insmod`
 
 
-def boot_loader_files(*, search_dirs: dict[str, Path] | None = None,
-                      secure_boot: bool = False) -> tuple[PlacedFile, ...]:
+def boot_loader_files(*, search_dirs: dict[str, Path] | None = None, secure_boot: bool = False,
+                      arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[PlacedFile, ...]:
     """Boot loaders to place in the tree, sorted by tree path.
 
     `search_dirs` maps a Debian package name to a directory to read its files
     from instead of `/` (its files keep their installed paths below it). The
     signed Secure Boot chain is placed only when `secure_boot` is set. A missing
-    file raises ImageError naming the package to install.
+    file raises ImageError naming the package to install. Loaders for an
+    architecture other than x86-64 are placed only if it is in `arches`.
     """
     search_dirs = search_dirs or {}
 
@@ -33,9 +34,11 @@ def boot_loader_files(*, search_dirs: dict[str, Path] | None = None,
         return Path(search_dirs.get(package, "/")) / path.lstrip("/")
 
     wanted = {loader.tree_path: (loader.package, installed(loader.package, loader.source))
-              for loader in placed_loaders(secure_boot=secure_boot)}
+              for loader in placed_loaders(secure_boot=secure_boot, arches=arches)}
     problems: list[Problem] = []
-    for platform, (package, directory) in GRUB_MODULE_SOURCES.items():
+    for platform, (package, directory, arch) in GRUB_MODULE_SOURCES.items():
+        if arch not in arches:
+            continue
         grub_dir = installed(package, directory)
         try:
             for module in grub_modules(grub_dir / "moddep.lst", GRUB_NET_MODULES):

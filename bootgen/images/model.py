@@ -114,6 +114,7 @@ class ImageSet:
     iso: ImageSource | None
     extract: IsoExtract | None
     location: Location
+    arch: str = "x86_64"  # the CPU its kernel runs on
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def _parse_set(name: str, raw: dict, doc: SourceDoc, site_dir: Path, keys: dict,
         kernel=source(("kernel",), raw.get("kernel")), initrds=initrds,
         installer=source(("installer",), raw.get("installer")), iso=iso,
         extract=_parse_extract((raw.get("iso") or {}).get("extract")), location=doc.locate(path, key=True),
+        arch=raw.get("arch", "x86_64"),
     )
     _check_set(image_set, path, doc, problems)
     return image_set

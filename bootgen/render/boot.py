@@ -136,3 +136,34 @@ def _refuse(entry: BootEntry, loader: str, message: str, hint: str) -> None:
     where = entry.profile.doc.locate(("images",))
     raise RenderError(Problem(where, f"profile '{entry.profile.name}' (node '{entry.node.name}'): {message}",
                               "$.images", hint))
+
+
+def node_image_set(ctx, spec):
+    """The resolved image set `spec` boots: the profile's set for the node's architecture.
+    An arm64 node of a profile without an arm64 set is an error at the node's `arch`: it must
+    never be handed an x86 kernel."""
+    name = spec.profile.image_set(spec.arch)
+    if name is None:
+        raise RenderError(Problem(spec.doc.locate(("arch",)),
+                                  f"node '{spec.name}' is {spec.arch}, but profile '{spec.profile.name}' has no "
+                                  f"{spec.arch} image set", "$.arch",
+                                  f"set `images_{spec.arch}` in site/profiles/{spec.profile.name}.yaml to an image "
+                                  f"set with `arch: {spec.arch}`"))
+    return ctx.images[name]
+
+
+# Debian ships boot loaders for arm64 UEFI only as GRUB (no arm64 iPXE or syslinux).
+_ARM64_LOADERS = ("grub",)
+
+
+def node_loaders(spec) -> tuple[str, ...]:
+    """The profile's loaders this node's firmware can run (an arm64 machine only runs GRUB)."""
+    if spec.arch != "arm64":
+        return spec.profile.loaders
+    usable = tuple(loader for loader in spec.profile.loaders if loader in _ARM64_LOADERS)
+    if not usable:
+        raise RenderError(Problem(spec.doc.locate(("arch",)),
+                                  f"node '{spec.name}' is arm64, which boots through GRUB only, but profile "
+                                  f"'{spec.profile.name}' has no grub in its loaders", "$.arch",
+                                  "add grub to the profile's `loaders`"))
+    return usable

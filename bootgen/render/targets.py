@@ -166,10 +166,12 @@ def chain_entries(ctx, hosts) -> list[Artifact]:
     ]
 
 
-def first_loaders(site) -> list[dict]:
+def first_loaders(site, arches: frozenset[str] = frozenset({"x86_64"})) -> list[dict]:
     """What DHCP hands each kind of client first (bootgen.loaders), as the dnsmasq template needs it."""
     choices = {loaders.BIOS: "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
                loaders.X86_64_EFI: "shim" if site.secure_boot else site.dhcp.uefi_loader}
+    if "arm64" in arches:
+        choices[loaders.ARM64_EFI] = "grub"
     result = []
     for client, choice in choices.items():
         loader = loaders.first_loader(choice, client)
@@ -185,7 +187,7 @@ def server_configs(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {
         "site": site,
-        "first_loaders": first_loaders(site),
+        "first_loaders": first_loaders(site, loaders.site_arches(ctx.inputs.image_config)),
         "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
     }
     _check_site(site, hosts)

@@ -32,6 +32,10 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 # (Secure Boot enforced). It needs q35 with SMM on, or it hangs without a word.
 OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+# arm64: QEMU's virt machine with Debian's AAVMF (qemu-efi-aarch64); 64 MiB flash images.
+QEMU_AARCH64 = "qemu-system-aarch64"
+AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
 QEMU = "qemu-system-x86_64"
 # Words boot loaders add in front of the command line they were given.
 LOADER_WORDS = re.compile(r"^(BOOT_IMAGE|initrd)=")
@@ -52,7 +56,7 @@ class Machine:
 
     name: str
     mac: str
-    firmware: str = "bios"  # "bios" (SeaBIOS), "uefi" (OVMF) or "uefi-sb" (OVMF, Secure Boot enforced)
+    firmware: str = "bios"  # "bios" (SeaBIOS), "uefi" (OVMF), "uefi-sb" (OVMF, Secure Boot enforced), "aavmf" (arm64)
     nic: str = "virtio-net-pci"
     memory_mb: int = 256
 
@@ -61,7 +65,7 @@ class Machine:
         """The -device value. Under UEFI the NIC gets no option ROM: QEMU's ROMs are
         iPXE, which would take over the network boot and skip the tree's loaders;
         without one, OVMF's own PXE client fetches the loader the DHCP server names."""
-        rom = ",romfile=" if self.firmware.startswith("uefi") else ""
+        rom = ",romfile=" if self.firmware != "bios" else ""
         return f"{self.nic},netdev=n0,mac={self.mac}{rom}"
 
 
@@ -146,7 +150,20 @@ def _machine_type(machine: Machine) -> str:
     return {"bios": "pc", "uefi": "q35", "uefi-sb": "q35,smm=on"}[machine.firmware]
 
 
+def _aarch64_command(machine: Machine, lan, serial_log: Path, workdir: Path) -> list[str]:
+    """An arm64 machine: always TCG here (no arm64 host), cortex-a57 as measured."""
+    vars_copy = workdir / f"{machine.name}-AAVMF_VARS.fd"
+    shutil.copyfile(AAVMF_VARS, vars_copy)
+    return [QEMU_AARCH64, "-accel", "tcg", "-M", "virt", "-cpu", "cortex-a57", "-m", str(machine.memory_mb),
+            "-smp", "1", "-nographic", "-no-reboot", "-monitor", "none", "-serial", f"file:{serial_log}",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", *lan.extra_args(machine),
+            "-netdev", lan.netdev(machine), "-device", machine.nic_device]
+
+
 def _qemu_command(machine: Machine, lan, serial_log: Path, workdir: Path) -> list[str]:
+    if machine.firmware == "aavmf":
+        return _aarch64_command(machine, lan, serial_log, workdir)
     netdev, kernel = lan.netdev(machine), lan.kernel
     return [QEMU, "-accel", accel(kernel), "-m", str(machine.memory_mb), "-smp", "1", "-nographic", "-no-reboot",
             "-monitor", "none", "-serial", f"file:{serial_log}",
