@@ -34,8 +34,12 @@ BIOS = ClientArch("bios", "x86_64", "bios", (0,), ("x86PC",))
 X86_64_EFI = ClientArch("efi64", "x86_64", "uefi", (7, 9), ("X86-64_EFI", "BC_EFI"))
 ARM64_EFI = ClientArch("arm64efi", "arm64", "uefi", (11,), ("ARM64_EFI",))
 CLIENT_ARCHES = (BIOS, X86_64_EFI, ARM64_EFI)
-# UEFI HTTP Boot clients send these in option 93 with vendor class HTTPClient.
-HTTP_BOOT_ARCH = {"x86_64": 16, "arm64": 19}
+# UEFI HTTP Boot clients (vendor class HTTPClient): they take a URL as boot file and ignore
+# an offer that does not echo option 60 as HTTPClient. They get the loader their PXE
+# sibling would, over HTTP.
+X86_64_HTTP = ClientArch("efihttp64", "x86_64", "uefi-http", (16,), ())
+ARM64_HTTP = ClientArch("efihttparm64", "arm64", "uefi-http", (19,), ())
+HTTP_BOOT_CLIENTS = {X86_64_EFI: X86_64_HTTP, ARM64_EFI: ARM64_HTTP}
 
 
 @dataclass(frozen=True)

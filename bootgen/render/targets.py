@@ -179,7 +179,13 @@ def first_loaders(site, arches: frozenset[str] = frozenset({"x86_64"})) -> list[
         pxe_file = loader.tree_path.removesuffix(".0") if client is loaders.BIOS else loader.tree_path
         result.append({"tag": client.tag, "csas": client.csas, "option93": client.option93,
                        "label": "BIOS" if client.firmware == "bios" else f"UEFI {client.arch}",
-                       "file": loader.tree_path, "pxe_service_file": pxe_file, "default": client is loaders.BIOS})
+                       "file": loader.tree_path, "pxe_service_file": pxe_file, "default": client is loaders.BIOS,
+                       "http": False})
+        http_client = loaders.HTTP_BOOT_CLIENTS.get(client)
+        if http_client is not None:
+            result.append({"tag": http_client.tag, "csas": (), "option93": http_client.option93,
+                           "label": f"UEFI HTTP {client.arch}", "file": site.url(loader.tree_path),
+                           "pxe_service_file": None, "default": False, "http": True})
     return result
 
 

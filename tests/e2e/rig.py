@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import json
 import re
 import shutil
 import signal
@@ -56,7 +57,9 @@ class Machine:
 
     name: str
     mac: str
-    firmware: str = "bios"  # "bios" (SeaBIOS), "uefi" (OVMF), "uefi-sb" (OVMF, Secure Boot enforced), "aavmf" (arm64)
+    # "bios" (SeaBIOS), "uefi" (OVMF), "uefi-http" (OVMF, HTTP Boot only), "uefi-sb" (OVMF, Secure Boot
+    # enforced) or "aavmf" (arm64)
+    firmware: str = "bios"
     nic: str = "virtio-net-pci"
     memory_mb: int = 256
 
@@ -139,15 +142,18 @@ def _firmware_args(machine: Machine, workdir: Path) -> list[str]:
         sercon.write_bytes((0x3F8).to_bytes(2, "little"))
         return ["-boot", "n", "-fw_cfg", f"name=etc/sercon-port,file={sercon}"]
     secure = machine.firmware == "uefi-sb"
+    # HTTP Boot first: OVMF's PXE options would each wait a minute for an offer without a TFTP file.
+    http_only = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                 "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"] if machine.firmware == "uefi-http" else []
     vars_copy = workdir / f"{machine.name}-OVMF_VARS.fd"  # a copy: QEMU writes to the variable store
     shutil.copyfile(OVMF_VARS_MS if secure else OVMF_VARS, vars_copy)
     smm = ["-global", "driver=cfi.pflash01,property=secure,value=on"] if secure else []
     return [*smm, "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT if secure else OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", "-boot", "n"]
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", "-boot", "n", *http_only]
 
 
 def _machine_type(machine: Machine) -> str:
-    return {"bios": "pc", "uefi": "q35", "uefi-sb": "q35,smm=on"}[machine.firmware]
+    return {"bios": "pc", "uefi": "q35", "uefi-http": "q35", "uefi-sb": "q35,smm=on"}[machine.firmware]
 
 
 def _aarch64_command(machine: Machine, lan, serial_log: Path, workdir: Path) -> list[str]:
@@ -368,6 +374,23 @@ class NamespaceLan:
         _wait_for(lambda: log.exists() and "started" in log.read_text(errors="replace"),
                   f"plain DHCP dnsmasq (see {self.workdir}/dhcp-plain.out)", server)
         return server
+
+    def dhcp_offer(self, mac: str, vendor_class: str, arch: int) -> dict:
+        """The DHCP offer a client with this vendor class and architecture gets on the LAN, read
+        from its bytes by tests/e2e/dhcp_probe.py in a namespace joined to the bridge."""
+        other = _netns_name()
+        _run(["ip", "netns", "add", other])
+        self.extra_netns.append(other)
+        veth = f"veth-p{len(self.extra_netns)}"
+        _run(self.wrap(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", other]))
+        _run(self.wrap(["ip", "link", "set", veth, "master", "br0", "up"]))
+        inside = ["ip", "netns", "exec", other]
+        _run(inside + ["ip", "link", "set", "lo", "up"])
+        _run(inside + ["ip", "link", "set", "eth0", "address", mac, "up"])
+        probe = Path(__file__).resolve().parent / "dhcp_probe.py"
+        done = subprocess.run(inside + [sys.executable, str(probe), "eth0", mac, vendor_class, str(arch)],
+                              capture_output=True, text=True, timeout=30)
+        return json.loads(done.stdout or '{"error": %s}' % json.dumps(done.stderr))
 
     def close(self) -> None:
         """Stop the servers and delete the namespaces (taps, bridge and veths go with them)."""

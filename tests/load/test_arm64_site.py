@@ -43,8 +43,12 @@ def test_an_arm64_node_boots_its_arm64_kernel_through_grubnetaa64(arm_site):
     tree = build(arm_site, fetch=False).write.tree
     dnsmasq = (tree / "server" / "dnsmasq.conf").read_text()
     assert "dhcp-match=set:arm64efi,option:client-arch,11\n" in dnsmasq
-    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:arm64efi,grubnetaa64.efi,,10.10.10.1\n" in dnsmasq
-    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!arm64efi,grubnetx64.efi,,10.10.10.1\n" in dnsmasq
+    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:arm64efi,tag:!efihttparm64,grubnetaa64.efi,," \
+           "10.10.10.1\n" in dnsmasq
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!arm64efi,tag:!efihttparm64,grubnetx64.efi,," \
+           "10.10.10.1\n" in dnsmasq
+    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:!arm64efi,tag:efihttparm64," \
+           "http://10.10.10.1:8080/grubnetaa64.efi\n" in dnsmasq
     assert (tree / "grubnetaa64.efi").read_bytes() == \
         Path("/usr/lib/grub/arm64-efi/monolithic/grubnetaa64.efi").read_bytes()
     assert (tree / "grub" / "arm64-efi" / "http.mod").is_file()
