@@ -111,7 +111,8 @@ def _check_arches(site: Site, image_config, reader: "Reader") -> None:
     from .loaders import site_arches
 
     if site.dhcp.mode == "proxy" and "arm64" in site_arches(image_config):
-        name = next(name for name, image_set in image_config.images.items() if image_set.arch == "arm64")
+        name = next(name for name, image_set in image_config.images.items()
+                    if image_set.arch == "arm64" and not image_set.firmware)
         reader.fail(image_config.images[name].location,
                     f"image set '{name}' is for arm64 machines, which boot through GRUB (Debian ships no arm64 "
                     "iPXE), and GRUB cannot boot behind proxyDHCP", f"$.images.{name}.arch",
@@ -299,6 +300,7 @@ def _build_node(name: str, doc: SourceDoc, defaults: Defaults, reader: Reader) -
         doc=doc,
         ignition=_fragment(doc, data, "ignition"),
         arch=data.get("arch", "x86_64"),
+        serial=data["serial"].lower() if "serial" in data else None,
     )
 
 
@@ -383,6 +385,8 @@ class Claim(NamedTuple):
 
 def node_claims(node: Node) -> tuple[Claim, ...]:
     wanted = [("hostname", node.hostname, ("hostname",))]
+    if node.serial:
+        wanted.append(("serial", node.serial, ("serial",)))
     for i, iface in enumerate(node.interfaces):
         wanted.append(("MAC", iface.mac, ("interfaces", i, "mac")))
         if iface.address:

@@ -117,6 +117,8 @@ def placed_loaders(*, secure_boot: bool, arches: frozenset[str] = frozenset({"x8
 
 
 def site_arches(image_config) -> frozenset[str]:
-    """The CPU architectures a site boots: x86-64, and those its image sets declare."""
-    declared = {image_set.arch for image_set in image_config.images.values()} if image_config else set()
+    """The CPU architectures whose UEFI loaders a site needs: x86-64, and those its image sets
+    declare (a Raspberry Pi's set, with `firmware`, boots the Pi's own firmware, not UEFI)."""
+    declared = {image_set.arch for image_set in image_config.images.values()
+                if not image_set.firmware} if image_config else set()
     return frozenset({"x86_64"} | declared)

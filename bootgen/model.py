@@ -49,6 +49,7 @@ class Node:
     doc: SourceDoc = field(compare=False, repr=False)
     ignition: Fragment | None = field(default=None, compare=False, repr=False)
     arch: str = "x86_64"  # x86_64 | arm64
+    serial: str | None = None  # Raspberry Pi serial number (8 lowercase hex digits)
 
 
 @dataclass(frozen=True)

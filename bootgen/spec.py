@@ -151,6 +151,7 @@ class NodeSpec:
     doc: SourceDoc = field(compare=False, repr=False)  # the node file
     settings: dict[str, Setting] = field(default_factory=dict, compare=False, repr=False)
     arch: str = "x86_64"  # x86_64 | arm64: selects the profile's image set
+    serial: str | None = None  # a Raspberry Pi's serial number: its boot files live in <serial>/
 
     @property
     def static_interfaces(self) -> tuple[Interface, ...]:
@@ -201,6 +202,7 @@ def resolve(site: Site, profiles: dict[str, Profile], node: Node, profile_layers
         doc=node.doc,
         settings=settings,
         arch=node.arch,
+        serial=node.serial,
     )
 
 

@@ -157,7 +157,14 @@ _ARM64_LOADERS = ("grub",)
 
 
 def node_loaders(spec) -> tuple[str, ...]:
-    """The profile's loaders this node's firmware can run (an arm64 machine only runs GRUB)."""
+    """The profile's loaders this node's firmware can run (an arm64 machine only runs GRUB, a
+    Raspberry Pi its own boot firmware from its serial directory)."""
+    if spec.serial:
+        if spec.arch != "arm64":
+            raise RenderError(Problem(spec.doc.locate(("serial",)), f"node '{spec.name}' is a Raspberry Pi (it has a "
+                                      "serial number) but not arch: arm64", "$.serial",
+                                      "set `arch: arm64`: bootgen boots Pis with 64-bit (arm64) kernels"))
+        return ("raspberrypi",)
     if spec.arch != "arm64":
         return spec.profile.loaders
     usable = tuple(loader for loader in spec.profile.loaders if loader in _ARM64_LOADERS)

@@ -16,7 +16,7 @@ from ..model import Node
 from ..naming import hex_ip, mac_hyphens, pxelinux_mac_name
 from ..plan import Artifact
 from .. import loaders, quoting
-from .boot import LOCAL, BootEntry, for_loader
+from .boot import LOCAL, BootEntry, for_loader, node_image_set
 
 # Longest line each format's reader takes whole (longer lines are read as two).
 _MAX_LINE = {"pxelinux.cfg.j2": quoting.PXELINUX_MAX_LINE, "dnsmasq.conf.j2": quoting.DNSMASQ_MAX_LINE,
@@ -128,6 +128,41 @@ def ipxe(ctx, entry: BootEntry) -> list[Artifact]:
             for kind, value in _identities(entry.node) if kind == "mac"]
 
 
+def raspberrypi(ctx, entry: BootEntry) -> list[Artifact]:
+    """A Raspberry Pi's TFTP directory, `<serial>/`: its boot firmware, kernel and initrd from the
+    node's image set, config.txt naming them, and cmdline.txt with the node's kernel arguments
+    (its OS config URL among them). A `boot: local` Pi gets no directory, so its bootloader
+    moves on to the next mode of its BOOT_ORDER (SD card, USB)."""
+    spec = entry.node
+    if entry.local:
+        return []
+    image_set = node_image_set(ctx, spec)
+    refs = [*image_set.firmware, entry.kernel, *entry.initrds]
+    not_mirrored = [ref.name for ref in refs if ref.tree_path is None]
+    where = spec.doc.locate(("serial",))
+    if not image_set.firmware or not_mirrored:
+        missing = "has no `firmware`" if not image_set.firmware else f"does not mirror {', '.join(not_mirrored)}"
+        raise RenderError(Problem(where, f"node '{spec.name}' is a Raspberry Pi, but image set '{image_set.name}' "
+                                         f"{missing}", "$.serial",
+                                  "a Pi loads its firmware, kernel and initrd over TFTP from its serial directory: "
+                                  "declare them in the image set, with `mirror: true`"))
+    if len(entry.initrds) > 1:
+        raise RenderError(Problem(where, f"node '{spec.name}': a Raspberry Pi loads one initramfs, image set "
+                                         f"'{image_set.name}' has {len(entry.initrds)}", "$.serial"))
+    directory = f"{spec.serial}/"
+    files = [Artifact(directory + ref.name, placed.sha256, placed.size, False, spec.name, "raspberrypi",
+                      source=placed.source) for ref in refs for placed in (image_set.source_of(ref),)]
+    context = {"title": _title(entry), "kernel": entry.kernel.name,
+               "initrd": entry.initrds[0].name if entry.initrds else None}
+    config = _render(ctx, "config.txt.j2", context, node=spec.name, where=(where, "$.serial"))
+    try:
+        cmdline = (" ".join(quoting.pi_cmdline_arg(arg) for arg in entry.args) + "\n").encode()
+    except quoting.UnsafeValue as exc:
+        raise RenderError(Problem(where, f"node '{spec.name}': {exc}", "$.serial")) from None
+    return files + [Artifact.from_bytes(directory + "config.txt", config, target="raspberrypi", node=spec.name),
+                    Artifact.from_bytes(directory + "cmdline.txt", cmdline, target="raspberrypi", node=spec.name)]
+
+
 def _pxe_name(kind: str, value) -> str:
     return pxelinux_mac_name(value) if kind == "mac" else hex_ip(value)
 
@@ -194,6 +229,8 @@ def server_configs(ctx, hosts) -> list[Artifact]:
     context = {
         "site": site,
         "first_loaders": first_loaders(site, loaders.site_arches(ctx.inputs.image_config)),
+        "raspberry_pi": any(s.firmware for s in ctx.inputs.image_config.images.values())
+        if ctx.inputs.image_config else False,
         "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
     }
     _check_site(site, hosts)
@@ -217,5 +254,5 @@ def _nginx_conf(site) -> bytes:
     return data
 
 
-TARGETS = {"pxelinux": pxelinux, "grub": grub, "ipxe": ipxe}
+TARGETS = {"pxelinux": pxelinux, "grub": grub, "ipxe": ipxe, "raspberrypi": raspberrypi}
 SITE_TARGETS = {"defaults": default_entries, "chain": chain_entries, "servers": server_configs}

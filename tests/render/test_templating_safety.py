@@ -312,7 +312,8 @@ def test_overrides_must_be_regular_files_in_the_site_named_after_builtins(tmp_pa
         f"site/templates/pxelinux.cfg: error: 'pxelinux.cfg' is not the name of a built-in template\n{unknown}",
         f"site/templates/pxelinux.cfg.j2: error: is a FIFO, not a regular file\n{regular}",
     ]
-    assert names == "boot.ipxe.j2, dnsmasq.conf.j2, grub.cfg-node.j2, grub.cfg.j2, node.ipxe.j2, pxelinux.cfg.j2"
+    assert names == "boot.ipxe.j2, config.txt.j2, dnsmasq.conf.j2, grub.cfg-node.j2, grub.cfg.j2, node.ipxe.j2, " \
+                    "pxelinux.cfg.j2"
 
 
 def test_templates_dir_outside_the_site_or_not_a_directory(tmp_path):
