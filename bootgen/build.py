@@ -114,9 +114,9 @@ def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None
     if fetch:
         images = _resolve(inputs, paths, fetch, progress)
     else:
-        images = declared_images(inputs.image_config, {profile.images for profile in inputs.profiles.values()})
+        images = declared_images(inputs.image_config, _needed_image_sets(inputs))
     try:
-        plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
+        plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images, inputs))
     except RenderError as exc:
         if not problems:
             raise
@@ -126,20 +126,35 @@ def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None
     return inputs, plan
 
 
-def _placed_files(images: dict) -> list:
-    """Image and boot loader files to link into the tree (bootgen.images.PlacedFile)."""
+def _placed_files(images: dict, site_inputs) -> list:
+    """Image and boot loader files to link into the tree (bootgen.images.PlacedFile). A Secure
+    Boot site gets the signed loaders, and its kernels must be in the tree and signed."""
     from .images import boot_loader_files
+    from .images.secureboot import secure_boot_problems
+    from .loaders import site_arches
 
-    return [f for image_set in images.values() for f in image_set.files] + list(boot_loader_files())
+    secure_boot = site_inputs.site.secure_boot
+    arches = site_arches(site_inputs.image_config)
+    if secure_boot:
+        problems = secure_boot_problems(site_inputs.image_config, images)
+        if problems:
+            raise InputError(problems)
+    return [f for image_set in images.values() for f in image_set.files] + \
+        list(boot_loader_files(secure_boot=secure_boot, arches=arches))
 
 
 def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> dict:
     """Every image set a profile names (whether or not a node uses it today)."""
     from .images import resolve_images
 
-    needed = {profile.images for profile in site_inputs.profiles.values()}
     return resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.cache,
-                          needed=needed, fetch=fetch, progress=progress)
+                          needed=_needed_image_sets(site_inputs), fetch=fetch, progress=progress)
+
+
+def _needed_image_sets(site_inputs) -> set[str]:
+    """Every image set a profile names, for any architecture."""
+    return {name for profile in site_inputs.profiles.values() for name in (profile.images, profile.images_arm64)
+            if name}
 
 
 def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, jobs: int | None = None,
@@ -529,7 +544,7 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env,
                                        base_url=paths.base_url)
     images = _resolve(site_inputs, paths, fetch, progress)
-    placed = [placed_artifact(f) for f in _placed_files(images)]
+    placed = [placed_artifact(f) for f in _placed_files(images, site_inputs)]
     key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url)
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.cache / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)

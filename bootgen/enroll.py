@@ -194,7 +194,7 @@ def _check_renders(site_dir: Path, nodes_dir: Path, out: Path, site_inputs, node
                     site_inputs.templates_dir, site_inputs.profile_layers)
     images = _resolve(inputs, Paths(site_dir, nodes_dir, out), False, False)
     try:
-        render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images))
+        render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images, inputs))
     except RenderError as exc:
         raise InputError([_at(problem, staged, target) for problem in exc.problems]) from None
 

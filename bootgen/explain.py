@@ -21,6 +21,7 @@ FIRMWARE_PATHS = {
     "grub": (("UEFI", "grubnetx64.efi"),),
     "ipxe": (("BIOS", "undionly.kpxe"), ("UEFI", "ipxe.efi")),
 }
+ARM64_FIRMWARE_PATHS = {"grub": (("UEFI arm64", "grubnetaa64.efi"),)}
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def _address(text: str):
 
 def explain(site_dir: Path, nodes_dir: Path, state_dir: Path, wanted: str) -> Explanation:
     from .render import boot_entry, node_spec, osconfig, render_node
-    from .render.boot import for_loader
+    from .render.boot import for_loader, node_loaders
 
     inputs, ctx = _site_context(site_dir, nodes_dir, state_dir)
     node = find_node(inputs, wanted)
@@ -109,10 +110,17 @@ def explain(site_dir: Path, nodes_dir: Path, state_dir: Path, wanted: str) -> Ex
     entry = boot_entry(ctx, spec, config)
     artifacts = render_node(ctx, node)
     firmware = []
-    for loader in spec.profile.loaders:
-        spelled = for_loader(entry, loader, inputs.site)
+    for loader in node_loaders(spec):
         files = tuple(a.path for a in artifacts if a.target == loader)
-        for kind, first in FIRMWARE_PATHS[loader]:
+        if loader == "raspberrypi":  # the Pi's firmware reads the image set's file names from <serial>/
+            firmware.append({"loader": loader, "firmware": "Raspberry Pi", "first_loader": f"{spec.serial}/start4.elf",
+                             "files": list(files), "local": entry.local,
+                             "kernel": entry.kernel.name if entry.kernel else "",
+                             "initrds": [ref.name for ref in entry.initrds], "cmdline": " ".join(entry.args)})
+            continue
+        spelled = for_loader(entry, loader, inputs.site)
+        paths = ARM64_FIRMWARE_PATHS if spec.arch == "arm64" else FIRMWARE_PATHS
+        for kind, first in paths[loader]:
             firmware.append({"loader": loader, "firmware": kind, "first_loader": first, "files": list(files),
                              "local": spelled.local, "kernel": spelled.kernel, "initrds": list(spelled.initrds),
                              "cmdline": " ".join(spelled.args)})
@@ -179,7 +187,7 @@ def list_machines(site_dir: Path, nodes_dir: Path, *, profile: str | None = None
         machines.append(Machine(
             spec.name, tuple(i.mac for i in spec.interfaces),
             tuple(str(i.address) for i in spec.interfaces if i.address is not None),
-            spec.profile.name, spec.boot, spec.profile.images, spec.profile.os_config))
+            spec.profile.name, spec.boot, spec.profile.image_set(spec.arch), spec.profile.os_config))
     return machines
 
 

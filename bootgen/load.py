@@ -104,6 +104,8 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | N
     site = _select_environment(_build_site(site_doc, site_dir), environments, env, base_url, reader)
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
     image_config = _image_config(site_doc, site_dir, reader)
+    _check_dhcp(site, reader)
+    _check_arches(site, image_config, reader)
     _check_image_references(profiles, image_config, reader)
     _check_keys(site_doc, ("defaults",), reader)
     reader.raise_if_any()
@@ -148,6 +150,40 @@ def unknown_environment_hint(environments) -> str:
 
 def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
+
+
+def _check_dhcp(site: Site, reader: "Reader") -> None:
+    """Combinations that cannot boot. GRUB sends every TFTP request to the server that gave it
+    its address (a GRUB limitation), so behind proxyDHCP it asks the LAN's DHCP server."""
+    behind_proxy = ("GRUB cannot boot behind proxyDHCP: it fetches its files from the LAN's DHCP server, "
+                    "not from this boot server")
+    if site.secure_boot and "uefi_loader" in site.doc.data.get("dhcp", {}) and site.dhcp.uefi_loader != "grub":
+        reader.fail(site.doc.locate(("dhcp", "uefi_loader")),
+                    f"with secure_boot, UEFI machines get shim, which loads GRUB, not {site.dhcp.uefi_loader}",
+                    "$.dhcp.uefi_loader", "remove `uefi_loader` (or set it to grub): "
+                    "Debian's iPXE and syslinux.efi are not signed, so Secure Boot firmware refuses them")
+    elif site.secure_boot and site.dhcp.mode == "proxy":
+        reader.fail(site.doc.locate(("secure_boot",)), f"{behind_proxy} (Secure Boot's chain is shim, then GRUB)",
+                    "$.secure_boot", "use `dhcp.mode: full`, or set next-server to this boot server on the "
+                    "LAN's DHCP server and `dhcp.mode: none`")
+    elif site.dhcp.mode == "proxy" and site.dhcp.uefi_loader == "grub":
+        reader.fail(site.doc.locate(("dhcp", "uefi_loader")), behind_proxy, "$.dhcp.uefi_loader",
+                    "set `uefi_loader: ipxe` (UEFI machines chain through ipxe.efi), or use `mode: full`, "
+                    "or set next-server to this boot server on the LAN's DHCP server and `mode: none`")
+
+
+def _check_arches(site: Site, image_config, reader: "Reader") -> None:
+    """arm64 machines boot GRUB (Debian has no arm64 iPXE), which cannot boot behind proxyDHCP."""
+    from .loaders import site_arches
+
+    if site.dhcp.mode == "proxy" and "arm64" in site_arches(image_config):
+        name = next(name for name, image_set in image_config.images.items()
+                    if image_set.arch == "arm64" and not image_set.firmware)
+        reader.fail(image_config.images[name].location,
+                    f"image set '{name}' is for arm64 machines, which boot through GRUB (Debian ships no arm64 "
+                    "iPXE), and GRUB cannot boot behind proxyDHCP", f"$.images.{name}.arch",
+                    "use `dhcp.mode: full`, or set next-server to this boot server on the LAN's DHCP server "
+                    "and `dhcp.mode: none`")
 
 
 def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple[OsConfigLayer, ...]:
@@ -313,6 +349,7 @@ def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
         ),
         doc=doc,
         exports=data.get("exports", {}),
+        secure_boot=data.get("secure_boot", False),
     )
 
 
@@ -321,7 +358,8 @@ def _build_profile(name: str, doc: SourceDoc) -> Profile:
     return Profile(
         name=name,
         description=data.get("description", ""),
-        images=data["images"],
+        images=data.get("images"),
+        images_arm64=data.get("images_arm64"),
         loaders=tuple(data.get("loaders", ("pxelinux", "grub", "ipxe"))),
         os_config=data.get("os_config", "none"),
         ignition_version=data.get("ignition_version", DEFAULT_IGNITION_VERSION),
@@ -348,6 +386,8 @@ def _build_node(name: str, doc: SourceDoc, defaults: Defaults, reader: Reader) -
         ssh_authorized_keys=tuple(data.get("ssh_authorized_keys", ())),
         doc=doc,
         ignition=_fragment(doc, data, "ignition"),
+        arch=data.get("arch", "x86_64"),
+        serial=data["serial"].lower() if "serial" in data else None,
     )
 
 
@@ -373,11 +413,22 @@ def _image_config(site_doc: SourceDoc, site_dir: Path, reader: Reader):
 
 
 def _check_image_references(profiles: dict[str, Profile], image_config, reader: Reader) -> None:
-    image_sets = set(image_config.images) if image_config is not None else None
+    """Each image set a profile names exists and is for the architecture of the field naming it."""
+    if image_config is None:
+        return
+    image_sets = image_config.images
     for profile in profiles.values():
-        if image_sets is not None and profile.images not in image_sets:
-            reader.fail(profile.doc.locate(("images",)), f"unknown image set '{profile.images}'", "$.images",
-                        _choices_hint(profile.images, image_sets, "site.yaml `images`"))
+        for field, arch in (("images", "x86_64"), ("images_arm64", "arm64")):
+            name = profile.image_set(arch)
+            if name is None:
+                continue
+            if name not in image_sets:
+                reader.fail(profile.doc.locate((field,)), f"unknown image set '{name}'", f"$.{field}",
+                            _choices_hint(name, set(image_sets), "site.yaml `images`"))
+            elif image_sets[name].arch != arch:
+                reader.fail(profile.doc.locate((field,)), f"image set '{name}' is for {image_sets[name].arch} "
+                            f"machines, but `{field}` boots {arch} machines", f"$.{field}",
+                            "set `arch:` on the image set in site.yaml, or name another image set")
 
 
 def _check_node(node: Node, profile_names: frozenset[str], site_dir: Path, reader: Reader) -> None:
@@ -440,6 +491,8 @@ class Claim(NamedTuple):
 
 def node_claims(node: Node) -> tuple[Claim, ...]:
     wanted = [("hostname", node.hostname, ("hostname",))]
+    if node.serial:
+        wanted.append(("serial", node.serial, ("serial",)))
     for i, iface in enumerate(node.interfaces):
         wanted.append(("MAC", iface.mac, ("interfaces", i, "mac")))
         if iface.address:

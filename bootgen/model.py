@@ -48,13 +48,15 @@ class Node:
     ssh_authorized_keys: tuple[str, ...]  # the node's own (site defaults are added by spec.resolve)
     doc: SourceDoc = field(compare=False, repr=False)
     ignition: Fragment | None = field(default=None, compare=False, repr=False)
+    arch: str = "x86_64"  # x86_64 | arm64
+    serial: str | None = None  # Raspberry Pi serial number (8 lowercase hex digits)
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
-    images: str
+    images: str | None  # x86-64 machines' image set
     loaders: tuple[str, ...]
     os_config: str
     ignition_version: str
@@ -62,6 +64,11 @@ class Profile:
     doc: SourceDoc = field(compare=False, repr=False)
     ignition: Fragment | None = field(default=None, compare=False, repr=False)
     ignition_files: tuple[str, ...] = ()
+    images_arm64: str | None = None
+
+    def image_set(self, arch: str) -> str | None:
+        """The image set this profile boots on `arch` machines, if it has one."""
+        return self.images_arm64 if arch == "arm64" else self.images
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class Site:
     defaults: Defaults
     doc: SourceDoc = field(compare=False, repr=False)
     exports: dict = field(default_factory=dict)  # {"pixiecore": bool, "tinkerbell": {...}}
+    secure_boot: bool = False  # UEFI machines boot shim -> signed GRUB -> signed kernel (bootgen.loaders)
 
     def url(self, tree_path: str) -> str:
         """The HTTP URL of a file in the tree."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__
+from .content import content_type
 from .errors import Location, Problem, RenderError
 
 MANIFEST = "manifest.json"
@@ -105,9 +106,10 @@ CHUNK = 512  # files per chunk of a listing
 
 def listing_lines(path: str, sha256: str, size: int, immutable: bool, node: str | None,
                   target: str) -> tuple[bytes, bytes]:
-    """A file's manifest entry (JSON, sorted keys) and its SHA256SUMS line."""
+    """A file's manifest entry (JSON, sorted keys) and its SHA256SUMS line. The entry
+    carries the file's Content-Type, decided here once for every publisher."""
     entry = _ENTRY_ENCODER.encode({"path": path, "size": size, "sha256": sha256, "immutable": immutable,
-                                   "node": node, "target": target})
+                                   "node": node, "target": target, "content_type": content_type(path)})
     return entry.encode(), f"{sha256}  {path}\n".encode()
 
 

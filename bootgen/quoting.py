@@ -298,6 +298,25 @@ def long_lines(data: bytes, limit: int) -> list[int]:
     return [number for number, line in enumerate(data.split(b"\n"), 1) if len(line) > limit]
 
 
+# --- Raspberry Pi firmware files -------------------------------------------------
+
+def pi_word(value) -> str:
+    """A value in config.txt (`kernel=NAME`): the firmware reads to the end of the line and has
+    no quoting, so whitespace, `#` and control characters are refused."""
+    text = _text(value)
+    if not text or has_control(text) or any(c.isspace() or c == "#" for c in text):
+        raise UnsafeValue(text, "config.txt", "it must be one word without '#'")
+    return text
+
+
+def pi_cmdline_arg(value) -> str:
+    """One kernel argument in cmdline.txt, which the firmware reads as a single line."""
+    text = _text(value)
+    if not text or has_control(text) or any(c.isspace() for c in text):
+        raise UnsafeValue(text, "cmdline.txt", "a kernel argument there is one word on one line")
+    return text
+
+
 FILTERS = {
     "comment": comment,
     "pxelinux_arg": pxelinux_arg,
@@ -310,4 +329,5 @@ FILTERS = {
     "nginx_path": nginx_path,
     "nginx_names": nginx_names,
     "nginx_port": nginx_port,
+    "pi_word": pi_word,
 }

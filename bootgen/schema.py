@@ -264,6 +264,7 @@ _HANDLERS = {
     "enum": _enum,
     "type": _type,
     "oneOf": _one_of,
+    "anyOf": _pattern,  # an anyOf carries its own message (`x-message`)
 }
 
 

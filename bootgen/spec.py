@@ -150,6 +150,8 @@ class NodeSpec:
     os_config_layers: tuple[OsConfigLayer, ...]
     doc: SourceDoc = field(compare=False, repr=False)  # the node file
     settings: dict[str, Setting] = field(default_factory=dict, compare=False, repr=False)
+    arch: str = "x86_64"  # x86_64 | arm64: selects the profile's image set
+    serial: str | None = None  # a Raspberry Pi's serial number: its boot files live in <serial>/
 
     @property
     def static_interfaces(self) -> tuple[Interface, ...]:
@@ -199,6 +201,8 @@ def resolve(site: Site, profiles: dict[str, Profile], node: Node, profile_layers
         os_config_layers=_os_config_layers(site, profile, node, profile_layers),
         doc=node.doc,
         settings=settings,
+        arch=node.arch,
+        serial=node.serial,
     )
 
 

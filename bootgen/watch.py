@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .content import content_type
 from .build import BuildResult, Paths, build, warm_up
 from .errors import BootgenError, Location, OutputError, Problem, format_problems
 from .incremental import BuildState, InputStamps
@@ -269,8 +270,9 @@ def dnsmasq_command(root: Path, url: str) -> str:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the tree; resolves the output link per request so every switch is seen."""
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".ipxe": "text/plain", ".ign": "application/json", ".cfg": "text/plain", "": "text/plain"}
+    def guess_type(self, path) -> str:
+        """The type the manifest gives this file (bootgen.content), as nginx and S3 send it."""
+        return content_type(os.path.relpath(path, self.directory).replace(os.sep, "/"))
 
     def translate_path(self, path: str) -> str:
         self.directory = str(Path(self.directory).resolve()) if Path(self.directory).is_symlink() else \

@@ -10,7 +10,8 @@ set -eu
 
 CACHE="${BOOTGEN_E2E_CACHE:-/var/cache/bootgen-e2e}"
 PACKAGES="qemu-system-x86 ipxe-qemu ipxe pxelinux syslinux-common syslinux-efi
-ovmf grub-efi-amd64-bin dnsmasq-base nginx-light busybox-static kmod iproute2"
+ovmf grub-efi-amd64-bin shim-signed grub-efi-amd64-signed dnsmasq-base nginx-light busybox-static kmod iproute2
+qemu-system-arm qemu-efi-aarch64 grub-efi-arm64-bin:arm64"
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
@@ -80,5 +81,43 @@ unpack_kernel() {
     echo "e2e-deps: unpacked $pkg into $CACHE/kernel"
 }
 
+# arm64: Debian's arm64 kernel and busybox for the aarch64 boot test, fetched with
+# apt-get download (they are not installable here) and unpacked into $CACHE/arm64.
+unpack_arm64() {
+    if [ -f "$CACHE/arm64/READY" ]; then
+        echo "e2e-deps: arm64 kernel already unpacked in $CACHE/arm64 ($(cat "$CACHE/arm64/READY"))"
+        return
+    fi
+    pkg=$(apt-cache depends linux-image-arm64:arm64 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-[0-9].*-arm64\)\(:arm64\)\{0,1\}$/\1/p' | head -n 1)
+    if [ -z "$pkg" ]; then
+        echo "e2e-deps: cannot find the linux-image-*-arm64 package" >&2
+        exit 1
+    fi
+    work=$(mktemp -d)
+    (cd "$work" && apt-get download -o APT::Sandbox::User=root "$pkg:arm64" busybox-static:arm64)
+    $SUDO rm -rf "$CACHE/arm64.new"
+    $SUDO mkdir -p "$CACHE/arm64.new"
+    for deb in "$work"/*.deb; do
+        $SUDO dpkg-deb -x "$deb" "$CACHE/arm64.new"
+    done
+    rm -rf "$work"
+    version=$(ls "$CACHE/arm64.new/lib/modules")
+    $SUDO depmod -b "$CACHE/arm64.new" "$version"
+    echo "$pkg" | $SUDO tee "$CACHE/arm64.new/READY" >/dev/null
+    $SUDO rm -rf "$CACHE/arm64"
+    $SUDO mv "$CACHE/arm64.new" "$CACHE/arm64"
+    echo "e2e-deps: unpacked $pkg and busybox-static:arm64 into $CACHE/arm64"
+}
+
+enable_arm64() {
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        $SUDO dpkg --add-architecture arm64
+        $SUDO apt-get update -q
+    fi
+}
+
+enable_arm64
 install_packages
 unpack_kernel
+unpack_arm64

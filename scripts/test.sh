@@ -14,8 +14,8 @@ SUDO=""
 $SUDO mkdir -p /etc/cloud
 $SUDO touch /etc/cloud/cloud-init.disabled
 
-PACKAGES="pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin ignition cloud-init
-nginx-light dnsmasq-base gnupg awscli rclone s3cmd openssh-client"
+PACKAGES="pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin shim-signed grub-efi-amd64-signed ignition cloud-init
+nginx-light dnsmasq-base gnupg awscli rclone s3cmd openssh-client curl"
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $PACKAGES

@@ -1,4 +1,4 @@
-"""Boot loader binaries from Debian packages, placed at the tree root.
+"""Boot loader binaries from Debian packages, placed in the tree as bootgen.loaders lists them.
 
 GRUB: Debian's grubnetx64.efi is built with prefix `/grub` (visible with
 `strings grubnetx64.efi`), so it looks for `grub/grub.cfg` and loads modules
@@ -7,65 +7,46 @@ built in, so http.mod and the modules it needs (moddep.lst) ship beside it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError, Location, Problem
+from ..loaders import GRUB_MODULE_SOURCES, placed_loaders
 from .digests import hash_file
 from .placed import PlacedFile
 
 GRUB_PREFIX = "grub"
-GRUB_PLATFORM = "x86_64-efi"
 GRUB_NET_MODULES = ("http",)  # modules grub.cfg will `insmod`
 
 
-@dataclass(frozen=True)
-class _Package:
-    """Where a Debian package installs the files we take from it."""
+def boot_loader_files(*, search_dirs: dict[str, Path] | None = None, secure_boot: bool = False,
+                      arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[PlacedFile, ...]:
+    """Boot loaders to place in the tree, sorted by tree path.
 
-    name: str
-    directory: Path
-
-
-_PXELINUX = _Package("pxelinux", Path("/usr/lib/PXELINUX"))
-_SYSLINUX_COMMON = _Package("syslinux-common", Path("/usr/lib/syslinux/modules"))
-_SYSLINUX_EFI = _Package("syslinux-efi", Path("/usr/lib/SYSLINUX.EFI"))
-_IPXE = _Package("ipxe", Path("/usr/lib/ipxe"))
-_GRUB = _Package("grub-efi-amd64-bin", Path("/usr/lib/grub/x86_64-efi"))
-
-# tree path -> (package, path relative to the package directory)
-_LOADERS: dict[str, tuple[_Package, str]] = {
-    "pxelinux.0": (_PXELINUX, "pxelinux.0"),
-    "lpxelinux.0": (_PXELINUX, "lpxelinux.0"),
-    **{name: (_SYSLINUX_COMMON, f"bios/{name}") for name in
-       ("ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32", "vesamenu.c32")},
-    "efi64/syslinux.efi": (_SYSLINUX_EFI, "efi64/syslinux.efi"),
-    "efi64/ldlinux.e64": (_SYSLINUX_COMMON, "efi64/ldlinux.e64"),
-    "undionly.kpxe": (_IPXE, "undionly.kpxe"),
-    "ipxe.efi": (_IPXE, "ipxe.efi"),
-    "grubnetx64.efi": (_GRUB, "monolithic/grubnetx64.efi"),
-}
-
-
-def boot_loader_files(*, search_dirs: dict[str, Path] | None = None) -> tuple[PlacedFile, ...]:
-    """Boot loaders to place at the tree root, sorted by tree path.
-
-    `search_dirs` maps a Debian package name to a directory to use instead of
-    where the package installs (e.g. {"ipxe": Path("/opt/ipxe")}). A missing
-    file raises ImageError naming the package to install.
+    `search_dirs` maps a Debian package name to a directory to read its files
+    from instead of `/` (its files keep their installed paths below it). The
+    signed Secure Boot chain is placed only when `secure_boot` is set. A missing
+    file raises ImageError naming the package to install. Loaders for an
+    architecture other than x86-64 are placed only if it is in `arches`.
     """
     search_dirs = search_dirs or {}
-    wanted = dict(_LOADERS)
+
+    def installed(package: str, path: str) -> Path:
+        return Path(search_dirs.get(package, "/")) / path.lstrip("/")
+
+    wanted = {loader.tree_path: (loader.package, installed(loader.package, loader.source))
+              for loader in placed_loaders(secure_boot=secure_boot, arches=arches)}
     problems: list[Problem] = []
-    grub_dir = Path(search_dirs.get(_GRUB.name, _GRUB.directory))
-    try:
-        for module in grub_modules(grub_dir / "moddep.lst", GRUB_NET_MODULES):
-            wanted[f"{GRUB_PREFIX}/{GRUB_PLATFORM}/{module}.mod"] = (_GRUB, f"{module}.mod")
-    except OSError:
-        problems.append(_missing(_GRUB, grub_dir / "moddep.lst"))
+    for platform, (package, directory, arch) in GRUB_MODULE_SOURCES.items():
+        if arch not in arches:
+            continue
+        grub_dir = installed(package, directory)
+        try:
+            for module in grub_modules(grub_dir / "moddep.lst", GRUB_NET_MODULES):
+                wanted[f"{GRUB_PREFIX}/{platform}/{module}.mod"] = (package, grub_dir / f"{module}.mod")
+        except OSError:
+            problems.append(_missing(package, grub_dir / "moddep.lst"))
     placed = []
-    for tree_path, (package, relative) in sorted(wanted.items()):
-        source = Path(search_dirs.get(package.name, package.directory)) / relative
+    for tree_path, (package, source) in sorted(wanted.items()):
         if not source.is_file():
             problems.append(_missing(package, source))
             continue
@@ -92,6 +73,6 @@ def grub_modules(moddep: Path, roots: tuple[str, ...]) -> list[str]:
     return sorted(seen)
 
 
-def _missing(package: _Package, path: Path) -> Problem:
+def _missing(package: str, path: Path) -> Problem:
     return Problem(Location("bootloaders"), f"{path} not found",
-                   hint=f"install the Debian package {package.name} (apt-get install {package.name})")
+                   hint=f"install the Debian package {package} (apt-get install {package})")

@@ -114,6 +114,8 @@ class ImageSet:
     iso: ImageSource | None
     extract: IsoExtract | None
     location: Location
+    arch: str = "x86_64"  # the CPU its kernel runs on
+    firmware: tuple[ImageSource, ...] = ()  # Raspberry Pi boot firmware files
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ def _parse_set(name: str, raw: dict, doc: SourceDoc, site_dir: Path, keys: dict,
         kernel=source(("kernel",), raw.get("kernel")), initrds=initrds,
         installer=source(("installer",), raw.get("installer")), iso=iso,
         extract=_parse_extract((raw.get("iso") or {}).get("extract")), location=doc.locate(path, key=True),
+        arch=raw.get("arch", "x86_64"),
+        firmware=tuple(source(("firmware", i), d) for i, d in enumerate(raw.get("firmware") or [])),
     )
     _check_set(image_set, path, doc, problems)
     return image_set
@@ -200,6 +204,9 @@ def _check_set(image_set: ImageSet, path: tuple, doc: SourceDoc, problems: list[
     if image_set.iso is not None and image_set.extract is not None and not image_set.mirror:
         problems.append(_problem(doc, path + ("iso", "extract"), "extracting from an ISO needs `mirror: true`",
                                  "bootgen must fetch the ISO to take the kernel and initrds out of it"))
+    if image_set.firmware and not image_set.mirror:
+        problems.append(_problem(doc, path + ("firmware",), "Raspberry Pi firmware needs `mirror: true`",
+                                 "a Pi loads its firmware, kernel and initrd over TFTP from its directory in the tree"))
     if image_set.iso is not None and image_set.extract is not None and image_set.kernel is not None:
         problems.append(_problem(doc, path + ("kernel",), "give either `kernel:` or `iso.extract.kernel`, not both"))
 

@@ -37,6 +37,11 @@ class ResolvedImageSet:
     installer_base: str | None  # tree path of the installer mirror base dir
     version: str | None
     files: tuple[PlacedFile, ...]
+    firmware: tuple[ImageRef, ...] = ()  # Raspberry Pi boot firmware, in the tree when mirrored
+
+    def source_of(self, ref: ImageRef):
+        """The file a mirrored image is copied from (to place it under another name too)."""
+        return next(f for f in self.files if f.tree_path == ref.tree_path)
 
 
 def image_tree_path(sha256: str, name: str) -> str:

@@ -138,6 +138,7 @@ def _resolve_set(ctx: _Context, image_set: ImageSet, problems: list[Problem]) ->
     initrds = [attempt(s, lambda s: _image(ctx, s, files)) for s in image_set.initrds]
     iso = attempt(image_set.iso, lambda s: _iso(ctx, image_set, s, files))
     installer_base = attempt(image_set.installer, lambda s: _installer(ctx, image_set, s, files))
+    firmware = [attempt(s, lambda s: _image(ctx, s, files)) for s in image_set.firmware]
     if len(problems) > before:
         return None
     if iso is not None:
@@ -145,7 +146,7 @@ def _resolve_set(ctx: _Context, image_set: ImageSet, problems: list[Problem]) ->
         kernel = kernel or extracted_kernel
         initrds = initrds + list(extracted_initrds)
     return ResolvedImageSet(image_set.name, kernel, tuple(initrds), iso, installer_base, image_set.version,
-                            tuple(sorted(set(files), key=lambda f: f.tree_path)))
+                            tuple(sorted(set(files), key=lambda f: f.tree_path)), tuple(firmware))
 
 
 def declared_images(config: ImageConfig, needed: set[str]) -> dict[str, ResolvedImageSet]:
@@ -176,7 +177,8 @@ def _declared(image_set: ImageSet) -> ResolvedImageSet:
         kernel = kernel or (ref(image_set.iso, Path(extract.kernel).name) if extract.kernel else None)
         initrds += tuple(ref(image_set.iso, Path(m).name) for m in extract.initrds)
     installer = mirror_base(image_set.name) if image_set.installer is not None else None
-    return ResolvedImageSet(image_set.name, kernel, initrds, ref(image_set.iso), installer, image_set.version, ())
+    return ResolvedImageSet(image_set.name, kernel, initrds, ref(image_set.iso), installer, image_set.version, (),
+                            tuple(ref(s) for s in image_set.firmware))
 
 
 def _referenced(image_set: ImageSet) -> ResolvedImageSet:
@@ -184,7 +186,8 @@ def _referenced(image_set: ImageSet) -> ResolvedImageSet:
     def ref(source: ImageSource | None) -> ImageRef | None:
         return None if source is None else ImageRef(source.name, None, source.url)
     return ResolvedImageSet(image_set.name, ref(image_set.kernel), tuple(ref(s) for s in image_set.initrds),
-                            ref(image_set.iso), None, image_set.version, ())
+                            ref(image_set.iso), None, image_set.version, (),
+                            tuple(ref(s) for s in image_set.firmware))
 
 
 def _image(ctx: _Context, source: ImageSource, files: list[PlacedFile]) -> ImageRef:

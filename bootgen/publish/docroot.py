@@ -20,7 +20,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootgen import quoting
+from bootgen.content import nginx_server
 from bootgen.errors import Location, Problem, PublishError
+from bootgen.render.fence import fence_include
 from bootgen.publish.manifest import MANIFEST, SUMS, Manifest, parse_manifest
 from bootgen.publish.report import Action, PublishReport
 
@@ -206,43 +209,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def render_nginx_server(docroot: Path, *, listen: str | int = 80, server_name: str = "_") -> str:
+def render_nginx_server(docroot: Path, *, listen: str | int = 80, server_name: str = "_",
+                        locations: tuple[str, ...] = ()) -> str:
     """An nginx `server { }` block serving `<docroot>/current` with the right types and caching.
 
-    Put it inside `http { }` (e.g. /etc/nginx/conf.d/bootgen.conf). Content-addressed
-    `configs/` and `images/` are cached for a year; everything else (entry points that
-    firmware asks for by fixed name) is revalidated on every request.
+    Put it inside `http { }` (e.g. /etc/nginx/conf.d/bootgen.conf). It is the
+    tree's own server/nginx.conf (bootgen.content.nginx_server) with the
+    docroot's `current` as its root.
     """
-    root = Path(docroot) / CURRENT
-    return f"""server {{
-    listen {listen};
-    server_name {server_name};
-    root {root};
-    autoindex off;
-    sendfile on;
-    # Our own map: firmware-facing names need exact types, files without an
-    # extension (pxelinux.cfg/01-..., user-data) are text.
-    types {{
-        application/json json ign;
-        text/plain ipxe cfg conf txt yaml;
-        application/x-iso9660-image iso;
-        application/octet-stream efi e64 mod kpxe c32 0 img gz xz;
-    }}
-    default_type text/plain;
-    charset utf-8;
-    charset_types text/plain application/json;
-    # Files that carry secrets: only their node's addresses may fetch them (see README, Secrets).
-    include {root}/server/nginx-secrets*.conf;
-
-    location /configs/ {{
-        add_header Cache-Control "public, max-age=31536000, immutable";
-    }}
-    location /images/ {{
-        default_type application/octet-stream;
-        add_header Cache-Control "public, max-age=31536000, immutable";
-    }}
-    location / {{
-        add_header Cache-Control "no-cache";
-    }}
-}}
-"""
+    root = str(Path(docroot) / CURRENT)
+    return nginx_server(quoting.nginx_path(root), str(listen), quoting.nginx_names(server_name),
+                        title=f"the docroot {docroot}", locations=(fence_include(root), *locations))

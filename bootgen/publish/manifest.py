@@ -33,6 +33,7 @@ class FileEntry:
     immutable: bool
     node: str | None = None
     target: str | None = None
+    content_type: str = ""  # as the build decided it (bootgen.content); publishers send it unchanged
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,12 @@ def _parse_entry(item: object, index: int, loc: Location, problems: list[Problem
     if not isinstance(immutable, bool):
         problems.append(Problem(loc, "immutable must be true or false", f"{where}.immutable"))
         immutable = False
-    return FileEntry(path, size, sha, immutable, item.get("node"), item.get("target"))
+    mime = item.get("content_type")
+    if not isinstance(mime, str) or not mime or any(c in mime for c in "\r\n"):
+        problems.append(Problem(loc, f"content_type must be a media type, not {mime!r}", f"{where}.content_type",
+                                "rebuild the tree with this version of bootgen"))
+        mime = ""
+    return FileEntry(path, size, sha, immutable, item.get("node"), item.get("target"), mime)
 
 
 def _is_safe_path(path: str) -> bool:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.publish.content import ENTRY_POINT_CACHE, cache_control, content_type
+from bootgen.content import ENTRY_POINT_CACHE, cache_control, content_type
 from bootgen.publish.manifest import MANIFEST, SUMS, FileEntry, Manifest, parse_manifest
 from bootgen.publish.progress import NullProgress, Progress
 from bootgen.publish.report import Action, PublishReport, RequestCounter
@@ -300,14 +300,14 @@ class _Run:
         if entry.size >= self.threshold:
             self.put_large(entry, path)
         else:
-            self.put_file(entry.path, path, cache_control(entry.immutable), entry.sha256)
+            self.put_file(entry.path, path, cache_control(entry.immutable), entry.sha256, entry.content_type)
             self.progress.advance(entry.size)
 
-    def put_file(self, rel: str, path: Path, cache: str, sha256: str | None = None) -> None:
+    def put_file(self, rel: str, path: Path, cache: str, sha256: str | None = None, mime: str | None = None) -> None:
         meta = {"sha256": sha256} if sha256 else {}
         with open(path, "rb") as body:
             self.client.put_object(Bucket=self.loc.bucket, Key=self.loc.key(rel), Body=body,
-                                   ContentType=content_type(rel), CacheControl=cache, Metadata=meta)
+                                   ContentType=mime or content_type(rel), CacheControl=cache, Metadata=meta)
 
     def put_large(self, entry: FileEntry, path: Path) -> None:
         """Multipart upload through boto3's transfer manager."""
@@ -315,7 +315,7 @@ class _Run:
 
         config = TransferConfig(multipart_threshold=self.threshold, multipart_chunksize=self.threshold,
                                 max_concurrency=4, use_threads=True)
-        extra = {"ContentType": content_type(entry.path), "CacheControl": cache_control(entry.immutable),
+        extra = {"ContentType": entry.content_type, "CacheControl": cache_control(entry.immutable),
                  "Metadata": {"sha256": entry.sha256}}
         self.client.upload_file(str(path), self.loc.bucket, self.loc.key(entry.path),
                                 ExtraArgs=extra, Config=config, Callback=self.progress.advance)

@@ -15,7 +15,7 @@ from ..model import Inputs, Node
 from ..spec import NodeSpec, resolve
 from ..plan import Artifact, Plan
 from . import osconfig
-from .boot import BootEntry, image_url
+from .boot import BootEntry, image_url, node_image_set, node_loaders
 from .exports import EXPORTS
 from .targets import TARGETS, SITE_TARGETS
 from .templating import Templates
@@ -86,7 +86,7 @@ def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:
     config = osconfig.render(ctx, spec)
     entry = boot_entry(ctx, spec, config)
     artifacts = list(config.artifacts) if config else []
-    for loader in spec.profile.loaders:
+    for loader in node_loaders(spec):
         artifacts.extend(TARGETS[loader](ctx, entry))
     for name, export in EXPORTS.items():
         if ctx.inputs.site.exports.get(name):
@@ -99,10 +99,11 @@ def boot_entry(ctx: RenderContext, spec: NodeSpec, config) -> BootEntry:
     profile = spec.profile
     if spec.boot == "local":
         return BootEntry(spec, profile, local=True)
-    image_set = ctx.images[profile.images]
+    image_set = node_image_set(ctx, spec)
     if image_set.kernel is None:
-        raise RenderError(Problem(profile.doc.locate(("images",)),
-                                  f"image set '{profile.images}' has no kernel to boot", "$.images"))
+        field = "images_arm64" if spec.arch == "arm64" else "images"
+        raise RenderError(Problem(profile.doc.locate((field,)),
+                                  f"image set '{image_set.name}' has no kernel to boot", f"$.{field}"))
     variables = template_vars(ctx, spec, image_set, config)
     args = []
     for arg in spec.kernel_args:

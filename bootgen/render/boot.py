@@ -109,7 +109,9 @@ def _arg_origin(entry: BootEntry, arg: str):
 
 
 def _spell(ref, loader: str, site: Site, entry: BootEntry) -> str:
-    over_tftp = ref.tree_path is not None and site.kernel_transport == "tftp" and loader != "ipxe"
+    # Signed GRUB may not load http.mod under Secure Boot: it reads kernels over TFTP.
+    tftp = site.kernel_transport == "tftp" or (loader == "grub" and site.secure_boot)
+    over_tftp = ref.tree_path is not None and tftp and loader != "ipxe"
     if over_tftp:
         return ref.tree_path if loader == "pxelinux" else "/" + ref.tree_path
     url = image_url(site, ref)
@@ -134,3 +136,41 @@ def _refuse(entry: BootEntry, loader: str, message: str, hint: str) -> None:
     where = entry.profile.doc.locate(("images",))
     raise RenderError(Problem(where, f"profile '{entry.profile.name}' (node '{entry.node.name}'): {message}",
                               "$.images", hint))
+
+
+def node_image_set(ctx, spec):
+    """The resolved image set `spec` boots: the profile's set for the node's architecture.
+    An arm64 node of a profile without an arm64 set is an error at the node's `arch`: it must
+    never be handed an x86 kernel."""
+    name = spec.profile.image_set(spec.arch)
+    if name is None:
+        raise RenderError(Problem(spec.doc.locate(("arch",)),
+                                  f"node '{spec.name}' is {spec.arch}, but profile '{spec.profile.name}' has no "
+                                  f"{spec.arch} image set", "$.arch",
+                                  f"set `images_{spec.arch}` in site/profiles/{spec.profile.name}.yaml to an image "
+                                  f"set with `arch: {spec.arch}`"))
+    return ctx.images[name]
+
+
+# Debian ships boot loaders for arm64 UEFI only as GRUB (no arm64 iPXE or syslinux).
+_ARM64_LOADERS = ("grub",)
+
+
+def node_loaders(spec) -> tuple[str, ...]:
+    """The profile's loaders this node's firmware can run (an arm64 machine only runs GRUB, a
+    Raspberry Pi its own boot firmware from its serial directory)."""
+    if spec.serial:
+        if spec.arch != "arm64":
+            raise RenderError(Problem(spec.doc.locate(("serial",)), f"node '{spec.name}' is a Raspberry Pi (it has a "
+                                      "serial number) but not arch: arm64", "$.serial",
+                                      "set `arch: arm64`: bootgen boots Pis with 64-bit (arm64) kernels"))
+        return ("raspberrypi",)
+    if spec.arch != "arm64":
+        return spec.profile.loaders
+    usable = tuple(loader for loader in spec.profile.loaders if loader in _ARM64_LOADERS)
+    if not usable:
+        raise RenderError(Problem(spec.doc.locate(("arch",)),
+                                  f"node '{spec.name}' is arm64, which boots through GRUB only, but profile "
+                                  f"'{spec.profile.name}' has no grub in its loaders", "$.arch",
+                                  "add grub to the profile's `loaders`"))
+    return usable

@@ -17,6 +17,7 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is 
 from ..model import Profile
 from ..spec import NodeSpec
 from ..plan import Artifact
+from .boot import node_image_set
 from .network import networkd_file_name, networkd_unit
 from .osconfig import OsConfig, content_addressed
 
@@ -55,7 +56,7 @@ def install_script(ctx, node: NodeSpec, profile: Profile, config_url: str) -> by
     """The seed's install.sh, pointed at this node's own cloud-config and our mirror."""
     from ..quoting import comment, shell
     install = node.install
-    image_set = ctx.images[profile.images]
+    image_set = node_image_set(ctx, node)
     command = ["coreos-install", "-d", install.disk, "-c", "/tmp/cloud-config.yml"]
     if image_set.installer_base and install.mirror:
         command += ["-b", ctx.inputs.site.url(image_set.installer_base).rstrip("/")]

@@ -11,9 +11,16 @@ HTTP (nginx reads it from disk).
 from __future__ import annotations
 
 from ..plan import Artifact
-from ..quoting import nginx_value
+from ..quoting import nginx_path, nginx_value
 
 FENCE = "server/nginx-secrets.conf"
+
+
+def fence_include(root: str) -> str:
+    """The server block's line that pulls in the fence of the tree at `root`. A pattern, so
+    `nginx -t` passes where no tree is in place yet; every tree has the file."""
+    return ("# Files that carry secrets: only their node's addresses may fetch them (README, Secrets).\n"
+            f"include {nginx_path(root.rstrip('/') + '/' + FENCE.replace('.conf', '*.conf'))};")
 
 
 def fence_artifact(records) -> Artifact:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from ..model import Profile
 from ..osconfig.butane import ButaneLayer, build_ignition, ignition_sha512, serialize_ignition
 from ..spec import NodeSpec
+from .boot import node_image_set
 from .network import networkd_file_name, networkd_unit
 from .osconfig import OsConfig, content_addressed
 
@@ -87,7 +88,7 @@ def installer_config(ctx, node: NodeSpec, profile: Profile, final_url: str, fina
 def flatcar_install_command(ctx, node: NodeSpec, profile: Profile) -> list[str]:
     """flatcar-install -d <disk> -i <final> [-b <our mirror>] [-C channel] [-V version]."""
     install = node.install
-    image_set = ctx.images[profile.images]
+    image_set = node_image_set(ctx, node)
     command = ["flatcar-install", "-d", install.disk, "-i", "/opt/ignition.json"]
     if image_set.installer_base and install.mirror:
         command += ["-b", ctx.inputs.site.url(image_set.installer_base)]

@@ -1,8 +1,8 @@
 """Output targets: an explicit registry of what files each boot loader gets.
 
 Per-node targets take a BootEntry and return artifacts at the names firmware
-asks for (pxelinux `01-<mac>` and hex IP, GRUB `grub.cfg-01-<mac>`, iPXE
-`<mac:hexhyp>.ipxe`). Site targets write the shared entry points and the
+asks for (pxelinux `01-<mac>` and hex IP, GRUB `grub.cfg-01-<mac>` and
+`grub.cfg-<dotted IP>` as grub/grub.cfg looks them up, iPXE `<mac:hexhyp>.ipxe`). Site targets write the shared entry points and the
 dnsmasq and nginx configs that serve the tree.
 
 Every value reaches a file through a quoting filter of bootgen.quoting (see the
@@ -10,17 +10,19 @@ templates); a value a format cannot carry is a problem, not a file.
 """
 from __future__ import annotations
 
+from ..content import nginx_server
 from ..errors import Location, Problem, RenderError
 from ..model import Node
 from ..naming import hex_ip, mac_hyphens, pxelinux_mac_name
 from ..plan import Artifact
-from .. import quoting
-from .boot import LOCAL, BootEntry, for_loader
+from .. import loaders, quoting
+from .boot import LOCAL, BootEntry, for_loader, node_image_set
+from .fence import fence_include
 
 # Longest line each format's reader takes whole (longer lines are read as two).
 _MAX_LINE = {"pxelinux.cfg.j2": quoting.PXELINUX_MAX_LINE, "dnsmasq.conf.j2": quoting.DNSMASQ_MAX_LINE,
              # GRUB's lexer refuses a token of 8,192 bytes (YYLMAX); nginx a parameter of 4,096
-             "grub.cfg-node.j2": 8000, "grub.cfg.j2": 8000, "nginx.conf.j2": 4000}
+             "grub.cfg-node.j2": 8000, "grub.cfg.j2": 8000}
 
 
 def _render(ctx, template: str, context: dict, *, node: str | None = None, where=None) -> bytes:
@@ -33,13 +35,17 @@ def _render(ctx, template: str, context: dict, *, node: str | None = None, where
         data = ctx.templates.render(template, context, node=node)
     except quoting.UnsafeValue as exc:
         raise RenderError(Problem(location, f"{who}{exc} (rendering {template})", field)) from None
-    limit = _MAX_LINE.get(template)
+    _check_lines(data, template, _MAX_LINE.get(template), location, field, who)
+    return data
+
+
+def _check_lines(data: bytes, name: str, limit: int | None, location, field: str, who: str = "") -> None:
+    """A line longer than the format's reader takes whole is a RenderError at `location`."""
     too_long = quoting.long_lines(data, limit) if limit is not None else []
     if too_long:
-        raise RenderError(Problem(location, f"{who}line {too_long[0]} of {template} would be longer than "
+        raise RenderError(Problem(location, f"{who}line {too_long[0]} of {name} would be longer than "
                                             f"{limit} bytes, which its reader splits into two lines", field,
                                   "shorten the values on that line"))
-    return data
 
 
 def _node_place(entry: BootEntry):
@@ -97,19 +103,21 @@ def _identities(node: Node):
 
 def pxelinux(ctx, entry: BootEntry) -> list[Artifact]:
     return _per_mac_and_ip(ctx, entry, "pxelinux", "pxelinux.cfg.j2", "pxelinux.cfg/",
-                           {"label": "bootgen", "timeout": 0})
+                           {"label": "bootgen", "timeout": 0}, _pxe_name)
 
 
 def grub(ctx, entry: BootEntry) -> list[Artifact]:
-    return _per_mac_and_ip(ctx, entry, "grub", "grub.cfg-node.j2", "grub/grub.cfg-", {"label": _title(entry)})
+    return _per_mac_and_ip(ctx, entry, "grub", "grub.cfg-node.j2", "grub/grub.cfg-", {"label": _title(entry)},
+                           _grub_name)
 
 
-def _per_mac_and_ip(ctx, entry: BootEntry, loader: str, template: str, prefix: str, extra: dict) -> list[Artifact]:
-    """pxelinux and GRUB look for `01-<mac>`, then the hex IP: one file, written under each name."""
+def _per_mac_and_ip(ctx, entry: BootEntry, loader: str, template: str, prefix: str, extra: dict,
+                    name) -> list[Artifact]:
+    """pxelinux and GRUB look for the MAC's file, then the address's: one file, written under each name."""
     spelled = for_loader(entry, loader, ctx.inputs.site)
     context = {"entry": spelled, "title": _title(entry), **extra}
     data = _render(ctx, template, context, node=entry.node.name, where=_node_place(entry))
-    return [Artifact.from_bytes(f"{prefix}{_pxe_name(kind, value)}", data, target=loader, node=entry.node.name)
+    return [Artifact.from_bytes(f"{prefix}{name(kind, value)}", data, target=loader, node=entry.node.name)
             for kind, value in _identities(entry.node)]
 
 
@@ -121,8 +129,51 @@ def ipxe(ctx, entry: BootEntry) -> list[Artifact]:
             for kind, value in _identities(entry.node) if kind == "mac"]
 
 
+def raspberrypi(ctx, entry: BootEntry) -> list[Artifact]:
+    """A Raspberry Pi's TFTP directory, `<serial>/`: its boot firmware, kernel and initrd from the
+    node's image set, config.txt naming them, and cmdline.txt with the node's kernel arguments
+    (its OS config URL among them). A `boot: local` Pi gets no directory, so its bootloader
+    moves on to the next mode of its BOOT_ORDER (SD card, USB)."""
+    spec = entry.node
+    if entry.local:
+        return []
+    image_set = node_image_set(ctx, spec)
+    refs = [*image_set.firmware, entry.kernel, *entry.initrds]
+    not_mirrored = [ref.name for ref in refs if ref.tree_path is None]
+    where = spec.doc.locate(("serial",))
+    if not image_set.firmware or not_mirrored:
+        missing = "has no `firmware`" if not image_set.firmware else f"does not mirror {', '.join(not_mirrored)}"
+        raise RenderError(Problem(where, f"node '{spec.name}' is a Raspberry Pi, but image set '{image_set.name}' "
+                                         f"{missing}", "$.serial",
+                                  "a Pi loads its firmware, kernel and initrd over TFTP from its serial directory: "
+                                  "declare them in the image set, with `mirror: true`"))
+    if len(entry.initrds) > 1:
+        raise RenderError(Problem(where, f"node '{spec.name}': a Raspberry Pi loads one initramfs, image set "
+                                         f"'{image_set.name}' has {len(entry.initrds)}", "$.serial"))
+    directory = f"{spec.serial}/"
+    # Image sets only declared (`check` reads no image bytes) have no files to copy: config.txt and
+    # cmdline.txt are still rendered and checked.
+    files = [Artifact(directory + ref.name, placed.sha256, placed.size, False, spec.name, "raspberrypi",
+                      source=placed.source) for ref in refs if image_set.files
+             for placed in (image_set.source_of(ref),)]
+    context = {"title": _title(entry), "kernel": entry.kernel.name,
+               "initrd": entry.initrds[0].name if entry.initrds else None}
+    config = _render(ctx, "config.txt.j2", context, node=spec.name, where=(where, "$.serial"))
+    try:
+        cmdline = (" ".join(quoting.pi_cmdline_arg(arg) for arg in entry.args) + "\n").encode()
+    except quoting.UnsafeValue as exc:
+        raise RenderError(Problem(where, f"node '{spec.name}': {exc}", "$.serial")) from None
+    return files + [Artifact.from_bytes(directory + "config.txt", config, target="raspberrypi", node=spec.name),
+                    Artifact.from_bytes(directory + "cmdline.txt", cmdline, target="raspberrypi", node=spec.name)]
+
+
 def _pxe_name(kind: str, value) -> str:
     return pxelinux_mac_name(value) if kind == "mac" else hex_ip(value)
+
+
+def _grub_name(kind: str, value) -> str:
+    """GRUB script cannot turn ${net_default_ip} into hex, so its per-address file has the dotted address."""
+    return pxelinux_mac_name(value) if kind == "mac" else str(value)
 
 
 # Site-wide entry points. Unknown machines boot their local disk: a machine we
@@ -154,13 +205,36 @@ def chain_entries(ctx, hosts) -> list[Artifact]:
     ]
 
 
+def first_loaders(site, arches: frozenset[str] = frozenset({"x86_64"})) -> list[dict]:
+    """What DHCP hands each kind of client first (bootgen.loaders), as the dnsmasq template needs it."""
+    choices = {loaders.BIOS: "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
+               loaders.X86_64_EFI: "shim" if site.secure_boot else site.dhcp.uefi_loader}
+    if "arm64" in arches:
+        choices[loaders.ARM64_EFI] = "grub"
+    result = []
+    for client, choice in choices.items():
+        loader = loaders.first_loader(choice, client)
+        # pxe-service adds `.0` to a BIOS boot file itself
+        pxe_file = loader.tree_path.removesuffix(".0") if client is loaders.BIOS else loader.tree_path
+        result.append({"tag": client.tag, "csas": client.csas, "option93": client.option93,
+                       "label": "BIOS" if client.firmware == "bios" else f"UEFI {client.arch}",
+                       "file": loader.tree_path, "pxe_service_file": pxe_file, "default": client is loaders.BIOS,
+                       "http": False})
+        http_client = loaders.HTTP_BOOT_CLIENTS.get(client)
+        if http_client is not None:
+            result.append({"tag": http_client.tag, "csas": (), "option93": http_client.option93,
+                           "label": f"UEFI HTTP {client.arch}", "file": site.url(loader.tree_path),
+                           "pxe_service_file": None, "default": False, "http": True})
+    return result
+
+
 def server_configs(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {
         "site": site,
-        "bios_loader": "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
-        "uefi_loader": {"ipxe": "ipxe.efi", "grub": "grubnetx64.efi", "syslinux": "efi64/syslinux.efi"}[
-            site.dhcp.uefi_loader],
+        "first_loaders": first_loaders(site, loaders.site_arches(ctx.inputs.image_config)),
+        "raspberry_pi": any(s.firmware for s in ctx.inputs.image_config.images.values())
+        if ctx.inputs.image_config else False,
         "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
     }
     _check_site(site, hosts)
@@ -168,10 +242,22 @@ def server_configs(ctx, hosts) -> list[Artifact]:
     return [
         Artifact.from_bytes("server/dnsmasq.conf", _render(ctx, "dnsmasq.conf.j2", context, where=where),
                             target="dnsmasq"),
-        Artifact.from_bytes("server/nginx.conf", _render(ctx, "nginx.conf.j2", context, where=where),
-                            target="nginx"),
+        Artifact.from_bytes("server/nginx.conf", _nginx_conf(site), target="nginx"),
     ]
 
 
-TARGETS = {"pxelinux": pxelinux, "grub": grub, "ipxe": ipxe}
+def _nginx_conf(site) -> bytes:
+    """server/nginx.conf: the one nginx generator (bootgen.content), rooted at the site's server root."""
+    server = site.server
+    text = nginx_server(quoting.nginx_path(server.root), quoting.nginx_port(server.http_port),
+                        quoting.nginx_names(server.server_name), title=site.name,
+                        locations=(fence_include(server.root),))
+    include = f"# Include from the http {{}} block: include {quoting.comment(server.root)}/server/nginx.conf;\n"
+    first, _, rest = text.partition("\n")
+    data = f"{first}\n{include}{rest}".encode()
+    _check_lines(data, "nginx.conf", 4000, *_site_place(site))  # nginx refuses a parameter of 4,096 bytes
+    return data
+
+
+TARGETS = {"pxelinux": pxelinux, "grub": grub, "ipxe": ipxe, "raspberrypi": raspberrypi}
 SITE_TARGETS = {"defaults": default_entries, "chain": chain_entries, "servers": server_configs}

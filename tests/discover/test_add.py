@@ -46,7 +46,7 @@ def test_static_address_and_every_option(example):
     (rack,) = [m for m in listed if m["name"] == "rack-2"]
     assert (rack["macs"], rack["addresses"], rack["boot"]) == (["aa:bb:cc:00:00:02"], ["192.168.1.40/24"], "install")
     assert _run("build").exit_code == 0
-    assert (example.out / "grub" / "grub.cfg-C0A80128").exists()  # the hex-IP name of the static address
+    assert (example.out / "grub" / "grub.cfg-192.168.1.40").exists()  # GRUB looks a machine up by its address too
     assert "coreos.inst.install_dev" in (example.out / "ipxe" / "aa-bb-cc-00-00-02.ipxe").read_text()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import json
 import re
 import shutil
 import signal
@@ -28,6 +29,14 @@ from pathlib import Path
 CACHE = Path(os.environ.get("BOOTGEN_E2E_CACHE", "/var/cache/bootgen-e2e"))
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot: the SMM build of OVMF and a variable store with Microsoft's keys enrolled
+# (Secure Boot enforced). It needs q35 with SMM on, or it hangs without a word.
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+# arm64: QEMU's virt machine with Debian's AAVMF (qemu-efi-aarch64); 64 MiB flash images.
+QEMU_AARCH64 = "qemu-system-aarch64"
+AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
 QEMU = "qemu-system-x86_64"
 # Words boot loaders add in front of the command line they were given.
 LOADER_WORDS = re.compile(r"^(BOOT_IMAGE|initrd)=")
@@ -48,7 +57,9 @@ class Machine:
 
     name: str
     mac: str
-    firmware: str = "bios"  # "bios" (SeaBIOS) or "uefi" (OVMF)
+    # "bios" (SeaBIOS), "uefi" (OVMF), "uefi-http" (OVMF, HTTP Boot only), "uefi-sb" (OVMF, Secure Boot
+    # enforced) or "aavmf" (arm64)
+    firmware: str = "bios"
     nic: str = "virtio-net-pci"
     memory_mb: int = 256
 
@@ -57,7 +68,7 @@ class Machine:
         """The -device value. Under UEFI the NIC gets no option ROM: QEMU's ROMs are
         iPXE, which would take over the network boot and skip the tree's loaders;
         without one, OVMF's own PXE client fetches the loader the DHCP server names."""
-        rom = ",romfile=" if self.firmware == "uefi" else ""
+        rom = ",romfile=" if self.firmware != "bios" else ""
         return f"{self.nic},netdev=n0,mac={self.mac}{rom}"
 
 
@@ -130,17 +141,39 @@ def _firmware_args(machine: Machine, workdir: Path) -> list[str]:
         sercon = workdir / "sercon-port.bin"
         sercon.write_bytes((0x3F8).to_bytes(2, "little"))
         return ["-boot", "n", "-fw_cfg", f"name=etc/sercon-port,file={sercon}"]
-    vars_copy = workdir / f"{machine.name}-OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, vars_copy)
-    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", "-boot", "n"]
+    secure = machine.firmware == "uefi-sb"
+    # HTTP Boot first: OVMF's PXE options would each wait a minute for an offer without a TFTP file.
+    http_only = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                 "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"] if machine.firmware == "uefi-http" else []
+    vars_copy = workdir / f"{machine.name}-OVMF_VARS.fd"  # a copy: QEMU writes to the variable store
+    shutil.copyfile(OVMF_VARS_MS if secure else OVMF_VARS, vars_copy)
+    smm = ["-global", "driver=cfi.pflash01,property=secure,value=on"] if secure else []
+    return [*smm, "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT if secure else OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", "-boot", "n", *http_only]
+
+
+def _machine_type(machine: Machine) -> str:
+    return {"bios": "pc", "uefi": "q35", "uefi-http": "q35", "uefi-sb": "q35,smm=on"}[machine.firmware]
+
+
+def _aarch64_command(machine: Machine, lan, serial_log: Path, workdir: Path) -> list[str]:
+    """An arm64 machine: always TCG here (no arm64 host), cortex-a57 as measured."""
+    vars_copy = workdir / f"{machine.name}-AAVMF_VARS.fd"
+    shutil.copyfile(AAVMF_VARS, vars_copy)
+    return [QEMU_AARCH64, "-accel", "tcg", "-M", "virt", "-cpu", "cortex-a57", "-m", str(machine.memory_mb),
+            "-smp", "1", "-nographic", "-no-reboot", "-monitor", "none", "-serial", f"file:{serial_log}",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", *lan.extra_args(machine),
+            "-netdev", lan.netdev(machine), "-device", machine.nic_device]
 
 
 def _qemu_command(machine: Machine, lan, serial_log: Path, workdir: Path) -> list[str]:
+    if machine.firmware == "aavmf":
+        return _aarch64_command(machine, lan, serial_log, workdir)
     netdev, kernel = lan.netdev(machine), lan.kernel
     return [QEMU, "-accel", accel(kernel), "-m", str(machine.memory_mb), "-smp", "1", "-nographic", "-no-reboot",
             "-monitor", "none", "-serial", f"file:{serial_log}",
-            "-machine", "q35" if machine.firmware == "uefi" else "pc",
+            "-machine", _machine_type(machine),
             *_firmware_args(machine, workdir), *lan.extra_args(machine),
             "-netdev", netdev, "-device", machine.nic_device]
 
@@ -174,13 +207,17 @@ def boot(machine: Machine, lan: "NamespaceLan | UserLan", workdir: Path, timeout
 
 
 def boot_all(machines: list[Machine], lan, workdir: Path, timeout: float,
-             stop_on: tuple[str, ...] = ()) -> dict[str, BootResult]:
-    """Boot machines side by side (most of a boot is waiting on the network), by name."""
+             stop_on: tuple[str, ...] = (), stop_also: dict[str, tuple[str, ...]] | None = None
+             ) -> dict[str, BootResult]:
+    """Boot machines side by side (most of a boot is waiting on the network), by name.
+    `stop_also` adds stop texts for single machines (by name)."""
     accel(lan.kernel)  # probe once, not once per thread
+    stop_also = stop_also or {}
     for machine in machines:
         lan.netdev(machine)  # make taps one at a time, before the threads
     with ThreadPoolExecutor(max_workers=len(machines)) as pool:
-        futures = {m.name: pool.submit(boot, m, lan, workdir, timeout, stop_on) for m in machines}
+        futures = {m.name: pool.submit(boot, m, lan, workdir, timeout, stop_on + stop_also.get(m.name, ()))
+                   for m in machines}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -337,6 +374,23 @@ class NamespaceLan:
         _wait_for(lambda: log.exists() and "started" in log.read_text(errors="replace"),
                   f"plain DHCP dnsmasq (see {self.workdir}/dhcp-plain.out)", server)
         return server
+
+    def dhcp_offer(self, mac: str, vendor_class: str, arch: int) -> dict:
+        """The DHCP offer a client with this vendor class and architecture gets on the LAN, read
+        from its bytes by tests/e2e/dhcp_probe.py in a namespace joined to the bridge."""
+        other = _netns_name()
+        _run(["ip", "netns", "add", other])
+        self.extra_netns.append(other)
+        veth = f"veth-p{len(self.extra_netns)}"
+        _run(self.wrap(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", other]))
+        _run(self.wrap(["ip", "link", "set", veth, "master", "br0", "up"]))
+        inside = ["ip", "netns", "exec", other]
+        _run(inside + ["ip", "link", "set", "lo", "up"])
+        _run(inside + ["ip", "link", "set", "eth0", "address", mac, "up"])
+        probe = Path(__file__).resolve().parent / "dhcp_probe.py"
+        done = subprocess.run(inside + [sys.executable, str(probe), "eth0", mac, vendor_class, str(arch)],
+                              capture_output=True, text=True, timeout=30)
+        return json.loads(done.stdout or '{"error": %s}' % json.dumps(done.stderr))
 
     def close(self) -> None:
         """Stop the servers and delete the namespaces (taps, bridge and veths go with them)."""

@@ -27,6 +27,7 @@ class NodeSpec:
     mac: str
     address: str = ""  # a.b.c.d/nn, reserved for the MAC by DHCP
     boot: str = "live"
+    arch: str = ""  # "arm64" for an arm64 machine; unset means x86-64
 
     @property
     def own_args(self) -> tuple[str, ...]:
@@ -36,7 +37,8 @@ class NodeSpec:
         interface = {"mac": self.mac}
         if self.address:
             interface["address"] = self.address
-        return {"interfaces": [interface], "boot": self.boot, "kernel_args": list(self.own_args)}
+        arch = {"arch": self.arch} if self.arch else {}
+        return {"interfaces": [interface], "boot": self.boot, "kernel_args": list(self.own_args), **arch}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class SiteSpec:
     kernel_transport: str = "tftp"
     dhcp: dict = field(default_factory=lambda: {"mode": "none"})
     http_port: int = 80
+    secure_boot: bool = False
+    arch: str = "x86_64"  # the test image set's architecture
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,11 @@ def _site_yaml(spec: SiteSpec, out: Path) -> dict:
         "tftp_server": spec.tftp_server,
         "kernel_transport": spec.kernel_transport,
         "dhcp": spec.dhcp,
+        **({"secure_boot": True} if spec.secure_boot else {}),
         "server": {"root": str(out), "http_port": spec.http_port},
         "defaults": {"profile": "test-linux", "boot": "live", "kernel_args": list(BASE_ARGS)},
         "images": {"test-linux": {
+            **({"arch": spec.arch} if spec.arch != "x86_64" else {}),
             "mirror": True,
             "kernel": {"file": "vmlinuz", "unsigned": True},
             "initrds": [{"file": "initrd.img", "unsigned": True}],
@@ -109,7 +115,9 @@ def write_site(workdir: Path, spec: SiteSpec, nodes: tuple[NodeSpec, ...], kerne
     shutil.copyfile(kernel, site / "vmlinuz")
     shutil.copyfile(initrd, site / "initrd.img")
     (site / "site.yaml").write_text(yaml.safe_dump(_site_yaml(spec, out), sort_keys=False))
-    (site / "profiles" / "test-linux.yaml").write_text(yaml.safe_dump(PROFILE, sort_keys=False))
+    profile = PROFILE if spec.arch == "x86_64" else \
+        {**{k: v for k, v in PROFILE.items() if k != "images"}, "images_arm64": "test-linux"}
+    (site / "profiles" / "test-linux.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     for node in nodes:
         (node_dir / f"{node.name}.yaml").write_text(yaml.safe_dump(node.as_yaml(), sort_keys=False))
     return out

@@ -23,6 +23,8 @@ from sites import NodeSpec, SiteSpec
 SERVER_IP = "192.168.77.1"
 VM_TIMEOUT = 170  # seconds; a TCG boot through iPXE takes about 50
 LOCAL_BOOT_MARKERS = ("No bootable device",)
+# iPXE gave up booting from the network and returns to the firmware (under UEFI, after `exit`).
+IPXE_DONE = "No more network devices"
 # OVMF moves on to HTTP boot only once every PXE offer failed: no need to wait out the timeout.
 GAVE_UP_MARKERS = (">>Start HTTP Boot over IPv4",)
 
@@ -30,14 +32,19 @@ IPXE_NODES = (
     NodeSpec("bios-ipxe", "52:54:00:e2:00:01", "192.168.77.11/24"),
     NodeSpec("uefi-ipxe", "52:54:00:e2:00:02", "192.168.77.12/24"),
     NodeSpec("installed", "52:54:00:e2:00:03", "192.168.77.13/24", boot="local"),
+    NodeSpec("installed-uefi", "52:54:00:e2:00:08", "192.168.77.18/24", boot="local"),
 )
-GRUB_NODES = (NodeSpec("uefi-grub", "52:54:00:e2:00:04", "192.168.77.14/24"),)
+GRUB_NODES = (NodeSpec("uefi-grub", "52:54:00:e2:00:04", "192.168.77.14/24"),
+              NodeSpec("uefi-grub-ip", "52:54:00:e2:00:07", "192.168.77.17/24"))
+# The machine of node uefi-grub-ip has a NIC the node file does not name (replaced, say),
+# and the DHCP server's reservation gives that NIC the node's address: GRUB finds it by address.
+NEW_NIC = {"uefi-grub-ip": "52:54:00:e2:00:17"}
 PROXY_NODES = (
     NodeSpec("proxy-bios", "52:54:00:e2:00:05", "192.168.77.15/24"),
     NodeSpec("proxy-uefi", "52:54:00:e2:00:06", "192.168.77.16/24"),
 )
 PLAIN_DHCP_IP = "192.168.77.2"
-UEFI_NODES = {"uefi-ipxe", "uefi-grub", "proxy-uefi"}  # booted under OVMF; the others under SeaBIOS
+UEFI_NODES = {"uefi-ipxe", "uefi-grub", "uefi-grub-ip", "installed-uefi", "proxy-uefi"}  # booted under OVMF; the others under SeaBIOS
 
 
 @dataclass(frozen=True)
@@ -77,12 +84,24 @@ def _serve_in_namespace(tree: sites.Tree, workdir: Path, payload) -> rig.Namespa
         if tree.site.dhcp["mode"] == "proxy":
             hosts = {node.mac: node.address.split("/")[0] for node in tree.nodes}
             lan.start_plain_dhcp(PLAIN_DHCP_IP, ("192.168.77.100", "192.168.77.199"), hosts)
-        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+        lan.start_dnsmasq(_with_new_nics(tree, workdir))
         lan.start_nginx(tree.root / "server" / "nginx.conf", f"{tree.site.base_url}boot.ipxe")
     except BaseException:
         lan.close()
         raise
     return lan
+
+
+def _with_new_nics(tree: sites.Tree, workdir: Path) -> Path:
+    """The generated dnsmasq.conf with each NEW_NIC machine's reservation moved to its new MAC."""
+    text = (tree.root / "server" / "dnsmasq.conf").read_text()
+    for node in tree.nodes:
+        if node.name in NEW_NIC:
+            assert f"dhcp-host={node.mac}," in text
+            text = text.replace(f"dhcp-host={node.mac},", f"dhcp-host={NEW_NIC[node.name]},")
+    conf = workdir / "dnsmasq.conf"
+    conf.write_text(text)
+    return conf
 
 
 def _serve_user_mode(tree: sites.Tree, workdir: Path, payload, uefi_loader: str) -> rig.UserLan:
@@ -101,10 +120,11 @@ def _serve_user_mode(tree: sites.Tree, workdir: Path, payload, uefi_loader: str)
 
 
 def _machine(node: NodeSpec) -> rig.Machine:
+    mac = NEW_NIC.get(node.name, node.mac)
     if node.name in UEFI_NODES:
         # GRUB 2.06 runs out of heap fetching the kernel over HTTP with 256 MB under OVMF.
-        return rig.Machine(node.name, node.mac, "uefi", memory_mb=512)
-    return rig.Machine(node.name, node.mac, "bios")
+        return rig.Machine(node.name, mac, "uefi", memory_mb=512)
+    return rig.Machine(node.name, mac, "bios")
 
 
 def _serve_and_boot(tmp_path_factory, payload, use_namespaces, nodes, uefi_loader, transport, dhcp_mode="full"):
@@ -119,7 +139,7 @@ def _serve_and_boot(tmp_path_factory, payload, use_namespaces, nodes, uefi_loade
         lan = _serve_user_mode(tree, workdir, payload, uefi_loader)
     try:
         results = rig.boot_all([_machine(node) for node in nodes], lan, workdir, VM_TIMEOUT,
-                               LOCAL_BOOT_MARKERS + GAVE_UP_MARKERS)
+                               LOCAL_BOOT_MARKERS + GAVE_UP_MARKERS, {"installed-uefi": (IPXE_DONE,)})
     finally:
         lan.close()
     return Served(tree, lan, results)
@@ -133,7 +153,7 @@ def ipxe_site(tmp_path_factory, payload, use_namespaces) -> Served:
 
 @pytest.fixture(scope="module")
 def grub_site(tmp_path_factory, payload, use_namespaces) -> Served:
-    """Site with UEFI machines on GRUB, kernels over HTTP; one VM booted."""
+    """Site with UEFI machines on GRUB, kernels over HTTP; two VMs booted (by MAC, by address)."""
     return _serve_and_boot(tmp_path_factory, payload, use_namespaces, GRUB_NODES, "grub", "http")
 
 
@@ -168,6 +188,19 @@ def test_installed_node_boots_locally(ipxe_site):
     assert "/ipxe/52-54-00-e2-00-03.ipxe" in ipxe_site.http_requests()
 
 
+def test_installed_uefi_node_hands_back_to_the_firmware(ipxe_site):
+    """Under UEFI the local-boot entry exits iPXE at once (there is no BIOS drive 0x80 to
+    sanboot): no SAN attempt, no fall-through to the unknown machines' script, and iPXE
+    ends its network boot, returning to the firmware's boot manager."""
+    _needs_namespace_for_uefi_ipxe(ipxe_site)
+    result = ipxe_site.results["installed-uefi"]
+    requests = ipxe_site.http_requests()
+    assert "/ipxe/52-54-00-e2-00-08.ipxe" in requests
+    checks.assert_local_boot(result, (IPXE_DONE,))
+    assert "Could not open SAN device" not in result.serial and "Could not boot" not in result.serial, result.tail()
+    assert "/ipxe/default.ipxe" not in requests, requests
+
+
 def test_uefi_grub_per_mac_config(grub_site):
     result = grub_site.results["uefi-grub"]
     checks.assert_booted(grub_site.tree, "uefi-grub", result)
@@ -176,6 +209,18 @@ def test_uefi_grub_per_mac_config(grub_site):
         assert any(name.endswith("/grubnetx64.efi") for name in tftp), tftp
         assert any(name.endswith("/grub/grub.cfg-01-52-54-00-e2-00-04") for name in tftp), tftp
     assert "/images/" in " ".join(grub_site.http_requests()), "GRUB did not fetch the kernel over HTTP"
+
+
+def test_uefi_grub_finds_a_machine_by_its_address(grub_site):
+    """A NIC the node file does not name, given the node's address by DHCP: grub.cfg looks up
+    grub.cfg-<address> from ${net_default_ip} and boots the node, not the local disk."""
+    if not isinstance(grub_site.lan, rig.NamespaceLan):
+        pytest.skip("needs the namespace rig: QEMU user-mode DHCP cannot reserve an address")
+    checks.assert_booted(grub_site.tree, "uefi-grub-ip", grub_site.results["uefi-grub-ip"])
+    tftp = rig.tftp_requests(grub_site.lan.workdir / "dnsmasq.log", "192.168.77.17")
+    assert any(name.endswith("/grub/grub.cfg-01-52-54-00-e2-00-17") for name in tftp), tftp
+    assert any(name.endswith("/grub/grub.cfg-192.168.77.17") for name in tftp), tftp
+    assert not any(name.endswith("/grub/grub.cfg-default") for name in tftp), tftp
 
 
 @pytest.fixture(scope="module")

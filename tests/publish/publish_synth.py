@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+
+from bootgen.content import content_type
+
 BASE_URL = "http://boot.test"
 _REF = re.compile(r"\b((?:configs|images)/[A-Za-z0-9._/-]+)")
 
@@ -77,7 +80,8 @@ def write_tree(root: Path, files: dict[str, bytes], immutable: set[str]) -> Synt
         node = re.search(r"configs/(node-\d+)/", path)
         entries.append({"path": path, "size": len(files[path]), "sha256": hashlib.sha256(files[path]).hexdigest(),
                         "immutable": path in immutable, "node": node.group(1) if node else None,
-                        "target": path.rsplit(".", 1)[-1] if "." in path else "pxelinux"})
+                        "target": path.rsplit(".", 1)[-1] if "." in path else "pxelinux",
+                        "content_type": content_type(path)})
     build_id = hashlib.sha256("".join(f"{e['path']}\0{e['sha256']}\n" for e in entries).encode()).hexdigest()
     manifest = {"bootgen_version": "0.1.0", "build_id": build_id, "files": entries}
     (root / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")

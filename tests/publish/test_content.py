@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bootgen.publish.content import cache_control, content_type
+from bootgen.content import cache_control, content_type
 
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
@@ -12,7 +12,7 @@ BINARY = "application/octet-stream"
 @pytest.mark.parametrize("path, expected", [
     ("boot.ipxe", TEXT), ("ipxe/52-54-00-12-34-56.ipxe", TEXT),
     ("pxelinux.cfg/01-52-54-00-12-34-56", TEXT), ("pxelinux.cfg/0A000046", TEXT), ("pxelinux.cfg/default", TEXT),
-    ("grub/grub.cfg", TEXT), ("grub/grub.cfg-01-52-54-00-12-34-56", TEXT), ("grub/grub.cfg-0A000046", TEXT),
+    ("grub/grub.cfg", TEXT), ("grub/grub.cfg-01-52-54-00-12-34-56", TEXT), ("grub/grub.cfg-10.0.0.70", TEXT),
     ("grub/x86_64-efi/http.mod", BINARY), ("efi64/ldlinux.e64", BINARY), ("efi64/syslinux.efi", BINARY),
     ("pxelinux.0", BINARY), ("lpxelinux.0", BINARY), ("ldlinux.c32", BINARY), ("undionly.kpxe", BINARY),
     ("configs/node-1/3fa9c1d2e4b5a6f7/ignition.json", "application/json"),

@@ -128,10 +128,10 @@ def nginx(tmp_path):
 @pytest.mark.parametrize("path, content_type, cache", [
     ("boot.ipxe", "text/plain; charset=utf-8", "no-cache"),
     ("pxelinux.cfg/01-52-54-00-00-00-00", "text/plain; charset=utf-8", "no-cache"),
-    ("configs/", "application/json; charset=utf-8", "public, max-age=31536000, immutable"),
+    ("configs/", "application/json", "public, max-age=31536000, immutable"),
     ("images/", "application/octet-stream", "public, max-age=31536000, immutable"),
     ("pxelinux.0", "application/octet-stream", "no-cache"),
-    ("user.ign", "application/json; charset=utf-8", "no-cache"),
+    ("user.ign", "application/json", "no-cache"),
     ("grub/x86_64-efi/", "application/octet-stream", "no-cache"),
 ])
 def test_nginx_serves_current_with_types_and_caching(nginx, tmp_path, path, content_type, cache):

@@ -51,14 +51,14 @@ def test_missing_manifest_is_a_publish_error(tmp_path):
 
 def test_bad_entries_are_collected_with_field_paths():
     doc = {"build_id": "ab" * 32, "files": [
-        {"path": "../etc/passwd", "size": 1, "sha256": "a" * 64, "immutable": False},
-        {"path": "ok", "size": -1, "sha256": "xyz", "immutable": "yes"},
-        {"path": "ok", "size": 1, "sha256": "b" * 64, "immutable": True}]}
+        {"path": "../etc/passwd", "size": 1, "sha256": "a" * 64, "immutable": False, "content_type": "text/plain"},
+        {"path": "ok", "size": -1, "sha256": "xyz", "immutable": "yes", "content_type": "text/plain"},
+        {"path": "ok", "size": 1, "sha256": "b" * 64, "immutable": True, "content_type": "a\nb"}]}
     with pytest.raises(PublishError) as err:
         parse_manifest(json.dumps(doc).encode(), "m.json")
     paths = sorted(p.path for p in err.value.problems)
     assert paths == ["$.files[0].path", "$.files[1].immutable", "$.files[1].sha256",
-                     "$.files[1].size", "$.files[2].path"]
+                     "$.files[1].size", "$.files[2].content_type", "$.files[2].path"]
 
 
 def test_invalid_json_names_the_file():

@@ -298,22 +298,22 @@ def test_overrides_must_be_regular_files_in_the_site_named_after_builtins(tmp_pa
     (templates / "node.ipxe.j2").symlink_to("/etc/passwd")
     os.mkfifo(templates / "pxelinux.cfg.j2")
     (templates / "boot.ipxe.j2").mkdir()
-    (templates / "nginx.conf.j2").symlink_to(templates / "gone.j2")
+    (templates / "dnsmasq.conf.j2").symlink_to(templates / "gone.j2")
     names = ", ".join(builtin_template_names())
     regular = "  hint: an override in site/templates must be a regular file in the site directory"
     unknown = f"  hint: an override must have the name of the template it replaces: {names}"
     assert _override_problems(templates, tmp_path) == [
         f"site/templates/boot.ipxe.j2: error: is a directory, not a regular file\n{regular}",
+        f"site/templates/dnsmasq.conf.j2: error: is a symlink to a file that does not exist\n{regular}",
         f"site/templates/grub.cfg.j2: error: is a symlink to '{tmp_path / 'secret.txt'}', outside the site "
         f"directory\n{regular}",
         f"site/templates/grub.cfg.j2.bak: error: 'grub.cfg.j2.bak' is not the name of a built-in template\n{unknown}",
-        f"site/templates/nginx.conf.j2: error: is a symlink to a file that does not exist\n{regular}",
         f"site/templates/node.ipxe.j2: error: is a symlink to '/etc/passwd', outside the site directory\n{regular}",
         f"site/templates/pxelinux.cfg: error: 'pxelinux.cfg' is not the name of a built-in template\n{unknown}",
         f"site/templates/pxelinux.cfg.j2: error: is a FIFO, not a regular file\n{regular}",
     ]
-    assert names == "boot.ipxe.j2, dnsmasq.conf.j2, grub.cfg-node.j2, grub.cfg.j2, nginx.conf.j2, " \
-                    "node.ipxe.j2, pxelinux.cfg.j2"
+    assert names == "boot.ipxe.j2, config.txt.j2, dnsmasq.conf.j2, grub.cfg-node.j2, grub.cfg.j2, node.ipxe.j2, " \
+                    "pxelinux.cfg.j2"
 
 
 def test_templates_dir_outside_the_site_or_not_a_directory(tmp_path):

@@ -7,6 +7,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 OUT=/dev/ttyS0
+[ -e /dev/ttyAMA0 ] && OUT=/dev/ttyAMA0  # arm64 (QEMU virt): the PL011 UART
 
 say() {
     echo "$*" > "$OUT"

@@ -84,14 +84,14 @@ def modules_in_load_order(mod_dir: Path, wanted: tuple[str, ...]) -> list[str]:
     return order
 
 
-def initramfs_entries(kernel_dir: Path) -> list[Entry]:
-    """Every file of the test initramfs."""
+def initramfs_entries(kernel_dir: Path, busybox: Path = BUSYBOX) -> list[Entry]:
+    """Every file of the test initramfs (`busybox` for the kernel's architecture)."""
     mod_dir = module_dir(kernel_dir)
     modules = modules_in_load_order(mod_dir, NIC_MODULES)
     entries = [Entry(name, S_IFDIR | 0o755) for name in ("bin", "dev", "etc", "proc", "sys", "tmp", "lib", "lib/modules")]
     entries += [
         Entry("dev/console", S_IFCHR | 0o600, rdev=(5, 1)),
-        Entry("bin/busybox", S_IFREG | 0o755, BUSYBOX.read_bytes()),
+        Entry("bin/busybox", S_IFREG | 0o755, busybox.read_bytes()),
         Entry("init", S_IFREG | 0o755, (HERE / "init.sh").read_bytes()),
         Entry("etc/udhcpc.script", S_IFREG | 0o755, (HERE / "udhcpc.script").read_bytes()),
         Entry("etc/modules.order", S_IFREG | 0o644, "".join(f"{Path(m).name}\n" for m in modules).encode()),
@@ -100,9 +100,9 @@ def initramfs_entries(kernel_dir: Path) -> list[Entry]:
     return entries
 
 
-def build_initramfs(kernel_dir: Path, out: Path) -> Path:
+def build_initramfs(kernel_dir: Path, out: Path, busybox: Path = BUSYBOX) -> Path:
     """Write the gzip'd initramfs for the kernel unpacked at kernel_dir to out."""
-    archive = cpio_newc(initramfs_entries(kernel_dir))
+    archive = cpio_newc(initramfs_entries(kernel_dir, busybox))
     out.write_bytes(gzip.compress(archive, compresslevel=6, mtime=0))
     return out
 

@@ -1,0 +1,124 @@
+"""Boot loaders: one registry of every loader binary the tree can serve.
+
+Each entry says which machines it is for (architecture, firmware), where it
+comes from (a Debian package and the path that package installs), its name in
+the tree, its Content-Type, and the DHCP client architectures that are handed
+it. The tree (bootgen.images.loaders places the files), the dnsmasq config
+(render.targets) and publish (bootgen.content) all read this registry, so a
+new loader is one entry here.
+
+DHCP: a PXE client says what it is in option 93 (client architecture, RFC 4578
+and IANA's registry): 0 x86 BIOS, 7 and 9 x86-64 UEFI, 11 arm64 UEFI, 16 x86-64
+UEFI HTTP, 19 arm64 UEFI HTTP. dnsmasq's pxe-service names the same machines
+by its own CSA names (x86PC, X86-64_EFI, BC_EFI, ARM64_EFI).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BINARY = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ClientArch:
+    """A kind of PXE client as DHCP sees it."""
+
+    tag: str  # the dnsmasq tag the generated config sets for it
+    arch: str  # x86_64 | arm64
+    firmware: str  # bios | uefi
+    option93: tuple[int, ...]  # client-architecture values it sends
+    csas: tuple[str, ...]  # dnsmasq's pxe-service names for it
+
+
+BIOS = ClientArch("bios", "x86_64", "bios", (0,), ("x86PC",))
+X86_64_EFI = ClientArch("efi64", "x86_64", "uefi", (7, 9), ("X86-64_EFI", "BC_EFI"))
+ARM64_EFI = ClientArch("arm64efi", "arm64", "uefi", (11,), ("ARM64_EFI",))
+CLIENT_ARCHES = (BIOS, X86_64_EFI, ARM64_EFI)
+# UEFI HTTP Boot clients (vendor class HTTPClient): they take a URL as boot file and ignore
+# an offer that does not echo option 60 as HTTPClient. They get the loader their PXE
+# sibling would, over HTTP.
+X86_64_HTTP = ClientArch("efihttp64", "x86_64", "uefi-http", (16,), ())
+ARM64_HTTP = ClientArch("efihttparm64", "arm64", "uefi-http", (19,), ())
+HTTP_BOOT_CLIENTS = {X86_64_EFI: X86_64_HTTP, ARM64_EFI: ARM64_HTTP}
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One boot loader file served from the tree."""
+
+    tree_path: str
+    package: str  # the Debian package that ships it
+    source: str  # where that package installs it
+    arch: str  # x86_64 | arm64
+    firmware: str  # bios | uefi
+    choice: str | None = None  # the site setting that hands it out first (None: fetched by another loader)
+    secure_boot: bool = False  # part of the signed chain; placed only for sites that ask for Secure Boot
+    content_type: str = BINARY
+
+    @property
+    def client(self) -> ClientArch | None:
+        """The DHCP client kind that is handed this loader first, if any."""
+        if self.choice is None:
+            return None
+        return next(c for c in CLIENT_ARCHES if (c.arch, c.firmware) == (self.arch, self.firmware))
+
+
+_SYSLINUX_BIOS = ("ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32", "vesamenu.c32")
+
+LOADERS: tuple[Loader, ...] = (
+    Loader("pxelinux.0", "pxelinux", "/usr/lib/PXELINUX/pxelinux.0", "x86_64", "bios", "pxelinux"),
+    Loader("lpxelinux.0", "pxelinux", "/usr/lib/PXELINUX/lpxelinux.0", "x86_64", "bios", "lpxelinux"),
+    *(Loader(name, "syslinux-common", f"/usr/lib/syslinux/modules/bios/{name}", "x86_64", "bios")
+      for name in _SYSLINUX_BIOS),
+    Loader("efi64/syslinux.efi", "syslinux-efi", "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi", "x86_64", "uefi",
+           "syslinux"),
+    Loader("efi64/ldlinux.e64", "syslinux-common", "/usr/lib/syslinux/modules/efi64/ldlinux.e64", "x86_64", "uefi"),
+    Loader("undionly.kpxe", "ipxe", "/usr/lib/ipxe/undionly.kpxe", "x86_64", "bios", "ipxe"),
+    Loader("ipxe.efi", "ipxe", "/usr/lib/ipxe/ipxe.efi", "x86_64", "uefi", "ipxe"),
+    Loader("grubnetx64.efi", "grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi",
+           "x86_64", "uefi", "grub"),
+    # arm64 UEFI: Debian ships no arm64 iPXE, so arm64 machines boot GRUB's network image
+    # (grub-efi-arm64-bin:arm64, installable beside amd64 with `dpkg --add-architecture arm64`).
+    Loader("grubnetaa64.efi", "grub-efi-arm64-bin", "/usr/lib/grub/arm64-efi/monolithic/grubnetaa64.efi",
+           "arm64", "uefi", "grub"),
+    # Secure Boot: shim (signed by Microsoft's UEFI CA) fetches `grubx64.efi` from
+    # its own directory, a name fixed inside shim; Debian's signed network GRUB
+    # goes there. GRUB then asks shim to verify the kernel.
+    Loader("shimx64.efi", "shim-signed", "/usr/lib/shim/shimx64.efi.signed", "x86_64", "uefi", "shim",
+           secure_boot=True),
+    Loader("grubx64.efi", "grub-efi-amd64-signed", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+           "x86_64", "uefi", secure_boot=True),
+)
+
+# GRUB's modules for HTTP, loaded from grub/<platform>/ next to grub.cfg (see images.loaders).
+GRUB_MODULE_SOURCES = {"x86_64-efi": ("grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi", "x86_64"),
+                       "arm64-efi": ("grub-efi-arm64-bin", "/usr/lib/grub/arm64-efi", "arm64")}
+UEFI_CHOICES = ("ipxe", "grub", "syslinux")
+
+
+def by_tree_path() -> dict[str, Loader]:
+    """Every registered loader by its tree path."""
+    return {loader.tree_path: loader for loader in LOADERS}
+
+
+def first_loader(choice: str, client: ClientArch) -> Loader:
+    """The loader DHCP hands `client` for the site's `choice` (pxelinux, lpxelinux, ipxe, grub, syslinux, shim)."""
+    for loader in LOADERS:
+        if loader.choice == choice and loader.client == client:
+            return loader
+    raise KeyError(f"no {choice} loader for {client.csas[0]}")
+
+
+def placed_loaders(*, secure_boot: bool, arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[Loader, ...]:
+    """The loaders a site's tree holds: those for the architectures it boots (x86-64 always),
+    the signed chain only if the site boots with Secure Boot."""
+    return tuple(loader for loader in LOADERS
+                 if (secure_boot or not loader.secure_boot) and (loader.arch == "x86_64" or loader.arch in arches))
+
+
+def site_arches(image_config) -> frozenset[str]:
+    """The CPU architectures whose UEFI loaders a site needs: x86-64, and those its image sets
+    declare (a Raspberry Pi's set, with `firmware`, boots the Pi's own firmware, not UEFI)."""
+    declared = {image_set.arch for image_set in image_config.images.values()
+                if not image_set.firmware} if image_config else set()
+    return frozenset({"x86_64"} | declared)

@@ -1,0 +1,96 @@
+"""UEFI HTTP Boot: OVMF asks as HTTPClient, the generated dnsmasq.conf answers with a URL.
+
+OVMF's HttpBootDxe (PXE turned off through fw_cfg, so HTTP Boot is tried first)
+sends vendor class HTTPClient and client architecture 16; the generated config
+echoes option 60 and names <base_url>ipxe.efi, which OVMF fetches from nginx;
+iPXE then chains the machine's script and boots the kernel over HTTP: no TFTP
+at all. A DHCP exchange for arm64 (architecture 19) is checked from the bytes of
+the offer the generated config makes, since the same config serves both.
+"""
+from __future__ import annotations
+
+import pytest
+
+import checks
+import rig
+import sites
+from sites import NodeSpec, SiteSpec
+
+SERVER_IP = "192.168.77.1"
+VM_TIMEOUT = 240
+NODE = NodeSpec("http-boot", "52:54:00:e2:00:51", "192.168.77.51/24")
+
+
+@pytest.fixture(scope="module")
+def http_boot(tmp_path_factory, payload, use_namespaces):
+    if not use_namespaces:
+        pytest.skip("needs the namespace rig: QEMU user-mode DHCP cannot send option 60")
+    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
+            "range": ["192.168.77.100", "192.168.77.199"]}
+    spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "http", dhcp)
+    tree = sites.build(tmp_path_factory.mktemp("http-boot-site"), spec, (NODE,), payload.kernel, payload.initrd)
+    workdir = tmp_path_factory.mktemp("http-boot")
+    lan = rig.NamespaceLan.create(workdir, payload.kernel, SERVER_IP)
+    try:
+        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+        lan.start_nginx(tree.root / "server" / "nginx.conf", f"{tree.site.base_url}boot.ipxe")
+        machine = rig.Machine(NODE.name, NODE.mac, "uefi-http", memory_mb=512)
+        result = rig.boot_all([machine], lan, workdir, VM_TIMEOUT, ("Could not retrieve NBP",))[NODE.name]
+    finally:
+        lan.close()
+    return tree, lan, result
+
+
+def test_ovmf_http_boot_loads_ipxe_efi_from_the_url_and_boots_the_node(http_boot):
+    tree, lan, result = http_boot
+    checks.assert_booted(tree, NODE.name, result)
+    assert "URI: http://192.168.77.1/ipxe.efi" in result.serial, result.tail()
+    log = (lan.workdir / "dnsmasq.log").read_text(errors="replace")
+    assert "vendor class: HTTPClient:Arch:00016" in log, log[-3000:]
+    assert rig.tftp_requests(lan.workdir / "dnsmasq.log", "192.168.77.51") == [], "HTTP Boot used TFTP"
+    requests = (lan.workdir / "nginx-access.log").read_text()
+    assert "GET /ipxe.efi " in requests and "GET /ipxe/52-54-00-e2-00-51.ipxe " in requests, requests
+    print(f"BOOT-TIME uefi-http-boot ovmf-ipxe-kernel: {result.seconds:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def both_arches_lan(tmp_path_factory, payload, use_namespaces):
+    """The generated dnsmasq.conf of a site with x86-64 and arm64 image sets, serving a LAN."""
+    if not use_namespaces:
+        pytest.skip("needs the namespace rig")
+    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
+            "range": ["192.168.77.100", "192.168.77.199"]}
+    spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "tftp", dhcp, arch="arm64")
+    arm_node = NodeSpec("arm-http", "52:54:00:e2:00:61", "192.168.77.61/24", arch="arm64")
+    tree = sites.build(tmp_path_factory.mktemp("http-offer-site"), spec, (arm_node,), payload.kernel, payload.initrd)
+    lan = rig.NamespaceLan.create(tmp_path_factory.mktemp("http-offer"), payload.kernel, SERVER_IP)
+    try:
+        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+        yield lan
+    finally:
+        lan.close()
+
+
+def _boot_file(offer: dict) -> str | None:
+    """The boot file as firmware reads it: option 67 (sent when asked for), else the BOOTP file field."""
+    return offer.get("options", {}).get("67") or offer.get("file")
+
+
+@pytest.mark.parametrize("vendor_class, arch, url", [
+    ("HTTPClient:Arch:00019:UNDI:003000", 19, "http://192.168.77.1/grubnetaa64.efi"),
+    ("HTTPClient:Arch:00016:UNDI:003000", 16, "http://192.168.77.1/ipxe.efi"),
+])
+def test_http_clients_get_a_url_and_option_60(both_arches_lan, vendor_class, arch, url):
+    offer = both_arches_lan.dhcp_offer("52:54:00:e2:00:61", vendor_class, arch)
+    assert _boot_file(offer) == url, offer
+    assert offer["options"].get("60") == "HTTPClient", offer
+
+
+@pytest.mark.parametrize("vendor_class, arch, loader", [
+    ("PXEClient:Arch:00011:UNDI:003000", 11, "grubnetaa64.efi"),
+    ("PXEClient:Arch:00007:UNDI:003000", 7, "ipxe.efi"),
+])
+def test_pxe_clients_get_a_tftp_file_and_no_option_60_http(both_arches_lan, vendor_class, arch, loader):
+    offer = both_arches_lan.dhcp_offer("52:54:00:e2:00:62", vendor_class, arch)
+    assert _boot_file(offer) == loader, offer
+    assert offer["options"].get("60") != "HTTPClient", offer

@@ -1,0 +1,79 @@
+"""Raspberry Pi nodes: serial numbers are validated and unique, like MACs."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bootgen.build import Paths, build, plan_build
+from bootgen.errors import InputError, RenderError
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = ROOT / "tests" / "sites" / "tftp-local"
+PI_SET = """  pi:
+    arch: arm64
+    mirror: true
+    firmware:
+      - {file: images/start4.elf, unsigned: true}
+    kernel: {file: images/vmlinuz, unsigned: true}
+"""
+PI_NODE = "serial: {serial}\narch: arm64\nprofile: live\ninterfaces:\n  - mac: {mac}\n"
+
+
+@pytest.fixture
+def pi_site(tmp_path, monkeypatch):
+    shutil.copytree(SITE / "site", tmp_path / "site")
+    shutil.copytree(SITE / "nodes", tmp_path / "nodes")
+    (tmp_path / "site" / "images" / "start4.elf").write_bytes(b"firmware stand-in")
+    site = tmp_path / "site" / "site.yaml"
+    site.write_text(site.read_text() + PI_SET)
+    profile = tmp_path / "site" / "profiles" / "live.yaml"
+    profile.write_text(profile.read_text().replace("images: local\n", "images: local\nimages_arm64: pi\n"))
+    (tmp_path / "nodes" / "pi-a.yaml").write_text(PI_NODE.format(serial="7092246E", mac="dc:a6:32:00:00:01"))
+    monkeypatch.chdir(tmp_path)
+    return Paths(Path("site"), Path("nodes"), Path("build"))
+
+
+def _problems(paths) -> list[str]:
+    with pytest.raises((InputError, RenderError)) as err:
+        plan_build(paths, fetch=False)
+    return [p.format().split("\n")[0] for p in err.value.problems]
+
+
+def test_a_pi_gets_its_serial_directory(pi_site):
+    tree = build(pi_site, fetch=False).write.tree
+    assert sorted(p.name for p in (tree / "7092246e").iterdir()) == \
+        ["cmdline.txt", "config.txt", "start4.elf", "vmlinuz"]  # the set has no initrd
+    cmdline = (tree / "7092246e" / "cmdline.txt").read_text()
+    assert cmdline.startswith("cloud-config-url=http://10.10.10.1:8080/configs/pi-a/") and cmdline.endswith("\n")
+    assert not (tree / "grubnetaa64.efi").exists()  # a Pi does not boot UEFI: no arm64 GRUB needed
+    assert "Raspberry Pi Boot" not in (tree / "server" / "dnsmasq.conf").read_text()  # full DHCP: no PXE menu
+
+
+@pytest.mark.parametrize("serial", ["7092246", "7092246e0", "7092246g", "0x092246"])
+def test_a_serial_is_eight_hex_digits(pi_site, serial):
+    (pi_site.nodes / "pi-a.yaml").write_text(PI_NODE.format(serial=f'"{serial}"', mac="dc:a6:32:00:00:01"))
+    assert _problems(pi_site) == [
+        f"nodes/pi-a.yaml:1:9: error at $.serial: '{serial}' is not a Raspberry Pi serial number (8 hex digits, "
+        "the end of `Serial` in /proc/cpuinfo, e.g. 7092246e)"]
+
+
+def test_a_serial_used_twice_is_named_like_a_mac(pi_site):
+    (pi_site.nodes / "pi-b.yaml").write_text(PI_NODE.format(serial="7092246e", mac="dc:a6:32:00:00:02"))
+    assert _problems(pi_site) == [
+        "nodes/pi-b.yaml:1:9: error at $.serial: serial 7092246e is also used by node 'pi-a' (nodes/pi-a.yaml:1:9)"]
+
+
+def test_a_pi_must_be_arm64(pi_site):
+    (pi_site.nodes / "pi-a.yaml").write_text("serial: 7092246e\nprofile: live\ninterfaces:\n  - mac: dc:a6:32:00:00:01\n")
+    assert _problems(pi_site) == [
+        "nodes/pi-a.yaml:1:9: error at $.serial: node 'pi-a' is a Raspberry Pi (it has a serial number) but not "
+        "arch: arm64"]
+
+
+def test_pi_firmware_must_be_mirrored(pi_site):
+    site = pi_site.site / "site.yaml"
+    site.write_text(site.read_text().replace(PI_SET, PI_SET.replace("    mirror: true\n", "")))
+    problems = _problems(pi_site)
+    assert any("error at $.images.pi.firmware: Raspberry Pi firmware needs `mirror: true`" in p for p in problems)
