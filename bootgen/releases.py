@@ -43,6 +43,7 @@ class Release:
     rendered_count: int
     files: int | None
     live: bool = False
+    inputs: tuple[str, str] | None = None  # the absolute site and nodes directories it was built from
 
     def changes(self) -> str:
         """What changed since the tree before it, in a few words."""
@@ -73,7 +74,7 @@ def record_release(state_dir: Path, build_id: str, *, env: str | None, base_url:
     commit, dirty = _git_state(site_dir, nodes_dir) if git else (None, False)
     release = Release(build_id, time.time(), env, base_url, commit, dirty, parent or None,
                       None if changed is None else len(changed), tuple(sorted(rendered)[:SHOWN_NODES]),
-                      len(rendered), files)
+                      len(rendered), files, inputs=(str(site_dir.resolve()), str(nodes_dir.resolve())))
     records = state_dir / RECORDS
     records.mkdir(parents=True, exist_ok=True)
     data = release.as_dict()
@@ -114,6 +115,7 @@ def read_release(state_dir: Path, build_id: str, live: bool = False) -> Release:
     try:
         data = json.loads((state_dir / RECORDS / f"{build_id}.json").read_text())
         data["rendered"] = tuple(data["rendered"])
+        data["inputs"] = tuple(data["inputs"]) if data.get("inputs") else None
         return Release(**data, live=live)
     except (OSError, ValueError, TypeError, KeyError):
         return Release(build_id, None, None, None, None, False, None, None, (), 0, None, live)
@@ -192,7 +194,9 @@ def check_publishable(tree: Path, paths, *, env: str | None, chosen: bool) -> No
                                         f"`bootgen publish --env {env}`"))
     if release is None or chosen or _rolled_back_to(state_dir) == build_id:
         return
-    if not _built_from_current_inputs(state_dir, build_id, replace(paths, env=release.env, base_url=None)):
+    # The inputs the tree was built from (a tree named with --tree may come from another directory).
+    inputs = dict(site=Path(release.inputs[0]), nodes=Path(release.inputs[1])) if release.inputs else {}
+    if not _built_from_current_inputs(state_dir, build_id, replace(paths, env=release.env, base_url=None, **inputs)):
         raise PublishError(Problem(Location(str(tree)), f"the inputs changed since build {build_id[:12]} was made "
                                    f"(or it is not the last build of {paths.site}/ and {paths.nodes}/)",
                                    hint=f"rebuild, then publish: `bootgen build{fix_env}` and "

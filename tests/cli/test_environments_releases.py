@@ -153,3 +153,24 @@ def test_publishing_an_environment_never_built_says_how_to_build_it(example, tmp
     assert result.exit_code == 1, result.output
     assert "build-lab: error: no built tree here" in result.output and "`bootgen build --env lab`" in result.output
     assert not (tmp_path / "www").exists()
+
+
+def test_a_tree_named_from_another_directory_is_checked_against_its_own_inputs(example, tmp_path, monkeypatch):
+    """`publish DEST --tree PATH` run elsewhere compares the tree with the site it was built from,
+    not with whatever site/ and nodes/ the current directory holds."""
+    _ok("build", "--offline")
+    repo, www = os.getcwd(), tmp_path / "www"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no site/ or nodes/ here
+    _ok("publish", str(www), "--tree", os.path.join(repo, "build"))
+    _edit_node_at(repo, 1)
+    stale = _run("publish", str(tmp_path / "www2"), "--tree", os.path.join(repo, "build"))
+    assert stale.exit_code == 1 and "the inputs changed since build" in stale.output
+    assert not (tmp_path / "www2").exists()
+
+
+def _edit_node_at(repo: str, i: int) -> None:
+    path = os.path.join(repo, "nodes", f"node-{i}.yaml")
+    with open(path, "a") as node:
+        node.write("# edited\n")
