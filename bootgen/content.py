@@ -6,8 +6,6 @@ into the nginx config that serves a tree (so `vmlinuz` is a binary everywhere).
 """
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from bootgen import quoting
 from bootgen.loaders import by_tree_path
 
@@ -56,12 +54,16 @@ def content_type(path: str) -> str:
     """Content-Type for a tree path; images and boot loaders are octet-stream."""
     if path in _LOADER_TYPES:
         return _LOADER_TYPES[path]
-    pure = PurePosixPath(path)
-    if pure.suffix.lower() in _BY_SUFFIX:
-        return _BY_SUFFIX[pure.suffix.lower()]
-    if (len(pure.parts) == 1 and pure.name in _TEXT_NAMES) or (len(pure.parts) > 1 and pure.parts[0] in _TEXT_DIRS):
-        return "text/plain; charset=utf-8"
-    return "application/octet-stream"
+    # String operations, not PurePosixPath: this runs for every file of every build.
+    slash = path.rfind("/")
+    name = path[slash + 1:]
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if 0 < dot < len(name) - 1 else ""  # as PurePosixPath.suffix
+    if suffix in _BY_SUFFIX:
+        return _BY_SUFFIX[suffix]
+    if (slash < 0 and name in _TEXT_NAMES) or (slash >= 0 and path[:path.find("/")] in _TEXT_DIRS):
+        return TEXT
+    return BINARY
 
 
 def cache_control(immutable: bool) -> str:
