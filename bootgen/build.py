@@ -40,11 +40,35 @@ class Paths:
     site: Path
     nodes: Path
     out: Path
+    env: str | None = None  # an environment declared in site.yaml: its base_url, its own trees
+    base_url: str | None = None  # overrides the site's and the environment's (`serve`)
+    home: Path | None = None  # the repository's `.bootgen`; beside the output link by default
+    variant: str = ""  # where under `home` this output's trees and state live ("" for `build/`)
+
+    @classmethod
+    def for_env(cls, site: Path, nodes: Path, out: Path, env: str | None) -> "Paths":
+        """An environment's trees and state live in `.bootgen/env/NAME/`, so that building one
+        environment never prunes, recycles or outdates another's trees."""
+        return cls(site, nodes, out, env=env, variant=f"env/{env}" if env else "")
+
+    @property
+    def repository_state(self) -> Path:
+        """The repository's `.bootgen`: the image cache and every output's state."""
+        return self.home if self.home is not None else self.out.absolute().parent / ".bootgen"
 
     @property
     def state(self) -> Path:
-        """Build history, state and the image cache live beside the output link."""
-        return self.out.absolute().parent / ".bootgen"
+        """This output's build history, state, trees and release records."""
+        return self.repository_state / self.variant if self.variant else self.repository_state
+
+    @property
+    def cache(self) -> Path:
+        """Images and compiled templates, shared by every environment."""
+        return self.repository_state / "cache"
+
+    def stamp_extras(self) -> tuple[str, ...]:
+        """What besides the input files decides the tree (part of the inputs' digest)."""
+        return (str(self.site.resolve()), str(self.nodes.resolve()), self.env or "", self.base_url or "")
 
 
 @dataclass(frozen=True)
@@ -55,22 +79,42 @@ class BuildResult:
     rendered: int  # nodes read and rendered (the others were unchanged)
     seconds: float
 
+    @property
+    def kept(self) -> int:
+        """Files already in place with the right bytes, neither written nor linked: in a recycled
+        tree, or all of them when the build is a kept tree switched back to."""
+        return self.files - self.write.written - self.write.linked if self.write.changed else self.files
+
     def summary(self) -> str:
+        """One line whose counts add up: files = written + linked + kept."""
         if not self.write.changed:
             return f"{self.files} files for {self.nodes} nodes: unchanged (build {self.write.build_id[:12]})"
+        kept = f", {self.kept} already in place" if self.kept else ""
         return (f"{self.files} files for {self.nodes} nodes -> build {self.write.build_id[:12]} "
-                f"({self.rendered} nodes rendered, {self.write.written} files written, "
-                f"{self.write.linked} linked) in {self.seconds:.2f}s")
+                f"({self.rendered} nodes rendered; {self.write.written} files written, "
+                f"{self.write.linked} linked{kept}) in {self.seconds:.2f}s")
+
+    def as_dict(self) -> dict:
+        return {"build_id": self.write.build_id, "changed": self.write.changed, "nodes": self.nodes,
+                "rendered": self.rendered, "files": self.files, "written": self.write.written,
+                "linked": self.write.linked, "kept": self.kept, "seconds": round(self.seconds, 3)}
 
 
 def plan_build(paths: Paths, *, fetch: bool = True, progress: bool | None = None) -> tuple:
-    """Everything short of writing, from scratch: the validated inputs and the full plan."""
+    """Everything short of writing, from scratch: the validated inputs and the full plan.
+
+    Without `fetch` (what `check` does), image sets are taken as declared: no image byte is
+    read and no connection made, and mirrored files are not part of the plan."""
+    from .images import declared_images
     from .load import load_inputs
     from .render import render
 
     problems: list[Problem] = []  # every problem a build would report: invalid nodes and render errors
-    inputs = load_inputs(paths.site, paths.nodes, node_problems=problems)
-    images = _resolve(inputs, paths, fetch, progress)
+    inputs = load_inputs(paths.site, paths.nodes, node_problems=problems, env=paths.env, base_url=paths.base_url)
+    if fetch:
+        images = _resolve(inputs, paths, fetch, progress)
+    else:
+        images = declared_images(inputs.image_config, _needed_image_sets(inputs))
     try:
         plan = render(inputs, images, display_root=Path.cwd(), extra_files=_placed_files(images, inputs))
     except RenderError as exc:
@@ -103,10 +147,14 @@ def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> d
     """Every image set a profile names (whether or not a node uses it today)."""
     from .images import resolve_images
 
-    needed = {name for profile in site_inputs.profiles.values()
-              for name in (profile.images, profile.images_arm64) if name}
-    return resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
-                          needed=needed, fetch=fetch, progress=progress)
+    return resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.cache,
+                          needed=_needed_image_sets(site_inputs), fetch=fetch, progress=progress)
+
+
+def _needed_image_sets(site_inputs) -> set[str]:
+    """Every image set a profile names, for x86-64 and arm64 machines."""
+    return {name for profile in site_inputs.profiles.values()
+            for name in (profile.images, profile.images_arm64) if name}
 
 
 def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, jobs: int | None = None,
@@ -119,19 +167,24 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
     keeps current from file events, and skip flushing the tree to disk before
     the switch (`durable=False`)."""
     check_out_path(paths.out)
-    _check_state_dir(paths.state)
-    with build_lock(paths.state, _say_waiting), paused_gc():  # gc: re-enabled while many nodes render
+    _check_state_dir(paths)
+    # One build of the repository at a time, whatever its environment: they share the image cache.
+    with build_lock(paths.repository_state, _say_waiting), paused_gc():  # gc: re-enabled while many nodes render
         state = state if state is not None else BuildState.load_stamp(paths.state)
         try:
-            return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+            result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
         except LiveTreeChanged:  # someone edited the live tree: build every file anew instead
             state.forget()
-            return _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+            result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
+    from .releases import build_finished
+
+    build_finished(paths.state)
+    return result
 
 
-def _check_state_dir(state: Path) -> None:
+def _check_state_dir(paths: Paths) -> None:
     """`.bootgen/` and its cache and trees must be directories (a stray file there is the user's to remove)."""
-    for path in (state, state / "cache", state / "builds"):
+    for path in (paths.repository_state, paths.cache, paths.state, paths.state / "builds"):
         if os.path.lexists(path) and not path.is_dir():
             shown = os.path.relpath(path)
             raise OutputError(Problem(Location(shown), "is not a directory",
@@ -150,7 +203,8 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     started = time.perf_counter()
     check_out_path(paths.out)
     live = live_build_id(paths.out)
-    extras = (str(paths.site.resolve()), str(paths.nodes.resolve()))
+    secrets_changed = _secrets_changed(paths, state)
+    extras = paths.stamp_extras()
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
     if stamps is None:  # a fresh process: a build with nothing to do stops here
         stamps = InputStamps.take(paths.site, paths.nodes)
@@ -158,7 +212,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     if len(stamps.node_files) != len(stamps.nodes):  # two files for one node name: x.yaml and x.yml
         raise InputError(node_file_problems(path for _, path in stamps.node_files))
     state.attempt = (stamps, extras, stamp)  # becomes state.inputs if the build succeeds
-    if live is not None and stamp and state.stamp == stamp and live == state.build_id:
+    if live is not None and stamp and state.stamp == stamp and live == state.build_id and not secrets_changed:
         state.succeeded()
         write = WriteResult(live, paths.out.resolve(), False, 0, 0)
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
@@ -239,6 +293,7 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     deleted = [records[name] for name in sorted(records.keys() - outcome.by_name.keys())]
     _check_claims(outcome, state, deleted)
     shared, shared_hashes, shared_key = _shared_files(ctx, outcome, state, placed, key, deleted)
+    shared, shared_hashes = _with_fence(outcome, shared, shared_hashes)
     _check_paths(outcome, state, shared, deleted)
     shared_lines = {a.path: a.listing_lines() for a in shared}
     if state.listing is None:  # every node rendered: a new listing, all of it placed by this build
@@ -250,6 +305,16 @@ def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact
     listing, changed = _patch(state, outcome, deleted, shared_lines, shared_hashes)
     placed_paths = set(outcome.lines) | set(shared_lines)
     return _Change(listing, changed, placed_paths, shared, shared_hashes, shared_key, placed)
+
+
+def _with_fence(outcome: "_Outcome", shared: list[Artifact], hashes: dict) -> tuple[list[Artifact], dict]:
+    """Add the nginx fence of the secret-bearing files (bootgen.render.fence) when it changed."""
+    from .render.fence import fence_artifact
+
+    fence = fence_artifact(outcome.by_name.values())
+    if hashes.get(fence.path) == fence.sha256:
+        return shared, hashes
+    return [a for a in shared if a.path != fence.path] + [fence], {**hashes, fence.path: fence.sha256}
 
 
 def _patch(state: BuildState, outcome: "_Outcome", deleted, shared_lines: dict, shared_hashes: dict):
@@ -358,10 +423,12 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
     if staging.live is not None and not staging.recycled and change.placed is not None:
         _fill_from_live(staging, change, outcome)
     write = writer.commit(change.listing, change.changed or set(), change.placed or set(),
-                          outcome.written + staging.written, outcome.linked + staging.linked, durable=durable)
+                          outcome.written + staging.written, outcome.linked + staging.linked, durable=durable,
+                          private=secret_paths(outcome))
+    parent = state.build_id
     if write.changed:
         prepare_next(paths.out, paths.state, write.build_id, len(change.listing))
-    parent = state.build_id
+        _record(paths, write.build_id, parent, change, outcome, git=durable)
     _adopt(state, change, outcome)
     state.files, state.listing = len(change.listing), change.listing
     if write.changed:
@@ -370,6 +437,24 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
         state.save(paths.state)
     return BuildResult(write, len(outcome.by_name), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
+
+
+def _record(paths: Paths, build_id: str, parent: str | None, change: _Change, outcome: "_Outcome", git: bool) -> None:
+    """The release record of a tree just switched to (`bootgen releases`); watch builds skip asking Git."""
+    from .releases import record_release
+
+    record_release(paths.state, build_id, env=paths.env, base_url=outcome.job[0].inputs.site.base_url,
+                   parent=parent, changed=change.changed, rendered=outcome.rendered_names,
+                   files=len(change.listing), site_dir=paths.site, nodes_dir=paths.nodes, git=git)
+
+
+def secret_paths(outcome: "_Outcome") -> set[str]:
+    """Every secret-bearing file of the new tree (rendered now or reused with its record), and the
+    nginx fence that names them."""
+    from .render.fence import FENCE
+
+    paths = {path for record in outcome.by_name.values() for path in record.secret_paths}
+    return paths | {FENCE} if paths else paths
 
 
 def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> None:
@@ -416,6 +501,35 @@ def _adopt(state: BuildState, change: _Change, outcome: "_Outcome") -> None:
     state.succeeded()
     state.records, state.claims = outcome.by_name, outcome.claims
     state.shared, state.shared_key = change.shared_hashes, change.shared_key
+    state.secret_refs = _secret_refs(outcome)
+    from .secrets import stamp_digest
+
+    state.secrets_digest = stamp_digest(outcome.job[0].inputs.site.directory, state.secret_refs)
+
+
+def _secrets_changed(paths: Paths, state: BuildState) -> bool:
+    """Whether a value behind a reference the live tree was built from changed (a secret rotated,
+    a variable or a command's output): then every node is rendered again. Only the references
+    and a keyed digest of their values are stored (see bootgen.secrets.stamp_digest)."""
+    from .incremental import saved_secret_refs
+    from .secrets import stamp_digest
+
+    refs, digest = saved_secret_refs(paths.state)
+    if not refs or stamp_digest(paths.site, refs) == digest:
+        return False
+    state.forget()
+    state.site_cache = None
+    return True
+
+
+def _secret_refs(outcome: "_Outcome") -> tuple:
+    """Every reference of the site, its profiles, their Butane files and the nodes."""
+    inputs = outcome.job[0].inputs
+    docs = [inputs.site.doc] + [profile.doc for profile in inputs.profiles.values()]
+    docs += [layer.doc for layers in inputs.profile_layers.values() for layer in layers]
+    refs = {_ref_key(ref) for doc in docs for ref in doc.secret_refs.values()}
+    refs.update(ref for record in outcome.by_name.values() for ref in record.secret_refs)
+    return tuple(sorted(refs, key=repr))
 
 
 def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: bool, progress: bool | None):
@@ -424,14 +538,15 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
     cache_key = (stamps.site, stamps.profiles)
     if state.site_cache is not None and state.site_cache[0] == cache_key:
         return state.site_cache[1]
-    from .load import Reader, load_site
+    from .load import Reader, load_site_with_nodes
     from .render import make_context, placed_artifact
 
-    site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
+    site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env,
+                                       base_url=paths.base_url)
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images, site_inputs)]
-    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed])
-    prepared = (make_context(site_inputs, images, Path.cwd(), paths.state / "cache" / "templates"), placed, key)
+    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url)
+    prepared = (make_context(site_inputs, images, Path.cwd(), paths.cache / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)
     return prepared
 
@@ -578,15 +693,37 @@ def _render_fresh(job: tuple, path: str, staging) -> tuple[NodeRecord, dict]:
     record = NodeRecord.make(
         name=node.name, stat=stamps.nodes.get(node.name), profile=node.profile,
         profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
-        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts))
+        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts),
+        secret_refs=tuple(sorted(map(_ref_key, node.doc.secret_refs.values()))),
+        secret_paths=secret_bearing(ctx, node, artifacts))
     return record, {a.path: a.listing_lines() for a in artifacts}
+
+
+def _ref_key(ref: tuple) -> tuple:
+    kind, argument = ref
+    return kind, tuple(argument) if isinstance(argument, list) else argument
+
+
+def secret_bearing(ctx, node, artifacts) -> tuple[str, ...]:
+    """The node's files that carry a secret: those in its private config directory (their bytes may
+    hold a value compressed), and any other whose bytes hold a known value in some encoding."""
+    from .render import node_spec
+    from .render.osconfig import config_dir_name
+    from .secrets import carries_secret, known
+
+    if not known():
+        return ()
+    private = f"configs/{config_dir_name(ctx, node_spec(ctx, node))}/"
+    private = private if private != f"configs/{node.name}/" else None
+    return tuple(a.path for a in artifacts
+                 if (private and a.path.startswith(private)) or carries_secret(a.data))
 
 
 def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, int]:
     """Fetch and verify every mirrored image set the site declares; (mirrored, referenced) counts."""
     from .load import Reader, load_site
 
-    with build_lock(paths.state, _say_waiting):  # one writer of the image cache at a time
+    with build_lock(paths.repository_state, _say_waiting):  # one writer of the image cache at a time
         site_inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()))
         sets = site_inputs.image_config.images
         _fetch_all(site_inputs, paths, sets, progress)
@@ -597,5 +734,5 @@ def fetch_images(paths: Paths, *, progress: bool | None = None) -> tuple[int, in
 def _fetch_all(site_inputs, paths: Paths, sets: dict, progress: bool | None) -> None:
     from .images import resolve_images
 
-    resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.state / "cache",
+    resolve_images(site_inputs.image_config, site_dir=paths.site, cache_dir=paths.cache,
                    needed=set(sets), fetch=True, progress=progress)

@@ -43,6 +43,11 @@ class Problem:
             from .sshkeys import redact_secrets
 
             object.__setattr__(self, "message", redact_secrets(self.message))
+        from .secrets import known, redact_known
+
+        if known():  # a value resolved from a secret reference is shown as its reference
+            object.__setattr__(self, "message", redact_known(self.message))
+            object.__setattr__(self, "hint", redact_known(self.hint))
 
     def sort_key(self) -> tuple:
         return (self.location.file, self.location.line, self.location.column, self.path, self.message)
@@ -98,6 +103,10 @@ class ImageError(BootgenError):
 
 class PublishError(BootgenError):
     """The tree could not be published."""
+
+
+class LogError(BootgenError):
+    """A server log that `discover` was asked to read cannot be read."""
 
 
 def format_problems(problems: list[Problem], fmt: str = "text", source_root: Path | None = None) -> str:

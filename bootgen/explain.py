@@ -119,8 +119,10 @@ def explain(site_dir: Path, nodes_dir: Path, state_dir: Path, wanted: str) -> Ex
     os_config = {}
     if config is not None:
         os_config = {"kind": spec.profile.os_config, "url": config.url, "final_url": config.final_url or config.url}
-    return Explanation(spec.name, spec.hostname, spec.profile.name, spec.boot, tuple(firmware), os_config,
-                       tuple(sorted(a.path for a in artifacts)), tuple(_settings(spec)))
+    from .secrets import redact_all  # a value from a secret reference is shown as <secret NAME>
+
+    return Explanation(spec.name, spec.hostname, spec.profile.name, spec.boot, redact_all(tuple(firmware)),
+                       os_config, tuple(sorted(a.path for a in artifacts)), redact_all(tuple(_settings(spec))))
 
 
 def _settings(spec):
@@ -136,6 +138,10 @@ def _settings(spec):
 
 
 def _shown(value) -> str:
+    from .secrets import SecretStr
+
+    if isinstance(value, SecretStr):
+        return f"<{value.label}>"
     if isinstance(value, str):
         return value
     import json

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import json
 import marshal
 import os
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from . import __version__
 
 STATE_FILE = "records.marshal"  # plain values only: loading state can never run code
 STAMP_FILE = "stamp"
-STATE_FORMAT = 4
+SECRET_REFS_FILE = "secret-refs.json"  # the references (never values) the live tree was built from
+STATE_FORMAT = 5
 HISTORY_KEPT = 8  # more than the trees kept, so a recycled tree's drift is always known
 
 
@@ -118,8 +120,10 @@ class InputStamps:
 
     def digest(self, *extra) -> str:
         """One key for all inputs: equal digests mean nothing was touched."""
+        # marshal: a quarter of repr's time for 10,000 stats. Version 2 writes no back-references,
+        # whose presence depends on objects' reference counts: the bytes of equal values could differ.
         data = marshal.dumps((code_stamp(), self.site, sorted(self.profiles.items()), sorted(self.nodes.items()),
-                              extra))  # marshal: a quarter of repr's time for 10,000 stats
+                              extra), 2)
         return hashlib.sha256(data).hexdigest()
 
 
@@ -174,6 +178,17 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def saved_secret_refs(state_dir: Path) -> tuple[list[tuple], str]:
+    """The references the last build resolved and the keyed digest of their values then: resolved
+    again, a different digest means a value changed."""
+    try:
+        saved = json.loads((state_dir / SECRET_REFS_FILE).read_bytes())
+        refs = [(kind, tuple(arg) if isinstance(arg, list) else arg) for kind, arg in saved["refs"]]
+        return refs, str(saved["digest"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return [], ""
+
+
 def site_key(stamps: InputStamps, *resolved) -> str:
     """Key of what every node depends on: the site files and resolved images and loaders."""
     return hashlib.sha256(repr((code_stamp(), stamps.site, resolved)).encode()).hexdigest()
@@ -192,12 +207,16 @@ class NodeRecord(NamedTuple):
     profile_stat: tuple | None
     site_key: str
     detail: bytes  # marshal of (claims, hosts, paths)
+    secret_refs: tuple = ()  # (kind, argument) of each secret reference its file holds: never a value
+    secret_paths: tuple = ()  # its files whose bytes carry a secret value (left out of the public listing)
 
     @classmethod
     def make(cls, name: str, stat: tuple, profile: str, profile_stat: tuple | None, site_key: str,
-             claims: tuple, hosts: tuple, paths: tuple) -> "NodeRecord":
+             claims: tuple, hosts: tuple, paths: tuple, secret_refs: tuple = (),
+             secret_paths: tuple = ()) -> "NodeRecord":
         """`claims` as Claim tuples, `hosts` as (MAC, address, host name), `paths` its files in the tree."""
-        return cls(name, stat, profile, profile_stat, site_key, marshal.dumps((claims, hosts, paths)))
+        return cls(name, stat, profile, profile_stat, site_key, marshal.dumps((claims, hosts, paths)),
+                   secret_refs, secret_paths)
 
     @property
     def claims(self) -> tuple[tuple, ...]:
@@ -295,6 +314,8 @@ class BuildState:
     claims: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> node name
     inputs: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras) the live tree was built from
     attempt: tuple | None = field(default=None, repr=False)  # (InputStamps, digest extras, digest or "") of the last build
+    secret_refs: tuple = ()  # (kind, argument) of every secret reference the live tree was built from
+    secrets_digest: str = ""  # keyed hash of their values when it was built (bootgen.secrets.stamp_digest)
 
     @classmethod
     def load_stamp(cls, state_dir: Path) -> "BuildState":
@@ -370,6 +391,8 @@ class BuildState:
             data = marshal.dumps((self.build_id, records, self.shared, self.shared_key, self.history,
                                   self.claims))
         _replace(state_dir / STATE_FILE, data)
+        _replace(state_dir / SECRET_REFS_FILE, json.dumps({"refs": sorted(self.secret_refs, key=repr),
+                                                           "digest": self.secrets_digest}).encode())
         _replace(state_dir / STAMP_FILE, f"{STATE_FORMAT} {__version__} {self.stamp} {self.build_id} {self.files}\n".encode())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +18,7 @@ from .model import (Defaults, DhcpSettings, Fragment, Inputs, Interface, Node, P
                     Site)
 from .naming import is_dns_label, node_file_problems, normalize_mac
 from .schema import validate_doc
+from .secrets import resolve_doc
 from .secrets_scan import doc_problems
 from .source import SourceDoc, format_path, load_yaml_bytes
 from .spec import Layer, OsConfigLayer, first_of
@@ -27,14 +28,15 @@ DEFAULT_IGNITION_VERSION = "3.3.0"  # Flatcar's older stable releases accept at 
 
 
 def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = None,
-                node_problems: list[Problem] | None = None) -> Inputs:
+                node_problems: list[Problem] | None = None, env: str | None = None,
+                base_url: str | None = None) -> Inputs:
     """Read and validate the site and every node; raise InputError listing all problems.
 
     With `node_problems`, problems of single nodes are added to it instead, and
     only the nodes without any are returned (so `check` can render them too and
     report everything a build would); problems in the site still raise."""
     reader = Reader(display_root or Path.cwd())
-    site_inputs = load_site(site_dir, nodes_dir, reader)
+    site_inputs = load_site_with_nodes(site_dir, nodes_dir, reader, env=env, base_url=base_url)
     files = node_files(nodes_dir)
     reader.problems.extend(node_file_problems(files, reader.display))  # x.yaml and x.yml
     nodes = tuple(node for node in (load_node(path, site_inputs, reader) for path in files) if node)
@@ -49,6 +51,17 @@ def load_inputs(site_dir: Path, nodes_dir: Path, *, display_root: Path | None = 
                   site_inputs.profile_layers)
 
 
+def load_site_with_nodes(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | None = None,
+                         base_url: str | None = None) -> "SiteInputs":
+    """load_site, but a site with problems does not hide the node files' own: they are raised together."""
+    try:
+        return load_site(site_dir, nodes_dir, reader, env=env, base_url=base_url)
+    except InputError as exc:
+        alone = Reader(reader.display_root)
+        check_nodes_alone(nodes_dir, site_dir, alone)
+        raise InputError(list(dict.fromkeys(exc.problems + alone.problems))) from None
+
+
 @dataclass(frozen=True)
 class SiteInputs:
     """Everything but the nodes: site.yaml, profiles and image declarations."""
@@ -59,10 +72,24 @@ class SiteInputs:
     image_config: object
     templates_dir: Path
     profile_layers: dict  # profile name -> its OS-config layers (bootgen.spec.OsConfigLayer), read once
+    environments: dict = field(default_factory=dict)  # name -> Environment, as site.yaml declares them
 
 
-def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
-    """Read site.yaml and profiles; raises at once if they have problems (every node depends on them)."""
+@dataclass(frozen=True)
+class Environment:
+    """One of site.yaml's `environments`: a tree built for its own server."""
+
+    name: str
+    base_url: str  # always ends with '/'
+    publish: str | None  # s3://bucket/prefix or a docroot path
+    endpoint_url: str | None
+
+
+def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | None = None,
+              base_url: str | None = None) -> SiteInputs:
+    """Read site.yaml and profiles; raises at once if they have problems (every node depends on them).
+
+    With `env`, the site is that environment's (its base_url); `base_url` overrides both."""
     site_doc = reader.read(site_dir / "site.yaml", "site", site_dir)
     profile_docs = {p.stem: reader.read(p, "profile", site_dir) for p in _yaml_files(site_dir / "profiles")}
     if not (site_dir / "site.yaml").is_file():
@@ -70,8 +97,11 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
                     hint="run `bootgen init` to create an example site, or pass --site")
     if not nodes_dir.is_dir():
         reader.fail(Location(reader.display(nodes_dir)), "nodes directory not found", hint="pass --nodes")
-    reader.raise_if_any()
-    site = _build_site(site_doc, site_dir)
+    if site_doc is None or not nodes_dir.is_dir():
+        reader.raise_if_any()
+    # A broken profile still lets the valid ones be checked against the site, in this same run.
+    environments = _environments(site_doc, reader)
+    site = _select_environment(_build_site(site_doc, site_dir), environments, env, base_url, reader)
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
     image_config = _image_config(site_doc, site_dir, reader)
     _check_dhcp(site, reader)
@@ -83,7 +113,43 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader") -> SiteInputs:
     reader.raise_if_any()
     _check_os_configs(site, profiles, profile_layers, reader)
     reader.raise_if_any()
-    return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates", profile_layers)
+    return SiteInputs(site, profiles, frozenset(profile_docs), image_config, site_dir / "templates", profile_layers,
+                      environments)
+
+
+def _environments(doc: SourceDoc, reader: "Reader") -> dict[str, Environment]:
+    """site.yaml's `environments` (schema-checked already); names become paths, so they are DNS labels."""
+    declared = {}
+    for name, data in doc.data.get("environments", {}).items():
+        if not is_dns_label(str(name)):
+            where = ("environments", name)
+            reader.fail(doc.locate(where, key=True), f"environment name {name!r} is not valid", format_path(where),
+                        hint="use lowercase letters, digits and '-': it names the output link build-NAME")
+            continue
+        declared[name] = Environment(name, _with_slash(data["base_url"]), data.get("publish"),
+                                     data.get("endpoint_url"))
+    return declared
+
+
+def _select_environment(site: Site, environments: dict[str, Environment], env: str | None,
+                        base_url: str | None, reader: "Reader") -> Site:
+    if env is not None:
+        if env not in environments:
+            reader.fail(site.doc.locate(("environments",), key=True), f"unknown environment {env!r}", "$.environments",
+                        hint=unknown_environment_hint(environments))
+            reader.raise_if_any()
+        site = replace(site, base_url=environments[env].base_url)
+    return replace(site, base_url=_with_slash(base_url)) if base_url else site
+
+
+def unknown_environment_hint(environments) -> str:
+    if environments:
+        return "declared environments: " + ", ".join(sorted(environments))
+    return "site.yaml declares no environments: add `environments: {NAME: {base_url: ..., publish: ...}}` to it"
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
 
 
 def _check_dhcp(site: Site, reader: "Reader") -> None:
@@ -130,6 +196,10 @@ def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple
         try:
             data = read_site_file(site_dir, relative, profile.doc.locate(where), format_path(where))
             doc = load_yaml_bytes(data, reader.display(site_dir / relative))
+            unresolved = resolve_doc(doc, site_dir)
+            if unresolved:
+                reader.problems.extend(unresolved)
+                continue
             secrets = doc_problems(doc)  # a private key in a .bu file would be served
             if secrets:
                 reader.problems.extend(secrets)
@@ -164,6 +234,22 @@ def _check_os_configs(site: Site, profiles: dict[str, Profile], profile_layers: 
             reader.problems.extend(p for p in exc.problems if p not in reader.problems)
 
 
+def check_nodes_alone(nodes_dir: Path, site_dir: Path, reader: "Reader") -> None:
+    """What can be checked in node files without a valid site: syntax, schema, keys, gateways,
+    and a profile a node names itself (against the profile files that exist, valid or not)."""
+    files = node_files(nodes_dir)
+    reader.problems.extend(node_file_problems(files, reader.display))
+    profile_names = frozenset(p.stem for p in _yaml_files(site_dir / "profiles"))
+    for path in files:
+        doc = reader.read(path, "node")
+        if doc is None:
+            continue
+        if "profile" in doc.data:
+            _check_profile_name(doc, doc.data["profile"], profile_names, site_dir, reader)
+        _check_gateways(doc, [_build_interface(i) for i in doc.data["interfaces"]], reader)
+        _check_keys(doc, (), reader)
+
+
 def node_files(nodes_dir: Path) -> list[Path]:
     """The node files of a site, in name order (which decides who keeps a contested MAC)."""
     return _yaml_files(nodes_dir)
@@ -176,7 +262,7 @@ def load_node(path: Path, site_inputs: SiteInputs, reader: "Reader") -> Node | N
         return None
     before = len(reader.problems)
     node = _build_node(path.stem, doc, site_inputs.site.defaults, reader)
-    _check_node(node, site_inputs.profile_names, reader)
+    _check_node(node, site_inputs.profile_names, site_inputs.site.directory, reader)
     _check_keys(doc, (), reader)
     return node if len(reader.problems) == before else None
 
@@ -216,7 +302,8 @@ class Reader:
         except InputError as exc:
             self.problems.extend(exc.problems)
             return None
-        problems = validate_doc(doc, kind)
+        problems = resolve_doc(doc, root, kind)  # {secret:}, {env:}, {command:} become their values
+        problems = problems or validate_doc(doc, kind)
         if kind in ("profile", "node") and not is_dns_label(path.stem):
             problems.append(Problem(Location(doc.file), f"file name {path.stem!r} is not a valid {kind} name",
                                     hint="use lowercase letters, digits and '-': it becomes part of paths and URLs"))
@@ -240,7 +327,7 @@ def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
     dhcp = data.get("dhcp", {})
     server = data.get("server", {})
     defaults = data.get("defaults", {})
-    base_url = data["base_url"] if data["base_url"].endswith("/") else data["base_url"] + "/"
+    base_url = _with_slash(data["base_url"])
     return Site(
         directory=site_dir,
         name=data.get("name", site_dir.resolve().parent.name),
@@ -344,14 +431,33 @@ def _check_image_references(profiles: dict[str, Profile], image_config, reader: 
                             "set `arch:` on the image set in site.yaml, or name another image set")
 
 
-def _check_node(node: Node, profile_names: frozenset[str], reader: Reader) -> None:
-    if node.profile and node.profile not in profile_names:
-        where = ("profile",) if "profile" in node.doc.data else ()
-        reader.fail(node.doc.locate(where), f"unknown profile '{node.profile}'", "$.profile",
-                    _choices_hint(node.profile, profile_names, "site/profiles/"))
-    for i, iface in enumerate(node.interfaces):
+def _check_node(node: Node, profile_names: frozenset[str], site_dir: Path, reader: Reader) -> None:
+    if node.profile:
+        _check_profile_name(node.doc, node.profile, profile_names, site_dir, reader)
+    _check_gateways(node.doc, node.interfaces, reader)
+
+
+def _check_profile_name(doc: SourceDoc, name: str, profile_names: frozenset[str], site_dir: Path,
+                        reader: Reader) -> None:
+    """An unknown profile is reported with the file that would define it and the profiles there are."""
+    if name in profile_names:
+        return
+    import difflib
+
+    where = ("profile",) if "profile" in doc.data else ()
+    close = difflib.get_close_matches(name, sorted(profile_names), n=1)
+    guess = f"did you mean '{close[0]}'? " if close else ""
+    existing = ", ".join(sorted(profile_names)) or "none yet"
+    create = reader.display(site_dir / "profiles" / f"{name}.yaml")
+    reader.fail(doc.locate(where), f"unknown profile '{name}'", "$.profile",
+                f"{guess}To add it, create {create} (a copy of an existing profile is a good start); "
+                f"profiles now: {existing}")
+
+
+def _check_gateways(doc: SourceDoc, interfaces, reader: Reader) -> None:
+    for i, iface in enumerate(interfaces):
         if iface.gateway and iface.address and iface.gateway not in iface.address.network:
-            reader.fail(node.doc.locate(("interfaces", i, "gateway")),
+            reader.fail(doc.locate(("interfaces", i, "gateway")),
                         f"gateway {iface.gateway} is outside {iface.address.network}",
                         format_path(("interfaces", i, "gateway")))
 

@@ -21,6 +21,21 @@ from .errors import Location, Problem, RenderError
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "SHA256SUMS"
+PRIVATE = "private"  # .bootgen/private/<build id>/: the full listing of a tree with secret-bearing files
+SECRET_PATHS = "secret-paths.json"  # beside that listing: the paths left out of the public one
+
+
+def private_dir(tree: Path) -> Path:
+    """Where the full listing of the tree `.bootgen/builds/<id>` is kept when its public one
+    leaves out secret-bearing files: outside every served tree."""
+    tree = tree.resolve()
+    return tree.parent.parent / PRIVATE / tree.name
+
+
+def listing_dir(tree: Path) -> Path:
+    """The directory holding the full manifest.json and SHA256SUMS of a tree."""
+    private = private_dir(tree)
+    return private if (private / MANIFEST).is_file() else tree
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,7 @@ class Listing:
     @classmethod
     def read(cls, tree: Path) -> "Listing | None":
         """The listing of a tree bootgen wrote (None if its files are not in that shape)."""
+        tree = listing_dir(tree)
         try:
             manifest = (tree / MANIFEST).read_bytes()
             sums = (tree / CHECKSUMS).read_bytes()
@@ -286,6 +302,10 @@ class Listing:
         for index in sorted(touched, reverse=True):  # replacing one chunk by several keeps earlier indexes
             chunks[index:index + 1] = _patch_chunk(chunks[index], touched[index])
         return Listing(chunks)
+
+    def without(self, paths) -> "Listing":
+        """This listing less `paths` (the public listing of a tree with secret-bearing files)."""
+        return self.patched({}, paths) if paths else self
 
     def checksums_parts(self) -> list[bytes]:
         """SHA256SUMS, in pieces to write with one writev(2) (joining them costs more)."""

@@ -266,3 +266,10 @@ _HANDLERS = {
     "oneOf": _one_of,
     "anyOf": _pattern,  # an anyOf carries its own message (`x-message`)
 }
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why `value` cannot be a base_url (as site.yaml's is checked), or None."""
+    if _checker().conforms(value, "http-url"):
+        return None
+    return (_URL_UNSAFE_MESSAGE if _URL_UNSAFE.search(value) else _FORMAT_MESSAGES["http-url"]).format(value)

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from .errors import Problem
 from .passwords import crypt_hash_problem
+from .secrets import SecretStr
 from .source import SourceDoc, format_path
 from .sshkeys import contains_private_key, describe_secret
 
@@ -58,7 +59,7 @@ def scan(value: Any, path: tuple = (), *, cloud_init: bool = False) -> Iterator[
     """Findings in `value` (at `path`), depth first in document order. Inside a mapping
     key `cloud_init`, or when `cloud_init` is set, the cloud-init password rules apply."""
     if isinstance(value, str):
-        if contains_private_key(value):
+        if contains_private_key(value) and not isinstance(value, SecretStr):  # a reference keeps it out of Git
             yield (path, f"a private key would be served here: {describe_secret(value)}", KEY_HINT)
     elif isinstance(value, list):
         for index, item in enumerate(value):

@@ -48,6 +48,7 @@ class SourceDoc:
     data: Any
     value_marks: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
+    secret_refs: dict[FieldPath, tuple] = field(default_factory=dict)  # path -> (kind, argument); see secrets.py
 
     def locate(self, path: FieldPath, *, key: bool = False) -> Location:
         """Position of the value (or key) at `path`, or of its nearest ancestor."""

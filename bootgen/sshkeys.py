@@ -109,7 +109,7 @@ def redact_secrets(message: str) -> str:
 # up to the end of the line, a `,` or `}` of a flow mapping, or a comment.
 _PASSWORD_VALUE = re.compile(
     r"""(\b(?:password|passwd|hashed_passwd|plain_text_passwd|password_hash|root_password)["']?\s*:[ \t]+)"""
-    r"""(?![|>][-+0-9]*\s*(?:#.*)?$)("[^"]*"|'[^']*'|[^,}\]#\s][^,}\]#]*?)(?=\s*(?:[,}\]]|\s#|$))""")
+    r"""(?![|>][-+0-9]*\s*(?:#.*)?$)(?!\{\s*(?:secret|env|command)\s*:)("[^"]*"|'[^']*'|[^,}\]#\s][^,}\]#]*?)(?=\s*(?:[,}\]]|\s#|$))""")
 # A chpasswd list entry written `- user:password` (no space after the colon: a plain string).
 _USER_PASSWORD = re.compile(r"""(["']?[A-Za-z0-9._-]+:)(?=[^\s/])([^\s"',\]}]+)""")
 NOT_SHOWN = "<not shown>"

@@ -16,9 +16,13 @@ missed is caught within seconds, and the state is saved for the next
 """
 from __future__ import annotations
 
+import errno
 import functools
 import http.server
+import ipaddress
+import json
 import os
+import shlex
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ from typing import Callable
 
 from .content import content_type
 from .build import BuildResult, Paths, build, warm_up
-from .errors import BootgenError, format_problems
+from .errors import BootgenError, Location, OutputError, Problem, format_problems
 from .incremental import BuildState, InputStamps
 
 QUIET_SECONDS = 0.03  # editors write a file as a burst of events within a few milliseconds
@@ -42,6 +46,7 @@ class Rebuilder:
     paths: Paths
     report: Callable[[str], None]
     fetch: bool = True
+    fmt: str = "text"  # json: each report is one JSON object on one line
 
     def __post_init__(self) -> None:
         self.state = BuildState.load_stamp(self.paths.state)
@@ -60,20 +65,25 @@ class Rebuilder:
             result = build(paths, fetch=self.fetch, state=self.state, save_state=False, stamps=stamps,
                            durable=False)
         except BootgenError as exc:
-            self.report(format_problems(exc.problems) + "\nbuild failed; still serving the last good tree")
+            self._say(format_problems(exc.problems) + "\nbuild failed; still serving the last good tree",
+                      "failed", problems=[p.as_dict() for p in exc.problems])
             return None
         except Exception as exc:  # a bug in bootgen: say so, start the next build from scratch, keep serving
             self.state = BuildState.load_stamp(self.paths.state)
             self.state.attempt = None
-            self.report(f"internal error: {type(exc).__name__}: {exc}\n  this is a bug in bootgen; "
-                        "the next change rebuilds from scratch\nbuild failed; still serving the last good tree")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self._say(f"{message}\n  this is a bug in bootgen; the next change rebuilds from scratch\n"
+                      "build failed; still serving the last good tree", "internal_error", message=message)
             return None
         finally:
             self.stamps = self.state.attempt[0] if self.state.attempt else None
         self.dirty_state = True
         self.last = result
-        self.report(result.summary())
+        self._say(result.summary(), "built", **result.as_dict())
         return result
+
+    def _say(self, text: str, event: str, **data) -> None:
+        self.report(json.dumps({"event": event, **data}, sort_keys=True) if self.fmt == "json" else text)
 
     def warm_up(self) -> None:
         """Have the first edit cost what later ones do (see bootgen.build.warm_up)."""
@@ -123,12 +133,14 @@ class _Changes:
 
 
 def watch(paths: Paths, report: Callable[[str], None], *, poll: bool = False, fetch: bool = True,
-          stop: threading.Event | None = None, ready: threading.Event | None = None) -> None:
-    """Build, then rebuild after every burst of changes until `stop` is set (or Ctrl-C)."""
+          stop: threading.Event | None = None, ready: threading.Event | None = None, fmt: str = "text") -> None:
+    """Build, then rebuild after every burst of changes until `stop` is set (or Ctrl-C).
+
+    With fmt "json", every report is one JSON object with an "event" key (built, failed, internal_error)."""
     from watchdog.observers import Observer
     from watchdog.observers.polling import PollingObserver
 
-    rebuilder = Rebuilder(paths, report, fetch)
+    rebuilder = Rebuilder(paths, report, fetch, fmt)
     rebuilder.rebuild()
     rebuilder.warm_up()
     changes = _Changes()
@@ -163,34 +175,96 @@ def _loop(rebuilder: Rebuilder, changes: _Changes, stop: threading.Event) -> Non
 
 
 def serve(paths: Paths, report: Callable[[str], None], *, bind: str = "127.0.0.1", port: int = 8000,
-          poll: bool = False, fetch: bool = True, stop: threading.Event | None = None,
+          url: str | None = None, poll: bool = False, fetch: bool = True, stop: threading.Event | None = None,
           ready: threading.Event | None = None) -> None:
-    """`watch` plus an HTTP server on the output link (it follows every switch)."""
-    handler = functools.partial(_QuietHandler, directory=str(paths.out.absolute()))
-    server = http.server.ThreadingHTTPServer((bind, port), handler)
-    host, actual_port = server.server_address[:2]
-    report(serve_banner(paths, host, actual_port))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """`watch` plus an HTTP server, on a development tree of its own whose URLs point at this server.
+
+    Like `mkdocs serve` overriding site_url: the tree is built with base_url
+    `url` (http://BIND:PORT/ by default) beside the build state, in
+    `.bootgen/serve/`, and `paths.out` (the tree `bootgen build` makes) is
+    left alone."""
+    if url is not None:
+        _check_url(url)
+    server = _listen(bind, port)
     try:
-        watch(paths, report, poll=poll, fetch=fetch, stop=stop, ready=ready)
+        host, actual_port = server.server_address[:2]
+        dev = serve_paths(paths, url or _default_url(bind, host, actual_port))
+        server.RequestHandlerClass = functools.partial(_QuietHandler, directory=str(dev.out.absolute()))
+        report(serve_banner(dev))
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            watch(dev, report, poll=poll, fetch=fetch, stop=stop, ready=ready)
+        finally:
+            server.shutdown()
     finally:
-        server.shutdown()
         server.server_close()
 
 
-def serve_banner(paths: Paths, host: str, port: int) -> str:
-    root = paths.out.absolute()
+def serve_paths(paths: Paths, url: str) -> Paths:
+    """The development tree's output: `.bootgen/serve/build`, built for `url`."""
+    home = paths.repository_state
+    return Paths(paths.site, paths.nodes, home / "serve" / "build", base_url=url, home=home, variant="serve")
+
+
+def _listen(bind: str, port: int) -> http.server.ThreadingHTTPServer:
+    """The HTTP server, bound; a port or address that cannot be used is the user's to change."""
+    where = Location(f"--port {port}")
+    if not 0 <= port <= 65535:
+        raise OutputError(Problem(where, "not a TCP port", hint="use a port from 1 to 65535 (0: any free one)"))
+    try:
+        return http.server.ThreadingHTTPServer((bind, port), _QuietHandler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"another program listens there: pick another with --port, or see which with `ss -ltnp 'sport = :{port}'`"
+        elif exc.errno == errno.EACCES:
+            hint = "ports below 1024 need root: pick a port above 1023 with --port"
+        else:
+            where = Location(f"--bind {bind}")
+            hint = "bind to an address of this machine (127.0.0.1 by default)"
+        raise OutputError(Problem(where, f"cannot serve on {bind}:{port}: {exc.strerror or exc}",
+                                  hint=hint)) from None
+
+
+def _check_url(url: str) -> None:
+    from .schema import base_url_problem
+
+    problem = base_url_problem(url)
+    if problem:
+        raise OutputError(Problem(Location(f"--url {url}"), problem, hint="e.g. --url http://10.0.0.1:8000/"))
+
+
+def _default_url(bind: str, host: str, port: int) -> str:
+    """http://BIND:PORT/; a server on every address needs the one machines use, named with --url."""
+    if ipaddress.ip_address(host).is_unspecified:
+        raise OutputError(Problem(Location(f"--bind {bind}"), "machines cannot be sent to an unspecified address",
+                                  hint=f"name the address they reach this server at: --url http://SERVER-IP:{port}/"))
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def serve_banner(paths: Paths) -> str:
+    """Where the development tree is served and how to point machines at it (as its own files do)."""
+    root, url = paths.out.absolute(), paths.base_url
     return "\n".join([
-        f"serving {root} at http://{host}:{port}/ (rebuilt on every change; Ctrl-C to stop)",
-        f"  iPXE:       chain http://{host}:{port}/boot.ipxe",
-        f"  manifest:   http://{host}:{port}/manifest.json",
+        f"serving {root} at {url} (rebuilt on every change; Ctrl-C to stop; build/ is left alone)",
+        f"  iPXE:       chain {url}boot.ipxe",
+        f"  manifest:   {url}manifest.json",
         "  TFTP (BIOS, UEFI) from the same tree, as root:",
-        f"    dnsmasq --keep-in-foreground --port=0 --enable-tftp --tftp-root={root} "
-        f"--dhcp-range=<your subnet>,proxy --pxe-service=x86PC,bootgen,lpxelinux "
-        f"--pxe-service=X86-64_EFI,bootgen,ipxe.efi --log-dhcp",
-        f"  (the site's own config: {root}/server/dnsmasq.conf)",
+        "    " + dnsmasq_command(root, url),
+        f"  (the site's own config, for the same URLs: {root}/server/dnsmasq.conf)",
     ])
+
+
+def dnsmasq_command(root: Path, url: str) -> str:
+    """A proxyDHCP dnsmasq for the development tree, with the generated config's iPXE guard: iPXE
+    (which says so in its user-class) gets the boot script over HTTP, not iPXE again."""
+    script = url + "boot.ipxe"
+    args = ["dnsmasq", "--keep-in-foreground", "--port=0", "--log-dhcp", "--enable-tftp", f"--tftp-root={root}",
+            "--dhcp-range=<your subnet>,proxy", "--dhcp-userclass=set:ipxe,iPXE", "--dhcp-match=set:ipxe,175",
+            "--pxe-service=tag:!ipxe,x86PC,bootgen,lpxelinux", "--pxe-service=tag:!ipxe,X86-64_EFI,bootgen,ipxe.efi",
+            f"--pxe-service=tag:ipxe,x86PC,bootgen,{script}", f"--pxe-service=tag:ipxe,X86-64_EFI,bootgen,{script}",
+            f"--dhcp-boot=tag:ipxe,{script}"]
+    return shlex.join(args)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -40,9 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Location, OutputError, Problem
-from .plan import CHECKSUMS, MANIFEST, Artifact, Listing, checksummed_paths
+from .plan import CHECKSUMS, MANIFEST, SECRET_PATHS, Artifact, Listing, checksummed_paths, listing_dir
 
-KEEP_BUILDS = 3  # the live tree plus two to roll back to (and for requests still in flight)
+KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for requests still in flight)
+# One more old tree is kept beyond the releases, for the next build to recycle as its staging
+# tree: a build that fails after taking it then costs no rollback point.
+KEPT_TREES = KEEP_BUILDS + 1
 SPARE_PREFIX = ".spare-"  # .spare-<build id>: a hard-linked copy of that tree, for the next build to recycle
 SPARE_MIN_FILES = 20_000  # smaller trees are linked anew in well under a second: no copy in the background
 SPARE_WAIT = 300  # seconds a build waits for a copy being made before making a new tree itself
@@ -294,6 +297,7 @@ _SIZE_ONLY = re.compile(rb'"size": (\d+), "target": ')
 def tree_sizes(tree: Path) -> dict[str, int]:
     """Path -> size of every file a tree's manifest lists. Its entries are in SHA256SUMS order,
     one size each, so the sizes alone are matched (several times faster than the paths too)."""
+    tree = listing_dir(tree)
     manifest, sums = (tree / MANIFEST).read_bytes(), (tree / CHECKSUMS).read_bytes()
     paths, sizes = checksummed_paths(sums), _SIZE_ONLY.findall(manifest)
     return dict(zip(paths, map(int, sizes))) if len(paths) == len(sizes) else manifest_sizes(manifest)
@@ -423,16 +427,18 @@ class TreeWriter:
         self.staging = Staging(staging_path, out.resolve() if self.live else None, drift)
 
     def _recycle(self, staging_path: Path, drift) -> set[str] | None:
-        """Reuse the oldest kept tree, which the next prune would delete anyway, as the staging tree.
+        """Reuse the oldest kept tree, the one beyond the releases, as the staging tree.
 
         Only files that differ from it are then replaced, instead of making
         every entry of a new tree again. It has not been served since two
         builds ago, and a reader that still has one of its files open keeps
         reading the old bytes: files are replaced by new directory entries,
-        never rewritten in place. Returns the paths where it differs from the
+        never rewritten in place. It is never one of the releases (the live
+        tree and the KEEP_BUILDS - 1 before it), so a build that fails after
+        taking it leaves every rollback point in place. Returns the paths where it differs from the
         live tree, or None."""
         trees = self._trees()
-        if len(trees) < KEEP_BUILDS - 1:  # the live tree and the ones before it stay
+        if len(trees) < KEPT_TREES - 1:  # only the tree beyond the releases may be taken
             wait_for_spare(self.builds)
             spare = self.builds / f"{SPARE_PREFIX}{self.live}"
             if not spare.is_dir():
@@ -464,25 +470,32 @@ class TreeWriter:
         self.close()
 
     def commit(self, listing: Listing, changed: set[str] = frozenset(), placed: set[str] = frozenset(),
-               written: int = 0, linked: int = 0, *, durable: bool = True) -> WriteResult:
+               written: int = 0, linked: int = 0, *, durable: bool = True, private: set[str] = frozenset()
+               ) -> WriteResult:
         """Finish the staging tree for `listing` and point the output at it.
 
         `changed` holds the paths whose bytes differ from the live tree and
         `placed` the ones this build put in staging (a recycled tree needs both).
         `durable` flushes the tree to disk before the switch, so that not even a
-        power cut can leave the output pointing at a tree with missing bytes."""
+        power cut can leave the output pointing at a tree with missing bytes.
+        `private` holds the secret-bearing paths: the tree's own manifest.json and
+        SHA256SUMS leave them out, and the full pair is kept in `.bootgen/private/`."""
         build_id = listing.build_id()
         final = self.builds / build_id
         staging = self.staging
         if self.live == build_id:
             return WriteResult(build_id, final, False, 0, 0)
+        existed = (final / MANIFEST).is_file()  # a kept tree with these very bytes: switched to, not written
         try:
-            if not (final / MANIFEST).is_file():
+            if not existed:
                 before = staging.linked
                 staging.settle(listing, changed, placed)
                 linked += staging.linked - before
-                write_parts(staging.path / CHECKSUMS, listing.checksums_parts())
-                write_parts(staging.path / MANIFEST, listing.manifest_parts(build_id))
+                write_listing(staging.path, listing, build_id, private, self.builds.parent)
+                if private:
+                    from .secrets_tree import restrict
+
+                    restrict(staging.path, private)
                 if durable:
                     sync_filesystem(staging.path)  # on disk before any server is switched to it
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
@@ -493,22 +506,22 @@ class TreeWriter:
             raise OutputError(Problem(Location(str(exc.filename or final)), f"cannot write the new tree: {exc.strerror}",
                                       hint="the previous tree is untouched and still served")) from None
         self._prune(keep=final)
-        return WriteResult(build_id, final, True, written, linked)
+        return WriteResult(build_id, final, True, 0 if existed else written, 0 if existed else linked)
 
     def _switch(self, final: Path) -> None:
-        """Point the output at `final` with one rename: servers never see a missing tree."""
-        temp = self.out.with_name(f".{self.out.name}.switch-{os.getpid()}")
-        if temp.is_symlink() or temp.exists():
-            temp.unlink()
-        os.symlink(os.path.relpath(final, self.out.absolute().parent.resolve()), temp)
-        os.replace(temp, self.out)
+        switch_link(self.out, final)
 
     def _prune(self, keep: Path) -> None:
-        """Keep the newest few trees, never the live one."""
+        """Keep the releases and one tree to recycle, never the live one."""
         trees = sorted((p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime, reverse=True)
-        self._discard([old for old in trees[KEEP_BUILDS:] if old.resolve() != keep.resolve()])
+        self._discard([old for old in trees[KEPT_TREES:] if old.resolve() != keep.resolve()])
         self._discard(p for p in self.builds.glob(f"{SPARE_PREFIX}*") if p.name != f"{SPARE_PREFIX}{keep.name}")
+        kept = self.builds.parent / "private"
+        if kept.is_dir():  # full listings of trees that are gone
+            for old in kept.iterdir():
+                if not (self.builds / old.name).is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
 
     def _discard(self, directories) -> None:
         discard(self.builds, directories)
@@ -554,6 +567,32 @@ while True:
 """
 
 
+def switch_link(out: Path, final: Path) -> None:
+    """Point the output link at tree `final` with one rename: servers never see a missing tree."""
+    temp = out.with_name(f".{out.name}.switch-{os.getpid()}")
+    if temp.is_symlink() or temp.exists():
+        temp.unlink()
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(final.absolute().resolve(), out.absolute().parent.resolve()), temp)
+    os.replace(temp, out)
+
+
+def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str], state_dir: Path) -> None:
+    """The tree's manifest.json and SHA256SUMS; with secret-bearing `private` paths, the full pair
+    (and the list of those paths) goes to .bootgen/private/<build id>/, readable by its owner only,
+    and the tree gets the public pair without them."""
+    if private:
+        keep = state_dir / "private" / build_id
+        keep.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(keep.parent, 0o700)
+        write_parts(keep / CHECKSUMS, listing.checksums_parts())
+        (keep / SECRET_PATHS).write_text(json.dumps(sorted(private), indent=1) + "\n")
+        write_parts(keep / MANIFEST, listing.manifest_parts(build_id))
+        listing = listing.without(private)
+    write_parts(tree / CHECKSUMS, listing.checksums_parts())
+    write_parts(tree / MANIFEST, listing.manifest_parts(build_id))
+
+
 def _old_trees(out: Path, builds: Path) -> list[Path]:
     """Complete trees other than the live one, newest first."""
     live = out.resolve() if live_build_id(out) else None
@@ -566,7 +605,7 @@ def prepare_next(out: Path, state_dir: Path, live: str, files: int) -> None:
     """After the switch to tree `live` of `files` files: if the next build would have to make
     a whole new tree (too few old trees to recycle, no copy of the live one), start copying it."""
     builds = state_dir / "builds"
-    if files >= SPARE_MIN_FILES and len(_old_trees(out, builds)) < KEEP_BUILDS - 1 \
+    if files >= SPARE_MIN_FILES and len(_old_trees(out, builds)) < KEPT_TREES - 1 \
             and not (builds / f"{SPARE_PREFIX}{live}").is_dir():
         start_spare(state_dir, live)
 
@@ -619,7 +658,7 @@ def make_spare(state_dir: Path, build_id: str, locked_fd: int | None = None) -> 
         with contextlib.suppress(OSError):
             discard(builds, builds.glob(".sparework-*"))  # left by a copy that was killed
         try:
-            sums = (builds / build_id / CHECKSUMS).read_bytes()
+            sums = (listing_dir(builds / build_id) / CHECKSUMS).read_bytes()
         except OSError:
             return False
         work = builds / f".sparework-{build_id}"

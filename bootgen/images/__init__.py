@@ -12,9 +12,9 @@ from .fetch import FetchPolicy
 from .loaders import boot_loader_files
 from .model import ImageConfig, ImageSet, ImageSource, KeySpec, parse_image_config
 from .placed import ImageRef, PlacedFile, ResolvedImageSet
-from .resolve import resolve_images
+from .resolve import declared_images, resolve_images
 
 __all__ = [
     "FetchPolicy", "ImageConfig", "ImageRef", "ImageSet", "ImageSource", "KeySpec", "PlacedFile",
-    "ResolvedImageSet", "boot_loader_files", "parse_image_config", "resolve_images",
+    "ResolvedImageSet", "boot_loader_files", "declared_images", "parse_image_config", "resolve_images",
 ]

@@ -124,14 +124,23 @@ def _no_progress(url: str, total: int | None) -> ContextManager[Callable[[int], 
     return nullcontext(lambda n: None)
 
 
+def _to_stderr(line: str) -> None:
+    """Retries are said as they happen, one line each, terminal or not: a wait is never silent."""
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
 class Fetcher:
     """Downloads URLs into partial files within the policy's bounds."""
 
-    def __init__(self, policy: FetchPolicy = FetchPolicy(), progress: ProgressFactory = _no_progress):
+    def __init__(self, policy: FetchPolicy = FetchPolicy(), progress: ProgressFactory = _no_progress,
+                 notice: Callable[[str], None] = _to_stderr):
         import urllib3  # here, not at the top: a build that fetches nothing never pays for it
 
         self.policy = policy
         self.progress = progress
+        self.notice = notice
         self._urllib3 = urllib3
         self._errors = (urllib3.exceptions.HTTPError, OSError)
         # retries=False, redirect=False: we retry (to resume with Range) and follow redirects ourselves.
@@ -158,11 +167,20 @@ class Fetcher:
                     return self._attempt(state)
                 except _Transient as exc:
                     last = str(exc)
+                    self._say_retry(url, attempt + 1, last)
             raise FetchError(f"gave up after {self.policy.attempts} attempts: {last}", keep=True)
         except FetchError as exc:
             if not (exc.keep and _resumable(state)):
                 _drop(state)  # nothing a later run could continue: leave no partial file behind
             raise
+
+    def _say_retry(self, url: str, failed: int, reason: str) -> None:
+        if failed < self.policy.attempts:
+            pause = self.policy.backoff * 2 ** (failed - 1)
+            self.notice(f"{url}: attempt {failed} of {self.policy.attempts} failed ({reason}); "
+                        f"retrying in {pause:g} s")
+        else:
+            self.notice(f"{url}: attempt {failed} of {self.policy.attempts} failed ({reason}); giving up")
 
     def _late(self, state: _Download, last: str, got: int | None = None) -> str:
         if got is None:

@@ -149,6 +149,38 @@ def _resolve_set(ctx: _Context, image_set: ImageSet, problems: list[Problem]) ->
                             tuple(sorted(set(files), key=lambda f: f.tree_path)), tuple(firmware))
 
 
+def declared_images(config: ImageConfig, needed: set[str]) -> dict[str, ResolvedImageSet]:
+    """The image sets in `needed` as their declarations describe them, reading no image byte and
+    making no connection (for `bootgen check`: bytes are checked by `fetch` and `build`).
+
+    A mirrored image gets a tree path under its pinned sha256, or `unverified` without a pin, so
+    boot configs render exactly as they will; the files themselves are not placed."""
+    unknown = sorted(set(needed) - set(config.images))
+    if unknown:
+        raise ImageError(f"unknown image set(s): {', '.join(unknown)}")
+    return {name: _declared(config.images[name]) for name in sorted(needed)}
+
+
+def _declared(image_set: ImageSet) -> ResolvedImageSet:
+    if not image_set.mirror:
+        return _referenced(image_set)
+
+    def ref(source: ImageSource | None, name: str | None = None) -> ImageRef | None:
+        if source is None:
+            return None
+        return ImageRef(name or source.name, image_tree_path(source.sha256 or "unverified", name or source.name), None)
+
+    extract = image_set.extract
+    kernel = ref(image_set.kernel)
+    initrds = tuple(ref(s) for s in image_set.initrds)
+    if extract is not None and image_set.iso is not None:
+        kernel = kernel or (ref(image_set.iso, Path(extract.kernel).name) if extract.kernel else None)
+        initrds += tuple(ref(image_set.iso, Path(m).name) for m in extract.initrds)
+    installer = mirror_base(image_set.name) if image_set.installer is not None else None
+    return ResolvedImageSet(image_set.name, kernel, initrds, ref(image_set.iso), installer, image_set.version, (),
+                            tuple(ref(s) for s in image_set.firmware))
+
+
 def _referenced(image_set: ImageSet) -> ResolvedImageSet:
     """A set served by its upstream: boot configs point at the URLs."""
     def ref(source: ImageSource | None) -> ImageRef | None:

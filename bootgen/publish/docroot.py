@@ -41,11 +41,18 @@ class Release:
 
 
 def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: bool = False,
-                    keep: int = 3) -> PublishReport:
-    """Publish a verified tree as `docroot/releases/<build_id>` and switch `current` to it."""
+                    keep: int = 3, private: bool = False) -> PublishReport:
+    """Publish a verified tree as `docroot/releases/<build_id>` and switch `current` to it.
+
+    With `private`, `manifest` is the tree's full manifest (secret-bearing files included);
+    a copy goes to `docroot/private/`, beside the served releases, never in them."""
     keep = max(1, keep)
     try:
-        actions = _Docroot(docroot).publish(tree, manifest, dry_run, keep)
+        if private and not dry_run:
+            _keep_private(docroot, manifest)
+        target = _Docroot(docroot)
+        target.private = private
+        actions = target.publish(tree, manifest, dry_run, keep)
     except OSError as exc:
         raise PublishError(Problem(Location(str(docroot)), f"cannot write the docroot: {exc}")) from None
     copies = [a for a in actions if a.verb == "copy"]
@@ -55,9 +62,17 @@ def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: b
                          bytes=sum(a.size for a in copies), dry_run=dry_run, actions=tuple(actions))
 
 
+def _keep_private(docroot: Path, manifest: Manifest) -> None:
+    kept = docroot / "private"
+    kept.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(kept, 0o700)
+    (kept / f"{manifest.build_id}.json").write_bytes(manifest.raw)
+
+
 class _Docroot:
     def __init__(self, root: Path):
         self.root, self.releases, self.current = root, root / RELEASES, root / CURRENT
+        self.private = False  # the tree has secret-bearing files (see publish_docroot)
 
     def publish(self, tree: Path, manifest: Manifest, dry_run: bool, keep: int) -> list[Action]:
         live = self.current_id()
@@ -110,6 +125,10 @@ class _Docroot:
         self.clear_staging()
         for action, source in plan:
             _link_or_copy(source, staging / action.path, action.verb == "link")
+        if self.private:  # secret-bearing files: not world-readable, as in the tree (TFTP)
+            from bootgen.secrets_tree import restrict, secret_paths
+
+            restrict(staging, secret_paths(tree))
         for name in (SUMS, MANIFEST):  # the release's own manifest goes in last
             shutil.copyfile(tree / name, staging / name)
         os.replace(staging, self.releases / manifest.build_id)
@@ -197,5 +216,5 @@ def render_nginx_server(docroot: Path, *, listen: str | int = 80, server_name: s
     tree's own server/nginx.conf (bootgen.content.nginx_server) with the
     docroot's `current` as its root.
     """
-    return nginx_server(quoting.nginx_path(str(Path(docroot) / CURRENT)), str(listen),
-                        quoting.nginx_names(server_name), title=f"the docroot {docroot}", locations=locations)
+    return nginx_server(str(Path(docroot) / CURRENT), str(listen), quoting.nginx_names(server_name),
+                        title=f"the docroot {docroot}", locations=locations)

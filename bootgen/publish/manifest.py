@@ -129,12 +129,24 @@ def load_tree(tree: Path) -> Manifest:
     return parse_manifest(raw, str(path))
 
 
-def verify_tree(tree: Path, manifest: Manifest, jobs: int = 4) -> None:
-    """Check every listed file (size, then sha256, streamed) and SHA256SUMS; raise all problems at once."""
+def load_full(tree: Path) -> tuple[Manifest, Path] | None:
+    """The full manifest of a tree whose public one leaves out secret-bearing files, and the
+    directory (outside the tree) that holds it with its SHA256SUMS; None for other trees."""
+    from bootgen.plan import listing_dir
+
+    where = listing_dir(tree)
+    if where == tree.resolve() or where == tree:
+        return None
+    return parse_manifest((where / MANIFEST).read_bytes(), str(where / MANIFEST)), where
+
+
+def verify_tree(tree: Path, manifest: Manifest, jobs: int = 4, sums_dir: Path | None = None) -> None:
+    """Check every listed file (size, then sha256, streamed) and SHA256SUMS (in `sums_dir`, the
+    tree by default); raise all problems at once."""
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         found = pool.map(lambda e: _verify_file(tree, e), manifest.files)
         problems = [p for p in found if p is not None]
-    sums = _verify_sums(tree, manifest)
+    sums = _verify_sums(sums_dir or tree, manifest)
     if sums:
         problems.append(sums)
     if problems:

@@ -30,6 +30,7 @@ class PublishReport:
     bytes: int
     dry_run: bool = False
     actions: tuple[Action, ...] = ()
+    tree: str = ""  # the local tree published
 
     def summary(self) -> str:
         """One line for the terminal."""

@@ -119,14 +119,18 @@ def make_client(endpoint_url: str | None, jobs: int):
 
 def publish_s3(tree: Path, manifest: Manifest, destination: str, client, *, dry_run: bool = False,
                prune: bool = False, keep: int = 3, jobs: int = 8, progress: Progress | None = None,
-               multipart_threshold: int = MULTIPART_THRESHOLD) -> PublishReport:
-    """Publish a verified tree to `destination` (s3://bucket/prefix) with `client`."""
+               multipart_threshold: int = MULTIPART_THRESHOLD, public: Manifest | None = None) -> PublishReport:
+    """Publish a verified tree to `destination` (s3://bucket/prefix) with `client`.
+
+    `public` is the tree's manifest.json when `manifest` is its full one (secret-bearing
+    files included): the full one is kept only as the archive copy under `.bootgen/`."""
     loc = S3Location.parse(destination)
     counter = RequestCounter()
     client.meta.events.register("before-send.s3", counter)
     try:
         with translate_errors(destination):
             run = _Run(tree, manifest, loc, client, jobs, progress or NullProgress(), multipart_threshold)
+            run.public_raw = (public or manifest).raw
             actions, skipped = run.execute(dry_run, prune, keep)
     finally:
         client.meta.events.unregister("before-send.s3", counter)
@@ -143,6 +147,7 @@ class _Run:
                  progress: Progress, multipart_threshold: int):
         self.tree, self.manifest, self.loc, self.client = tree, manifest, loc, client
         self.jobs, self.progress, self.threshold = max(1, jobs), progress, multipart_threshold
+        self.public_raw = manifest.raw  # what manifest.json says (less than `manifest` when secrets are held)
 
     def execute(self, dry_run: bool, prune: bool, keep: int) -> tuple[list[Action], int]:
         remote = self.read_remote()
@@ -199,7 +204,7 @@ class _Run:
                    if f.path not in known or known[f.path].sha256 != f.sha256]
         present = self.existing(changed, known)
         todo = [f for f in changed if not _already_there(f, present, self.tree)]
-        same_live = remote.live is not None and remote.live.raw == self.manifest.raw
+        same_live = remote.live is not None and remote.live.raw == self.public_raw
         done = bool(remote.history) and remote.history[-1] == self.manifest.build_id
         return Plan(immutable=tuple(f for f in todo if f.immutable),
                     entry_points=tuple(f for f in todo if not f.immutable),
@@ -262,7 +267,7 @@ class _Run:
         actions = [Action("upload", f.path, f.size) for f in plan.immutable + plan.entry_points]
         if plan.switch:
             sums = (self.tree / SUMS).stat().st_size
-            actions += [Action("upload", SUMS, sums), Action("upload", MANIFEST, len(self.manifest.raw))]
+            actions += [Action("upload", SUMS, sums), Action("upload", MANIFEST, len(self.public_raw))]
         return actions + [Action("delete", p) for p in plan.stale]
 
     def apply(self, plan: Plan, remote: RemoteState) -> None:
@@ -276,7 +281,7 @@ class _Run:
         if plan.switch:
             self.put_bytes(self.loc.archive_key(self.manifest.build_id), self.manifest.raw, MANIFEST)
             self.put_file(SUMS, (self.tree / SUMS), ENTRY_POINT_CACHE)
-            self.put_bytes(self.loc.key(MANIFEST), self.manifest.raw, MANIFEST)
+            self.put_bytes(self.loc.key(MANIFEST), self.public_raw, MANIFEST)
         self.delete_keys([self.loc.key(p) for p in plan.stale])
         if plan.record:
             self.write_index(self.new_history(remote.history))

@@ -21,11 +21,23 @@ class OsConfig:
 
 
 def content_addressed(ctx, node, files: dict[str, bytes], target: str) -> tuple[str, tuple[Artifact, ...]]:
-    """Place `files` in configs/<node>/<digest>/ and return (directory URL, artifacts)."""
-    directory = content_path(f"configs/{node.name}", files)
+    """Place `files` in configs/<node>/<digest>/ and return (directory URL, artifacts).
+
+    A node made from secret references gets a directory named by a keyed hash of
+    its name instead (see bootgen.secrets.private_name): nothing public gives it."""
+    directory = content_path(f"configs/{config_dir_name(ctx, node)}", files)
     artifacts = tuple(Artifact.from_bytes(f"{directory}/{name}", data, target=target, node=node.name,
                                           immutable=True) for name, data in sorted(files.items()))
     return ctx.inputs.site.url(directory + "/"), artifacts
+
+
+def config_dir_name(ctx, spec) -> str:
+    """The node's directory under configs/: its name, or a keyed hash of it if it uses secrets."""
+    from ..secrets import known, private_name, spec_values, uses_secrets
+
+    if known() and uses_secrets(spec, ctx):
+        return private_name(ctx.inputs.site.directory, spec.name, spec_values(spec, ctx))
+    return spec.name
 
 
 def render(ctx, spec) -> OsConfig | None:

@@ -151,7 +151,7 @@ def raspberrypi(ctx, entry: BootEntry) -> list[Artifact]:
                                          f"'{image_set.name}' has {len(entry.initrds)}", "$.serial"))
     directory = f"{spec.serial}/"
     files = [Artifact(directory + ref.name, placed.sha256, placed.size, False, spec.name, "raspberrypi",
-                      source=placed.source) for ref in refs for placed in (image_set.source_of(ref),)]
+                      source=placed.source) for ref in refs for placed in (image_set.placed(ref),) if placed]
     context = {"title": _title(entry), "kernel": entry.kernel.name,
                "initrd": entry.initrds[0].name if entry.initrds else None}
     config = _render(ctx, "config.txt.j2", context, node=spec.name, where=(where, "$.serial"))
@@ -245,7 +245,7 @@ def server_configs(ctx, hosts) -> list[Artifact]:
 def _nginx_conf(site) -> bytes:
     """server/nginx.conf: the one nginx generator (bootgen.content), rooted at the site's server root."""
     server = site.server
-    text = nginx_server(quoting.nginx_path(server.root), quoting.nginx_port(server.http_port),
+    text = nginx_server(server.root, quoting.nginx_port(server.http_port),
                         quoting.nginx_names(server.server_name), title=site.name)
     include = f"# Include from the http {{}} block: include {quoting.comment(server.root)}/server/nginx.conf;\n"
     first, _, rest = text.partition("\n")

@@ -242,3 +242,32 @@ def test_proxy_dhcp_beside_the_lans_dhcp_server(proxy_site, node):
         if node in UEFI_NODES:
             tftp = rig.tftp_requests(proxy_site.lan.workdir / "dnsmasq.log", "192.168.77.16")
             assert any(name.endswith("/ipxe.efi") for name in tftp), f"OVMF did not load ipxe.efi: {tftp}"
+
+
+def test_discover_finds_the_booted_machines(ipxe_site, tmp_path):
+    """`bootgen discover` on the logs real firmware left: each VM by its MAC, with the architecture its
+    DHCP client class says and the files it fetched; with no node files all of them are unknown."""
+    if not isinstance(ipxe_site.lan, rig.NamespaceLan):
+        pytest.skip("the generated dnsmasq.conf served no DHCP (QEMU user-mode networking)")
+    import json
+    import subprocess
+    import sys
+
+    source = ipxe_site.tree.root.parent
+    (tmp_path / "none").mkdir()
+    logs = ["--dnsmasq-log", str(ipxe_site.lan.workdir / "dnsmasq.log"),
+            "--nginx-log", str(ipxe_site.lan.workdir / "nginx-access.log")]
+    runs = {}
+    for nodes in ("nodes", str(tmp_path / "none")):
+        done = subprocess.run([sys.executable, "-m", "bootgen", "discover", "--format", "json", "--all", "--nodes",
+                               nodes, *logs], cwd=source, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        runs[nodes] = {m["mac"]: m for m in json.loads(done.stdout)["machines"] if m["mac"]}
+    known, unknown = runs["nodes"], runs[str(tmp_path / "none")]
+    for node in IPXE_NODES:
+        assert known[node.mac]["node"] == node.name and unknown[node.mac]["node"] is None
+        arch = "x86_64-efi" if node.name in UEFI_NODES else "bios"
+        assert arch in known[node.mac]["architectures"], known[node.mac]
+        fetched = {(f["via"], f["path"]) for f in known[node.mac]["fetched"]}
+        assert ("http", f"ipxe/{node.mac.replace(':', '-')}.ipxe") in fetched, fetched
+    assert ("tftp", "ipxe.efi") in {(f["via"], f["path"]) for f in known["52:54:00:e2:00:02"]["fetched"]}

@@ -296,7 +296,7 @@ def file_kind(rel: str, manifest: dict) -> str:
         return "shell"
     if rel == "server/dnsmasq.conf":
         return "dnsmasq"
-    if rel == "server/nginx.conf":
+    if rel in ("server/nginx.conf", "server/nginx-secrets.conf"):
         return "nginx"
     if manifest.get(rel, {}).get("target") == "bootloader":
         return "binary"
@@ -362,8 +362,10 @@ class Checker:
 
     def verify_sums(self, tree: Path) -> None:
         """SHA256SUMS lists every file of the tree but itself and manifest.json, each with its digest."""
+        from bootgen.plan import listing_dir
+
         listed = {}
-        for line in (tree / "SHA256SUMS").read_text().splitlines():
+        for line in (listing_dir(tree) / "SHA256SUMS").read_text().splitlines():
             digest, name = line.split("  ", 1)
             listed[name] = digest
         files = {rel: hashlib.sha256((tree / rel).read_bytes()).hexdigest() for rel in _files(tree)
@@ -442,7 +444,7 @@ class Checker:
             work = self.scratch / "nginx"
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            inj._nginx_test(work, text)
+            inj._nginx_test(work, text if rel == "server/nginx.conf" else f"server {{\n{text}}}\n")
         return inj._shape(inj.nginx_parse(text))
 
 

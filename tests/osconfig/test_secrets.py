@@ -132,9 +132,9 @@ def _problems(example) -> list[str]:
 
 def test_cloud_init_password_hash_of_just_the_prefix(example):
     node = example.nodes / "ubuntu-4f62c7.yaml"
-    node.write_text(node.read_text().replace(HASH, "$6$"))
+    node.write_text(node.read_text().replace("{secret: ubuntu_password_hash}", "$6$"))
     assert _problems(example) == [
-        "nodes/ubuntu-4f62c7.yaml:12:18: error at $.cloud_init.password_hash: password_hash is not a complete "
+        "nodes/ubuntu-4f62c7.yaml:13:18: error at $.cloud_init.password_hash: password_hash is not a complete "
         "SHA-512 crypt hash ($6$, a salt, $ and 86 characters)"]
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from bootgen.build import Paths, build
 from bootgen.errors import OutputError, RenderError
-from bootgen.plan import Artifact, Plan
+from bootgen.plan import Artifact, Plan, listing_dir
+from bootgen.secrets_tree import secret_paths
 import bootgen.write as write_module
 
 
@@ -30,9 +31,11 @@ def test_output_is_a_symlink_to_a_complete_tree(example, tree_files):
     check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
                            text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    listed = {f["path"] for f in _manifest(example.out)["files"]}
+    listed = {f["path"] for f in _manifest(listing_dir(example.out))["files"]}  # the full listing
     on_disk = set(tree_files(example.out)) - {"manifest.json", "SHA256SUMS"}
     assert listed == on_disk
+    public = {f["path"] for f in _manifest(example.out)["files"]}
+    assert listed - public == set(secret_paths(example.out)) != set()  # the Ubuntu node's configs, the fence
     assert not any(p.is_symlink() for p in example.out.resolve().rglob("*")), "buckets cannot hold symlinks"
 
 
@@ -143,7 +146,7 @@ def test_old_trees_are_pruned_but_live_one_kept(example):
             f"hostname: node-2\ninterfaces:\n  - mac: 00:1e:06:45:0a:02\nvars: {{n: {i}}}\nkernel_args: [x={i}]\n")
         build(example, fetch=False)
     trees = [p for p in (example.state / "builds").iterdir() if not p.name.startswith(".")]
-    assert len(trees) == write_module.KEEP_BUILDS
+    assert len(trees) == write_module.KEPT_TREES  # the releases and one tree to recycle
     assert example.out.resolve() in [t.resolve() for t in trees]
 
 
