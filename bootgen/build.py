@@ -152,9 +152,9 @@ def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> d
 
 
 def _needed_image_sets(site_inputs) -> set[str]:
-    """Every image set a profile names, for any architecture."""
-    return {name for profile in site_inputs.profiles.values() for name in (profile.images, profile.images_arm64)
-            if name}
+    """Every image set a profile names, for x86-64 and arm64 machines."""
+    return {name for profile in site_inputs.profiles.values()
+            for name in (profile.images, profile.images_arm64) if name}
 
 
 def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, jobs: int | None = None,

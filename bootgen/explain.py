@@ -13,15 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, Location, Problem
+from .loaders import first_files
 from .naming import normalize_mac
-
-# The files firmware asks for, per loader: (firmware, first loader handed out by DHCP, config file prefix).
-FIRMWARE_PATHS = {
-    "pxelinux": (("BIOS", "lpxelinux.0 / pxelinux.0"),),
-    "grub": (("UEFI", "grubnetx64.efi"),),
-    "ipxe": (("BIOS", "undionly.kpxe"), ("UEFI", "ipxe.efi")),
-}
-ARM64_FIRMWARE_PATHS = {"grub": (("UEFI arm64", "grubnetaa64.efi"),)}
 
 
 @dataclass(frozen=True)
@@ -119,8 +112,7 @@ def explain(site_dir: Path, nodes_dir: Path, state_dir: Path, wanted: str) -> Ex
                              "initrds": [ref.name for ref in entry.initrds], "cmdline": " ".join(entry.args)})
             continue
         spelled = for_loader(entry, loader, inputs.site)
-        paths = ARM64_FIRMWARE_PATHS if spec.arch == "arm64" else FIRMWARE_PATHS
-        for kind, first in paths[loader]:
+        for kind, first in first_files(loader, spec.arch):
             firmware.append({"loader": loader, "firmware": kind, "first_loader": first, "files": list(files),
                              "local": spelled.local, "kernel": spelled.kernel, "initrds": list(spelled.initrds),
                              "cmdline": " ".join(spelled.args)})

@@ -109,6 +109,22 @@ def first_loader(choice: str, client: ClientArch) -> Loader:
     raise KeyError(f"no {choice} loader for {client.csas[0]}")
 
 
+# The site choices behind each per-node target (bootgen.render.targets.TARGETS).
+_TARGET_CHOICES = {"pxelinux": ("lpxelinux", "pxelinux"), "grub": ("grub",), "ipxe": ("ipxe",)}
+
+
+def first_files(target: str, arch: str) -> tuple[tuple[str, str], ...]:
+    """(firmware, first loader files) of a per-node target on `arch`, e.g. ("BIOS", "lpxelinux.0 /
+    pxelinux.0"), as `bootgen explain` shows them (the Secure Boot chain aside)."""
+    rows: dict[str, list[str]] = {}
+    for choice in _TARGET_CHOICES.get(target, ()):
+        for loader in LOADERS:
+            if loader.choice == choice and loader.arch == arch and not loader.secure_boot:
+                label = "BIOS" if loader.firmware == "bios" else "UEFI" if arch == "x86_64" else f"UEFI {arch}"
+                rows.setdefault(label, []).append(loader.tree_path)
+    return tuple((label, " / ".join(names)) for label, names in rows.items())
+
+
 def placed_loaders(*, secure_boot: bool, arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[Loader, ...]:
     """The loaders a site's tree holds: those for the architectures it boots (x86-64 always),
     the signed chain only if the site boots with Secure Boot."""

@@ -39,9 +39,10 @@ class ResolvedImageSet:
     files: tuple[PlacedFile, ...]
     firmware: tuple[ImageRef, ...] = ()  # Raspberry Pi boot firmware, in the tree when mirrored
 
-    def source_of(self, ref: ImageRef):
-        """The file a mirrored image is copied from (to place it under another name too)."""
-        return next(f for f in self.files if f.tree_path == ref.tree_path)
+    def placed(self, ref: ImageRef) -> PlacedFile | None:
+        """The placed file of a mirrored image (to place it under another name too); None when
+        the set is taken as declared (`bootgen check`), with no file placed."""
+        return next((f for f in self.files if f.tree_path == ref.tree_path), None)
 
 
 def image_tree_path(sha256: str, name: str) -> str:

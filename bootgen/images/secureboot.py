@@ -27,8 +27,9 @@ def secure_boot_problems(image_config, images: dict) -> list[Problem]:
                                            "from the tree only, but this kernel is not mirrored", field,
                                     "set `mirror: true` on the image set"))
             continue
-        source = next((f.source for f in resolved.files if f.tree_path == kernel.tree_path), None)
-        if source is None:  # `check` reads no image bytes: `fetch` and `build` check the signature
+        placed = resolved.placed(kernel)
+        source = placed.source if placed else declared.kernel.file if declared.kernel else None
+        if source is None:  # taken as declared (`bootgen check`): the build reads the bytes
             continue
         problem = signature_problem(source)
         if problem:

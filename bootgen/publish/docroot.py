@@ -23,7 +23,6 @@ from pathlib import Path
 from bootgen import quoting
 from bootgen.content import nginx_server
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.render.fence import fence_include
 from bootgen.publish.manifest import MANIFEST, SUMS, Manifest, parse_manifest
 from bootgen.publish.report import Action, PublishReport
 
@@ -217,6 +216,5 @@ def render_nginx_server(docroot: Path, *, listen: str | int = 80, server_name: s
     tree's own server/nginx.conf (bootgen.content.nginx_server) with the
     docroot's `current` as its root.
     """
-    root = str(Path(docroot) / CURRENT)
-    return nginx_server(quoting.nginx_path(root), str(listen), quoting.nginx_names(server_name),
-                        title=f"the docroot {docroot}", locations=(fence_include(root), *locations))
+    return nginx_server(str(Path(docroot) / CURRENT), str(listen), quoting.nginx_names(server_name),
+                        title=f"the docroot {docroot}", locations=locations)

@@ -10,17 +10,11 @@ HTTP (nginx reads it from disk).
 """
 from __future__ import annotations
 
+from ..content import content_type
 from ..plan import Artifact
-from ..quoting import nginx_path, nginx_value
+from ..quoting import nginx_value
 
 FENCE = "server/nginx-secrets.conf"
-
-
-def fence_include(root: str) -> str:
-    """The server block's line that pulls in the fence of the tree at `root`. A pattern, so
-    `nginx -t` passes where no tree is in place yet; every tree has the file."""
-    return ("# Files that carry secrets: only their node's addresses may fetch them (README, Secrets).\n"
-            f"include {nginx_path(root.rstrip('/') + '/' + FENCE.replace('.conf', '*.conf'))};")
 
 
 def fence_artifact(records) -> Artifact:
@@ -43,18 +37,21 @@ def _node_rules(record) -> list[str]:
     rule = [f"    allow {nginx_value(address)};" for address in addresses] + ["    deny all;"]
     said = ", ".join(addresses) if addresses else "no known address: refused to everyone"
     out = ["", f"# node {record.name} ({said})"]
-    for location in _locations(record.secret_paths):
-        out += [f"location {location} {{", *rule, '    add_header Cache-Control "no-store";', "}"]
+    for location, default_type in _locations(record.secret_paths):
+        # The type the manifest gives files here that nginx's `types` does not name (user-data)
+        out += [f"location {location} {{", *rule, f"    default_type {default_type};",
+                '    add_header Cache-Control "no-store";', "}"]
     return out
 
 
-def _locations(paths) -> list[str]:
-    """One prefix location per private config directory, one exact location per other file."""
+def _locations(paths) -> list[tuple[str, str]]:
+    """One prefix location per private config directory, one exact location per other file,
+    each with the media type of its files without a known extension (bootgen.content)."""
     prefixes, exact = set(), set()
     for path in paths:
         parts = path.split("/")
         if parts[0] == "configs" and len(parts) > 2:
-            prefixes.add(f"^~ {nginx_value('/configs/' + parts[1] + '/')}")
+            prefixes.add((f"^~ {nginx_value('/configs/' + parts[1] + '/')}", "text/plain"))
         else:
-            exact.add(f"= {nginx_value('/' + path)}")
+            exact.add((f"= {nginx_value('/' + path)}", content_type(path).split(";")[0]))
     return sorted(prefixes) + sorted(exact)

@@ -17,7 +17,6 @@ from ..naming import hex_ip, mac_hyphens, pxelinux_mac_name
 from ..plan import Artifact
 from .. import loaders, quoting
 from .boot import LOCAL, BootEntry, for_loader, node_image_set
-from .fence import fence_include
 
 # Longest line each format's reader takes whole (longer lines are read as two).
 _MAX_LINE = {"pxelinux.cfg.j2": quoting.PXELINUX_MAX_LINE, "dnsmasq.conf.j2": quoting.DNSMASQ_MAX_LINE,
@@ -151,11 +150,8 @@ def raspberrypi(ctx, entry: BootEntry) -> list[Artifact]:
         raise RenderError(Problem(where, f"node '{spec.name}': a Raspberry Pi loads one initramfs, image set "
                                          f"'{image_set.name}' has {len(entry.initrds)}", "$.serial"))
     directory = f"{spec.serial}/"
-    # Image sets only declared (`check` reads no image bytes) have no files to copy: config.txt and
-    # cmdline.txt are still rendered and checked.
     files = [Artifact(directory + ref.name, placed.sha256, placed.size, False, spec.name, "raspberrypi",
-                      source=placed.source) for ref in refs if image_set.files
-             for placed in (image_set.source_of(ref),)]
+                      source=placed.source) for ref in refs for placed in (image_set.placed(ref),) if placed]
     context = {"title": _title(entry), "kernel": entry.kernel.name,
                "initrd": entry.initrds[0].name if entry.initrds else None}
     config = _render(ctx, "config.txt.j2", context, node=spec.name, where=(where, "$.serial"))
@@ -249,9 +245,8 @@ def server_configs(ctx, hosts) -> list[Artifact]:
 def _nginx_conf(site) -> bytes:
     """server/nginx.conf: the one nginx generator (bootgen.content), rooted at the site's server root."""
     server = site.server
-    text = nginx_server(quoting.nginx_path(server.root), quoting.nginx_port(server.http_port),
-                        quoting.nginx_names(server.server_name), title=site.name,
-                        locations=(fence_include(server.root),))
+    text = nginx_server(server.root, quoting.nginx_port(server.http_port),
+                        quoting.nginx_names(server.server_name), title=site.name)
     include = f"# Include from the http {{}} block: include {quoting.comment(server.root)}/server/nginx.conf;\n"
     first, _, rest = text.partition("\n")
     data = f"{first}\n{include}{rest}".encode()

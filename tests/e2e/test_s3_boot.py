@@ -88,7 +88,9 @@ def _publish_env() -> dict[str, str]:
 def _publish(tree: sites.Tree, endpoint: str) -> None:
     cmd = [sys.executable, "-m", "bootgen", "publish", f"s3://{BUCKET}/{PREFIX}", "--endpoint-url", endpoint,
            "--tree", str(tree.root)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_publish_env())
+    # From the site's directory: publish checks the tree is the last build of ./site and ./nodes.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_publish_env(),
+                          cwd=tree.root.parent)
     assert done.returncode == 0, f"bootgen publish failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
 
 

@@ -29,3 +29,19 @@ def test_content_type(path, expected):
 def test_cache_control():
     assert cache_control(True) == "public, max-age=31536000, immutable"
     assert cache_control(False) == "no-cache"
+
+
+def test_every_registered_loader_is_typed_by_the_rules_nginx_also_follows():
+    """nginx knows only the suffix and directory rules, not the loader registry: a loader whose
+    registered type the rules would not give it could not be served with that type."""
+    from bootgen import content
+    from bootgen.loaders import LOADERS
+
+    for loader in LOADERS:
+        assert content_type(loader.tree_path) == loader.content_type
+        saved = content._LOADER_TYPES
+        try:
+            content._LOADER_TYPES = {}
+            assert content_type(loader.tree_path) == loader.content_type, loader.tree_path
+        finally:
+            content._LOADER_TYPES = saved
