@@ -28,10 +28,9 @@ def secure_boot_problems(image_config, images: dict) -> list[Problem]:
                                     "set `mirror: true` on the image set"))
             continue
         placed = resolved.placed(kernel)
-        source = placed.source if placed else declared.kernel.file if declared.kernel else None
-        if source is None:  # taken as declared (`bootgen check`): the build reads the bytes
+        if placed is None:  # taken as declared: `check` reads no image bytes, `fetch` and `build` do
             continue
-        problem = signature_problem(source)
+        problem = signature_problem(placed.source)
         if problem:
             problems.append(Problem(where, f"image set '{name}': the kernel {kernel.tree_path.rsplit('/', 1)[-1]} "
                                            f"{problem}; Secure Boot firmware would refuse to start it", field,
