@@ -345,8 +345,12 @@ def serve(site, nodes, out, fmt, bind, port, url, poll, offline):
     Its URLs point at this server; the tree `bootgen build` makes is left alone."""
     from .watch import serve as run_serve
 
-    _until_interrupted(lambda: run_serve(_paths(site, nodes, out), _echo, bind=bind, port=port, url=url,
-                                         poll=poll, fetch=not offline))
+    if fmt == "json":  # one JSON object per line per event, as watch prints them
+        echo, stopped = click.echo, json.dumps({"event": "stopped"})
+    else:
+        echo, stopped = _echo, "stopped"
+    _until_interrupted(lambda: run_serve(_paths(site, nodes, out), echo, bind=bind, port=port, url=url,
+                                         poll=poll, fetch=not offline, fmt=fmt), stopped)
 
 
 @main.command(cls=_Command)

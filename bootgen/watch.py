@@ -176,7 +176,7 @@ def _loop(rebuilder: Rebuilder, changes: _Changes, stop: threading.Event) -> Non
 
 def serve(paths: Paths, report: Callable[[str], None], *, bind: str = "127.0.0.1", port: int = 8000,
           url: str | None = None, poll: bool = False, fetch: bool = True, stop: threading.Event | None = None,
-          ready: threading.Event | None = None) -> None:
+          ready: threading.Event | None = None, fmt: str = "text") -> None:
     """`watch` plus an HTTP server, on a development tree of its own whose URLs point at this server.
 
     Like `mkdocs serve` overriding site_url: the tree is built with base_url
@@ -190,11 +190,16 @@ def serve(paths: Paths, report: Callable[[str], None], *, bind: str = "127.0.0.1
         host, actual_port = server.server_address[:2]
         dev = serve_paths(paths, url or _default_url(bind, host, actual_port))
         server.RequestHandlerClass = functools.partial(_QuietHandler, directory=str(dev.out.absolute()))
-        report(serve_banner(dev))
+        if fmt == "json":
+            report(json.dumps({"event": "serving", "root": str(dev.out.absolute()), "url": dev.base_url,
+                               "ipxe": f"{dev.base_url}boot.ipxe",
+                               "dnsmasq": dnsmasq_command(dev.out.absolute(), dev.base_url)}, sort_keys=True))
+        else:
+            report(serve_banner(dev))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            watch(dev, report, poll=poll, fetch=fetch, stop=stop, ready=ready)
+            watch(dev, report, poll=poll, fetch=fetch, stop=stop, ready=ready, fmt=fmt)
         finally:
             server.shutdown()
     finally:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,26 @@ def _wait_for(predicate, proc) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"watch exited or timed out: {proc.stderr.read() if proc.poll() is not None else ''}")
         time.sleep(0.05)
+
+
+def test_serve_prints_one_json_object_per_line_per_event(example, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "bootgen", "serve", "--offline", "--port", "0", "--format", "json"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        _wait_for(lambda: len(lines) >= 2, proc)
+        serving, built = (json.loads(line) for line in lines[:2])
+        assert serving["event"] == "serving" and serving["ipxe"] == serving["url"] + "boot.ipxe"
+        assert "--dhcp-userclass=set:ipxe,iPXE" in serving["dnsmasq"]
+        assert built["event"] == "built" and built["nodes"] == 7
+        with urllib.request.urlopen(serving["ipxe"], timeout=WAIT) as answer:  # the URL it names is served
+            assert serving["url"] in answer.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=WAIT)
+        reader.join(timeout=WAIT)
+    assert "Traceback" not in proc.stderr.read()
+    assert [json.loads(line) for line in lines][-1] == {"event": "stopped"}
