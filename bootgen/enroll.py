@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import InputError, Location, OutputError, Problem
 from .naming import NODE_FILE_SUFFIXES, is_dns_label, normalize_mac
+from .write import fsync_dir
 
 BOOT_STATES = ("local", "install", "live")
 DEFAULT_BOOT = "local"
@@ -151,7 +152,7 @@ def _link_into_place(staged: Path, target: Path, nodes_dir: Path, name: str) -> 
     except FileExistsError:
         _refuse_existing(nodes_dir, name)
         raise
-    _fsync_dir(nodes_dir)
+    fsync_dir(nodes_dir)
 
 
 def _refuse_existing(nodes_dir: Path, name: str) -> None:
@@ -215,11 +216,3 @@ def _at(problem: Problem, staged: str, target: str) -> Problem:
     if problem.location.file != staged:
         return problem
     return replace(problem, location=replace(problem.location, file=target))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

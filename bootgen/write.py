@@ -567,6 +567,15 @@ while True:
 """
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (a rename, a new link) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def switch_link(out: Path, final: Path) -> None:
     """Point the output link at tree `final` with one rename: servers never see a missing tree."""
     temp = out.with_name(f".{out.name}.switch-{os.getpid()}")

@@ -25,6 +25,7 @@ from bootgen.content import nginx_server
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.publish.manifest import MANIFEST, SUMS, Manifest, parse_manifest
 from bootgen.publish.report import Action, PublishReport
+from bootgen.write import fsync_dir
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -146,7 +147,7 @@ class _Docroot:
         temp.unlink(missing_ok=True)
         os.symlink(f"{RELEASES}/{build_id}", temp)
         os.replace(temp, self.current)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def expire(self, history: list[str], keep: int, live: str, dry_run: bool) -> list[Action]:
         """Delete releases older than the last `keep`, never the live one."""
@@ -198,14 +199,6 @@ def _write_atomic(path: Path, text: str) -> None:
     temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     temp.write_text(text)
     os.replace(temp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def render_nginx_server(docroot: Path, *, listen: str | int = 80, server_name: str = "_",

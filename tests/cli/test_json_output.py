@@ -73,13 +73,19 @@ def test_publish_prints_json(example, tmp_path):
     assert dry["dry_run"] is True and dry["actions"] == []  # already live: nothing to do
 
 
-def test_watch_prints_one_json_object_per_line_per_event(example, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "bootgen", "watch", "--offline", "--format", "json"],
-                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+def _start(*args: str, cwd) -> tuple[subprocess.Popen, list[str], threading.Thread]:
+    """A bootgen process whose stdout lines are collected as they come."""
+    proc = subprocess.Popen([sys.executable, "-m", "bootgen", *args], cwd=cwd,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
+    return proc, lines, reader
+
+
+def test_watch_prints_one_json_object_per_line_per_event(example, tmp_path):
+    proc, lines, reader = _start("watch", "--offline", "--format", "json", cwd=tmp_path)
     try:
         _wait_for(lambda: len(lines) >= 2, proc)
         events = [json.loads(line) for line in lines]
@@ -107,12 +113,7 @@ def _wait_for(predicate, proc) -> None:
 
 
 def test_serve_prints_one_json_object_per_line_per_event(example, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "bootgen", "serve", "--offline", "--port", "0", "--format", "json"],
-                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
+    proc, lines, reader = _start("serve", "--offline", "--port", "0", "--format", "json", cwd=tmp_path)
     try:
         _wait_for(lambda: len(lines) >= 2, proc)
         serving, built = (json.loads(line) for line in lines[:2])
