@@ -105,6 +105,40 @@ def build_lock(state_dir: Path, waiting=None):
             del _HELD[path]
 
 
+PIN_PREFIX = ".pin-"  # .pin-<build id>: shared-locked by a publish reading that tree
+
+
+@contextlib.contextmanager
+def pinned_tree(tree: Path):
+    """Keep the kept tree `tree` (a directory under `<state>/builds/`) in place while it is read,
+    as `bootgen publish` does: builds neither recycle nor prune a pinned tree, they make a new
+    staging tree instead (a build never waits for a publish). Yields False if the tree is gone."""
+    pin = tree.parent / f"{PIN_PREFIX}{tree.name}"
+    with open(pin, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)  # waits only for a build renaming this very tree away
+        yield tree.is_dir()
+
+
+@contextlib.contextmanager
+def _unpinned(tree: Path):
+    """Yields whether `tree` may be moved away: no publish has it pinned. Held while it is moved,
+    so a publish that pins it meanwhile finds it gone instead of reading it half recycled."""
+    pin = tree.parent / f"{PIN_PREFIX}{tree.name}"
+    try:
+        handle = open(pin, "a")
+    except OSError:
+        yield True
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+        pin.unlink(missing_ok=True)
+
+
 def check_out_path(out: Path) -> None:
     if out.exists() and not out.is_symlink():
         raise OutputError(Problem(Location(str(out)), "exists and is not a bootgen output link",
@@ -449,7 +483,10 @@ class TreeWriter:
         paths = drift(oldest.name)
         if paths is None:
             return None
-        os.rename(oldest, staging_path)
+        with _unpinned(oldest) as free:
+            if not free:  # a publish is reading it: a new tree, rather than waiting
+                return None
+            os.rename(oldest, staging_path)
         for name in (MANIFEST, CHECKSUMS):
             (staging_path / name).unlink(missing_ok=True)
         return paths
@@ -515,7 +552,11 @@ class TreeWriter:
         """Keep the releases and one tree to recycle, never the live one."""
         trees = sorted((p for p in self.builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime, reverse=True)
-        self._discard([old for old in trees[KEPT_TREES:] if old.resolve() != keep.resolve()])
+        for old in trees[KEPT_TREES:]:
+            if old.resolve() != keep.resolve():
+                with _unpinned(old) as free:
+                    if free:  # a tree a publish is reading is pruned by a later build
+                        self._discard([old])
         self._discard(p for p in self.builds.glob(f"{SPARE_PREFIX}*") if p.name != f"{SPARE_PREFIX}{keep.name}")
         kept = self.builds.parent / "private"
         if kept.is_dir():  # full listings of trees that are gone

@@ -6,14 +6,17 @@ of writes that keeps the served site consistent at every moment.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.publish.docroot import publish_docroot, render_nginx_server
+from bootgen.publish.lock import destination_lock
 from bootgen.publish.manifest import load_full, load_tree, verify_tree
 from bootgen.publish.progress import make_progress
 from bootgen.publish.report import Action, PublishReport
+from bootgen.write import pinned_tree
 
 __all__ = ["publish", "publish_output", "PublishReport", "Action", "render_nginx_server"]
 
@@ -44,6 +47,19 @@ def publish_output(paths, destination: str | None = None, *, release: str | None
     return replace(publish(tree, destination, endpoint_url=endpoint_url, **options), tree=str(tree))
 
 
+@contextlib.contextmanager
+def _pinned(tree: Path):
+    """For a tree kept under `.bootgen/builds/`, a pin that keeps builds from recycling or
+    pruning it while it is read. Yields the tree's directory."""
+    resolved = tree.resolve()
+    with contextlib.ExitStack() as stack:
+        if resolved.parent.name == "builds" and resolved.is_dir():
+            if not stack.enter_context(pinned_tree(resolved)):
+                raise PublishError(Problem(Location(str(tree)), "the tree was removed by a build as it was chosen",
+                                           hint="run the publish again"))
+        yield resolved
+
+
 def _environment(paths):
     """The environment `paths.env` as site.yaml declares it (every problem of site.yaml raised first)."""
     from bootgen.load import Reader, load_site
@@ -67,21 +83,34 @@ def publish(tree: Path, destination: str, *, endpoint_url: str | None = None, dr
     """
     if keep < 1:
         raise PublishError(Problem(Location(destination), f"keep must be at least 1, not {keep}"))
-    tree = Path(tree)
+    if "://" in destination and not destination.startswith("s3://"):
+        raise PublishError(Problem(Location(destination), "unsupported destination scheme",
+                                   hint="use s3://bucket/prefix or a directory path"))
+    with _pinned(Path(tree)) as held:
+        return _publish(held, destination, endpoint_url=endpoint_url, dry_run=dry_run, prune=prune, keep=keep,
+                        jobs=jobs, progress=progress, allow_secrets=allow_secrets)
+
+
+def _publish(tree: Path, destination: str, *, endpoint_url, dry_run, prune, keep, jobs, progress,
+             allow_secrets) -> PublishReport:
     public = load_tree(tree)
     full = load_full(tree)
     s3 = destination.startswith("s3://")
     manifest, sums_dir = full if full is not None and (allow_secrets or not s3) else (public, None)
     verify_tree(tree, manifest, jobs=min(jobs, 4), sums_dir=sums_dir)
-    if s3:
+    with contextlib.nullcontext() if dry_run else destination_lock(destination, endpoint_url):
+        return _write(tree, manifest, destination, public, full is not None, endpoint_url=endpoint_url,
+                      dry_run=dry_run, prune=prune, keep=keep, jobs=jobs, progress=progress)
+
+
+def _write(tree: Path, manifest, destination: str, public, private: bool, *, endpoint_url, dry_run, prune, keep,
+           jobs, progress) -> PublishReport:
+    """The writes, under the destination's lock (one publish there at a time)."""
+    if destination.startswith("s3://"):
         from bootgen.publish.s3 import make_client, publish_s3, translate_errors  # lazy: boto3 is slow
 
         with translate_errors(destination):
             client = make_client(endpoint_url, jobs)
         return publish_s3(tree, manifest, destination, client, dry_run=dry_run, prune=prune, keep=keep,
                           jobs=jobs, progress=make_progress(progress), public=public)
-    if "://" in destination:
-        raise PublishError(Problem(Location(destination), "unsupported destination scheme",
-                                   hint="use s3://bucket/prefix or a directory path"))
-    return publish_docroot(tree, manifest, Path(destination), dry_run=dry_run, keep=keep,
-                           private=full is not None)
+    return publish_docroot(tree, manifest, Path(destination), dry_run=dry_run, keep=keep, private=private)
