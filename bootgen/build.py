@@ -451,7 +451,7 @@ def _record(paths: Paths, build_id: str, parent: str | None, change: _Change, ou
 def secret_paths(outcome: "_Outcome") -> set[str]:
     """Every secret-bearing file of the new tree (rendered now or reused with its record), and the
     nginx fence that names them."""
-    from .render.fence import FENCE
+    from .plan import FENCE
 
     paths = {path for record in outcome.by_name.values() for path in record.secret_paths}
     return paths | {FENCE} if paths else paths

@@ -23,6 +23,7 @@ MANIFEST = "manifest.json"
 CHECKSUMS = "SHA256SUMS"
 PRIVATE = "private"  # .bootgen/private/<build id>/: the full listing of a tree with secret-bearing files
 SECRET_PATHS = "secret-paths.json"  # beside that listing: the paths left out of the public one
+FENCE = "server/nginx-secrets.conf"  # the nginx rules for secret-bearing files (bootgen.render.fence)
 
 
 def private_dir(tree: Path) -> Path:

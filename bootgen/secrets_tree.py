@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .plan import SECRET_PATHS, private_dir
+from .plan import FENCE, SECRET_PATHS, private_dir
 
 SERVER_GROUP = "www-data"  # Debian's nginx workers: may read secret-bearing files, others may not
-from .render.fence import FENCE
 
 
 def secret_paths(tree: Path) -> list[str]:

@@ -11,10 +11,10 @@ HTTP (nginx reads it from disk).
 from __future__ import annotations
 
 from ..content import content_type
-from ..plan import Artifact
+from ..plan import FENCE, Artifact
 from ..quoting import nginx_value
 
-FENCE = "server/nginx-secrets.conf"
+__all__ = ["FENCE", "fence_artifact"]
 
 
 def fence_artifact(records) -> Artifact:
