@@ -252,18 +252,24 @@ def publish(destination, env, tree, release_id, site, nodes, endpoint_url, dry_r
 
 
 @main.command(cls=_Command)
-@click.argument("source", default="build")
+@click.argument("source", required=False)
 @click.option("--site", default="site", show_default=True, help="site directory (for the secrets file's checks)")
 @click.option("--secrets", expose_value=False, callback=_use_secrets, metavar="FILE",
               help="secrets file whose values are looked for (else $BOOTGEN_SECRETS)")
 @click.option("--endpoint-url", help="S3-compatible server, e.g. http://minio.lan:9000")
 @_env_option
 def audit(source, site, endpoint_url, env):
-    """List what a stranger can read that is secret, in a tree, a docroot or s3://bucket/prefix;
-    exit 1 if any of it is not fenced."""
+    """List what a stranger can read that is secret, in a tree, a docroot or s3://bucket/prefix
+    (default: the output, build/ or build-ENV); exit 1 if any of it is not fenced."""
     from .audit import audit_bucket, audit_tree, referenced_values, report
+    from .errors import Location, OutputError, Problem
 
-    values = referenced_values(_paths(site, "nodes", "build", env).state, Path(site))
+    paths = _paths(site, "nodes", "build", env)
+    values = referenced_values(paths.state, Path(site))
+    source = source or str(paths.out)  # build/, or build-ENV with --env
+    if not source.startswith("s3://") and not os.path.isdir(source):
+        raise OutputError(Problem(Location(source), "no built tree or docroot here",
+                                  hint="name one: `bootgen audit build`, a docroot, or s3://bucket/prefix"))
     if source.startswith("s3://"):
         hits = audit_bucket(source, values, endpoint_url)
     else:

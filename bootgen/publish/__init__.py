@@ -7,6 +7,7 @@ of writes that keeps the served site consistent at every moment.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from bootgen.publish.manifest import load_full, load_tree, verify_tree
 from bootgen.publish.progress import make_progress
 from bootgen.publish.report import Action, PublishReport
 from bootgen.write import pinned_tree
+
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # a scheme, not a docroot path
 
 __all__ = ["publish", "publish_output", "PublishReport", "Action", "render_nginx_server"]
 
@@ -83,7 +86,7 @@ def publish(tree: Path, destination: str, *, endpoint_url: str | None = None, dr
     """
     if keep < 1:
         raise PublishError(Problem(Location(destination), f"keep must be at least 1, not {keep}"))
-    if "://" in destination and not destination.startswith("s3://"):
+    if _URL_LIKE.match(destination) and not destination.startswith("s3://"):  # e.g. s3:/bucket, a typo
         raise PublishError(Problem(Location(destination), "unsupported destination scheme",
                                    hint="use s3://bucket/prefix or a directory path"))
     with _pinned(Path(tree)) as held:

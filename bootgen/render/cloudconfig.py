@@ -19,7 +19,7 @@ from ..spec import NodeSpec
 from ..plan import Artifact
 from .boot import node_image_set
 from .network import networkd_file_name, networkd_unit
-from .osconfig import OsConfig, content_addressed
+from .osconfig import NO_FOLDING, OsConfig, content_addressed
 
 
 
@@ -45,7 +45,8 @@ def cloud_config_bytes(node: NodeSpec) -> bytes:
     if files:
         data["write_files"] = files
         data["coreos"] = {"units": [{"name": "systemd-networkd.service", "command": "restart"}]}
-    return b"#cloud-config\n" + yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False).encode()
+    return b"#cloud-config\n" + yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False,
+                                          width=NO_FOLDING).encode()
 
 
 def _network_file(index: int, iface) -> dict:

@@ -16,7 +16,7 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is 
 from ..errors import Problem, RenderError
 from ..model import Profile
 from ..spec import NodeSpec
-from .osconfig import OsConfig, content_addressed
+from .osconfig import NO_FOLDING, OsConfig, content_addressed
 
 # K3s needs the legacy iptables backend (seed 003 switches it after install).
 IPTABLES_LEGACY = [
@@ -94,7 +94,8 @@ def _check(node: NodeSpec) -> None:
 
 
 def _yaml_bytes(data: dict) -> bytes:
-    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True).encode()
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True,
+                     width=NO_FOLDING).encode()
 
 
 def _cloud_config_bytes(data: dict) -> bytes:

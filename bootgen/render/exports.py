@@ -19,6 +19,7 @@ import json
 import yaml
 
 from ..model import Profile
+from .osconfig import NO_FOLDING
 from ..spec import NodeSpec
 from ..naming import mac_hyphens
 from ..quoting import shell
@@ -55,7 +56,7 @@ def tinkerbell(ctx, node: NodeSpec, entry: BootEntry, config) -> list[Artifact]:
     if node.boot == "install" and profile.os_config == "ignition" and profile.variant == "flatcar" and config:
         image = settings.get("installer_image", "flatcar-install")
         documents += [template(node, namespace, image, config), workflow(node, namespace)]
-    text = "".join("---\n" + yaml.dump(doc, Dumper=_DUMPER, sort_keys=True, default_flow_style=False)
+    text = "".join("---\n" + yaml.dump(doc, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, width=NO_FOLDING)
                    for doc in documents)
     return [Artifact.from_bytes(f"tinkerbell/{node.name}.yaml", text.encode(), target="tinkerbell",
                                 node=node.name)]
@@ -99,7 +100,7 @@ def template(node: NodeSpec, namespace: str, image: str, config) -> dict:
             ],
         }],
     }
-    data = yaml.dump(workflow_template, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=4096)
+    data = yaml.dump(workflow_template, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=NO_FOLDING)
     return {"apiVersion": TINKERBELL_API, "kind": "Template",
             "metadata": {"name": f"{node.name}-flatcar-install", "namespace": namespace}, "spec": {"data": data}}
 

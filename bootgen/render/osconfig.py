@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from ..plan import Artifact, content_path
 
+# YAML line width that never folds a value: a folded secret would no longer match its bytes, and
+# bootgen recognises the files that carry a secret by them (bootgen.secrets.carries_secret).
+NO_FOLDING = 1 << 30
+
 
 @dataclass(frozen=True)
 class OsConfig:

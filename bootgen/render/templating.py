@@ -45,6 +45,7 @@ from jinja2.visitor import NodeTransformer
 from .. import quoting
 from ..errors import BootgenError, Location, Problem, RenderError
 from ..model import Site
+from ..secrets import SecretStr
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -98,6 +99,7 @@ class Templates:
             text = template.render(context)
             if len(text) > MAX_DATA_CHARS:
                 raise SecurityError(_TOO_LONG)
+            _check_secrets_kept(_budget().secrets_read, text)
             return text
         except Exception as exc:  # whatever the data makes the template do is an input error
             raise RenderError(Problem(location, f"in template {_shown_source(source)}: {_message(exc)}",
@@ -337,11 +339,12 @@ _TOO_MUCH = f"template in data takes too many steps (the limit is {MAX_DATA_STEP
 class _Budget:
     """What one data string may still do while it renders."""
 
-    __slots__ = ("steps", "output")
+    __slots__ = ("steps", "output", "secrets_read")
 
     def __init__(self):
         self.steps = MAX_DATA_STEPS
         self.output = MAX_DATA_CHARS
+        self.secrets_read: list[str] = []  # secret values the template looked up (see _check_secrets_kept)
 
     def spend(self, steps: int) -> None:
         self.steps -= steps
@@ -362,6 +365,23 @@ class _Budget:
 
 
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("bootgen_data_budget", default=None)
+
+
+def _noted(value):
+    """A value a data template looked up; a secret one is remembered (see _check_secrets_kept)."""
+    if isinstance(value, SecretStr):
+        _budget().secrets_read.append(value)
+    return value
+
+
+def _check_secrets_kept(secrets_read: list[str], text: str) -> None:
+    """A data template may place a secret value, but not transform it. bootgen finds the files
+    that carry a secret by the value's bytes (to keep them out of the public index and fence
+    them); an upper-cased, split or re-encoded secret would be served to anyone."""
+    if any(value not in text for value in secrets_read):
+        raise SecurityError("a template in data may place a secret value as it is, but not change or cut it "
+                            "(bootgen recognises files that carry a secret by its exact bytes): use the "
+                            "reference where the value is needed, or put the value you need in the secrets file")
 
 
 def _budget() -> _Budget:
@@ -691,6 +711,12 @@ class DataEnvironment(ImmutableSandboxedEnvironment):
 
     def unsafe_undefined(self, obj, attribute):
         raise SecurityError(f"template in data may not access attribute {attribute!r}")
+
+    def getattr(self, obj, attribute):
+        return _noted(super().getattr(obj, attribute))
+
+    def getitem(self, obj, argument):
+        return _noted(super().getitem(obj, argument))
 
     def wrap_str_format(self, value):
         wrapped = super().wrap_str_format(value)
