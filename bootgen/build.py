@@ -202,7 +202,7 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
            save_state: bool, stamps: InputStamps | None, durable: bool) -> BuildResult:
     started = time.perf_counter()
     check_out_path(paths.out)
-    live = live_build_id(paths.out)
+    live = live_build_id(paths.out, paths.state)
     secrets_changed = _secrets_changed(paths, state)
     extras = paths.stamp_extras()
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
@@ -244,7 +244,7 @@ def warm_up(paths: Paths, state: BuildState, stamps: InputStamps, *, fetch: bool
     """Load what an edit build needs before the first edit: the node records, the live
     tree's listing, the site and the modules that validate and render (watch calls
     this after a build that had nothing to do, which loads none of them)."""
-    _load_state(state, paths, live_build_id(paths.out))
+    _load_state(state, paths, live_build_id(paths.out, paths.state))
     try:
         _prepare_site(paths, stamps, state, fetch, progress=False)
         from .render import ignition  # noqa: F401  (Butane and Ignition, for nodes that use them)

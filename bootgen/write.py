@@ -145,11 +145,15 @@ def check_out_path(out: Path) -> None:
                                   hint="bootgen never deletes a tree it did not make: move it away, then build again"))
 
 
-def live_build_id(out: Path) -> str | None:
-    """Id of the complete bootgen tree behind `out` (its directory is named by it), if any."""
+def live_build_id(out: Path, state_dir: Path | None = None) -> str | None:
+    """Id of the complete bootgen tree behind `out` (its directory is named by it), if any; with
+    `state_dir`, only a tree of that state's own `builds/` counts (an output link pointed at
+    another output's tree, e.g. `--out build-lab` without `--env lab`, is not this output's)."""
     if not out.is_symlink():
         return None
     tree = out.resolve()
+    if state_dir is not None and tree.parent != (state_dir / "builds").resolve():
+        return None
     return tree.name if (tree / MANIFEST).is_file() else None
 
 
@@ -453,7 +457,7 @@ class TreeWriter:
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(build_lock(state_dir))  # held already by a build; taken here otherwise
         self._discard(self.builds.glob(".partial-*"))  # left by a build that was killed midway
-        self.live = live_build_id(out)
+        self.live = live_build_id(out, state_dir)
         staging_path = self.builds / f".partial-{os.getpid()}"
         drift = self._recycle(staging_path, drift) if self.live and drift else None
         if drift is None:

@@ -174,3 +174,18 @@ def _edit_node_at(repo: str, i: int) -> None:
     path = os.path.join(repo, "nodes", f"node-{i}.yaml")
     with open(path, "a") as node:
         node.write("# edited\n")
+
+
+def test_an_environment_link_pointed_at_another_outputs_tree_is_built_anew(example, tmp_path):
+    """`--out build-lab` without `--env` makes a plain tree; `build --env lab` (same base_url, so the
+    same build id) must then build the environment's own tree, not call that one unchanged."""
+    _declare(example, "environments:\n  lab:\n    base_url: http://10.0.0.5:8080/\n"
+                      f"    publish: {tmp_path / 'www'}\n")
+    _ok("build", "--offline", "--out", "build-lab")
+    plain = os.readlink("build-lab")
+    assert plain.startswith(".bootgen/builds/")
+    said = _ok("build", "--offline", "--env", "lab")
+    assert "unchanged" not in said
+    assert os.readlink("build-lab").startswith(".bootgen/env/lab/builds/")
+    _ok("publish", "--env", "lab")  # its own environment's tree: published
+    assert (tmp_path / "www" / "current" / "boot.ipxe").is_file()
