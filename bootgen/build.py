@@ -644,6 +644,11 @@ def _die_with_parent() -> None:
         pass
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
+    # The pool stops its workers with SIGTERM. A handler inherited from the process that forked
+    # them (a host program's, or `watch`'s) runs only between bytecodes, so a worker blocked in C
+    # would outlive it and the build would wait for that worker forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle, once
 
 
 @contextlib.contextmanager

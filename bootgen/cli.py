@@ -414,8 +414,10 @@ def _until_interrupted(run, stopped: str = "stopped") -> None:
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)  # stop as cleanly as on Ctrl-C (state saved)
+    previous = signal.signal(signal.SIGTERM, on_term)  # stop as cleanly as on Ctrl-C (state saved)
     try:
         run()
     except KeyboardInterrupt:
         click.echo(stopped)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a host program (or test) keeps its own handling
