@@ -393,6 +393,13 @@ class Listing:
                 break
         return (made + [_Chunk.of(entries, sums)] if sums else made), index
 
+    def kept_in(self, directory: Path) -> None:
+        """Read the shards not read yet from `directory` (the new live tree's index, which holds
+        every one): the tree they were read from may be recycled or removed by a later build."""
+        for chunk in self.chunks:
+            if chunk.source is not None:
+                chunk.source = directory
+
     def without(self, paths) -> "Listing":
         """This listing less `paths` (the public listing of a tree with secret-bearing files)."""
         return self.patched({}, paths) if paths else self

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .errors import Location, OutputError, Problem
 from .plan import (CHECKSUMS, INDEX, MANIFEST, PRIVATE, SECRET_PATHS, Artifact, IndexDamaged, Listing,
-                   checksummed_paths, private_dir, root_document)
+                   checksummed_paths, listing_dir, private_dir, root_document)
 
 KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for requests still in flight)
 # One more old tree is kept beyond the releases, for the next build to recycle as its staging
@@ -344,7 +344,10 @@ def tree_sizes(tree: Path) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for chunk in listing.chunks:
         paths, found = checksummed_paths(chunk.sums), _SIZE_ONLY.findall(chunk.entries)
-        sizes.update(zip(paths, map(int, found)) if len(paths) == len(found) else manifest_sizes(chunk.entries).items())
+        if len(paths) == len(found):
+            sizes.update(zip(paths, map(int, found)))
+        else:  # a path that holds the pattern itself: match whole entries
+            sizes.update(manifest_sizes(chunk.entries))
     return sizes
 
 
@@ -530,6 +533,7 @@ class TreeWriter:
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
             os.utime(final)  # newest, so pruning keeps it
+            listing.kept_in(listing_dir(final))
             self._switch(final)
         except OSError as exc:
             raise OutputError(Problem(Location(str(exc.filename or final)), f"cannot write the new tree: {exc.strerror}",

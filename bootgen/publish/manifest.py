@@ -128,7 +128,8 @@ def parse_shard(raw: bytes, shard: ShardRef | str, origin: str) -> tuple[FileEnt
     files = [_parse_entry(item, i, loc, problems) for i, item in enumerate(doc["files"])]
     if isinstance(shard, ShardRef) and not problems and (len(files) != shard.count or files[0].path != shard.first):
         problems.append(Problem(loc, f"holds {len(files)} files from {files[0].path if files else None!r}; "
-                                     f"manifest.json says {shard.count} from {shard.first!r}", hint="rebuild the tree"))
+                                     f"manifest.json says {shard.count} from {shard.first!r}",
+                                hint="rebuild the tree"))
     if problems:
         raise PublishError(problems)
     return tuple(files)
