@@ -409,11 +409,13 @@ class Listing:
         return b"".join(chunk.sums for chunk in self.chunks)
 
     def build_id(self) -> str:
-        """A tree's id is the digest of its SHA256SUMS: same files and bytes, same id."""
+        """A tree's id is the digest of its shards' ids in path order: the same files with the
+        same bytes (and the same entries) give the same id, and an edit computes it from the
+        shards it rewrote and the names of the others, without reading them."""
         if self._build_id is None:
-            digest = hashlib.sha256()
+            digest = hashlib.sha256(b"bootgen index 2\n")
             for chunk in self.chunks:
-                digest.update(chunk.sums)
+                digest.update(chunk.id.encode() + b"\n")
             self._build_id = digest.hexdigest()
         return self._build_id
 

@@ -31,7 +31,10 @@ def _same(listing: Listing, expected: dict) -> None:
     assert listing.entries_bytes() == clean.entries_bytes()
     assert listing.paths() == sorted(expected)
     assert len(listing) == len(expected)
-    assert listing.build_id() == hashlib.sha256(clean.checksums_bytes()).hexdigest()
+    assert listing.build_id() == clean.build_id()
+    shard_ids = json.loads(clean.root_bytes("ab" * 32))["shards"]
+    assert listing.build_id() == hashlib.sha256(
+        b"bootgen index 2\n" + b"".join(f"{s['id']}\n".encode() for s in shard_ids)).hexdigest()
     entries = json.loads(b"[" + listing.entries_bytes() + b"]")
     assert [f["path"] for f in entries] == sorted(expected)
 
