@@ -38,6 +38,7 @@ Site YAML accepted here::
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -259,11 +260,12 @@ def _gated_image_file(site_dir: Path, relative: str, doc: SourceDoc, path: tuple
                       problems: list[Problem]) -> tuple[Path | None, Problem | None]:
     """(resolved site file, None), or (None, the problem) for a file that is not there yet: an
     image file may be put in place after the site is written (kernels are not kept in Git), so
-    only reading its bytes needs it. Every other refusal is added to `problems`."""
+    only reading its bytes needs it. Every other refusal, a dangling symlink among them, is added
+    to `problems`."""
     try:
         return site_file(site_dir, relative, doc.locate(path), format_path(path), what="image file"), None
     except SiteFileError as exc:
-        if exc.reason == "missing":
+        if exc.reason == "missing" and not os.path.lexists(site_dir / relative):
             return None, exc.problems[0]
         problems.extend(exc.problems)
         return None, None
