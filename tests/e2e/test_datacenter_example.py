@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import raspi
 import rig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "datacenter"
@@ -182,3 +183,25 @@ def test_the_http_boot_node_boots_ipxe_by_url_with_no_tftp(example, tmp_path, pa
     requests = (tmp_path / "nginx-access.log").read_text()
     assert "GET /ipxe/52-54-00-dc-00-31.ipxe " in requests and "GET /images/" in requests, requests
     print(f"BOOT-TIME datacenter-example http-boot: {result.seconds:.1f} s")
+
+
+def test_the_pi_gets_its_address_and_next_server_then_every_file_of_its_serial_directory(example, tmp_path,
+                                                                                         use_namespaces):
+    """Full DHCP (this example) rather than proxyDHCP (test_raspberry_pi.py): the Pi 4 asks as a
+    BIOS PXE client; the offer carries its reserved address and this server as next-server, and
+    its TFTP requests are all answered from <serial>/ of the built tree."""
+    if not use_namespaces:
+        pytest.skip("needs a network namespace for the example's dnsmasq")
+    tree = example / "build"
+    node = yaml.safe_load((example / "nodes" / f"pi-{PI_SERIAL}.yaml").read_text())["interfaces"][0]
+    lan = rig.NamespaceLan.create(tmp_path, Path("/dev/null"), SERVER_IP)
+    try:
+        lan.start_dnsmasq(_served_copy(tree / "server" / "dnsmasq.conf", tree, tmp_path))
+        offer = lan.dhcp_offer(node["mac"], "PXEClient:Arch:00000:UNDI:002001", 0)
+        got = raspi.replay_pi4_requests(lan, SERVER_IP, PI_SERIAL, tmp_path)
+    finally:
+        lan.close()
+    assert (offer.get("yiaddr"), offer.get("siaddr")) == (node["address"].split("/")[0], SERVER_IP), offer
+    for name, data in got.items():
+        assert data == (tree / PI_SERIAL / name).read_bytes(), name
+    assert got["cmdline.txt"].decode() == " ".join(_kernel_args(example, f"pi-{PI_SERIAL}")) + "\n"
