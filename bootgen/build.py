@@ -133,14 +133,22 @@ def _placed_files(images: dict, site_inputs) -> list:
     from .images.secureboot import secure_boot_problems
     from .loaders import site_arches
 
-    secure_boot = site_inputs.site.secure_boot
+    signed_sets = _secure_boot_image_sets(site_inputs)
     arches = site_arches(site_inputs.image_config)
-    if secure_boot:
-        problems = secure_boot_problems(site_inputs.image_config, images)
-        if problems:
-            raise InputError(problems)
+    problems = secure_boot_problems(site_inputs.image_config, {name: images[name] for name in signed_sets
+                                                               if name in images})
+    if problems:
+        raise InputError(problems)
     return [f for image_set in images.values() for f in image_set.files] + \
-        list(boot_loader_files(secure_boot=secure_boot, arches=arches))
+        list(boot_loader_files(secure_boot=bool(signed_sets) or site_inputs.site.secure_boot, arches=arches))
+
+
+def _secure_boot_image_sets(site_inputs) -> set[str]:
+    """The x86-64 image sets of the profiles whose machines boot under Secure Boot (spec.secure_boot)."""
+    from .spec import secure_boot
+
+    return {profile.images for profile in site_inputs.profiles.values()
+            if profile.images and secure_boot(site_inputs.site, profile).value}
 
 
 def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> dict:
@@ -698,7 +706,7 @@ def _render_fresh(job: tuple, path: str, staging) -> tuple[NodeRecord, dict]:
     record = NodeRecord.make(
         name=node.name, stat=stamps.nodes.get(node.name), profile=node.profile,
         profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
-        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts),
+        hosts=node_hosts(node, ctx.inputs), paths=tuple(a.path for a in artifacts),
         secret_refs=tuple(sorted(map(_ref_key, node.doc.secret_refs.values()))),
         secret_paths=secret_bearing(ctx, node, artifacts))
     return record, {a.path: a.listing_lines() for a in artifacts}

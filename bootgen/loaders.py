@@ -120,16 +120,25 @@ class Offer:
 
     client: ClientArch
     loader: Loader | None
+    host_tags: tuple[str, ...] = ()  # dnsmasq tags of single machines it needs ("x") or excludes ("!x")
 
     @property
     def http(self) -> bool:
         return self.client.firmware == "uefi-http"
 
 
-def site_offers(site, arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[Offer, ...]:
+def secure_boot_host_tag(site) -> str:
+    """The dnsmasq tag of machines whose profile's secure_boot differs from the site's."""
+    return "nosecureboot" if site.secure_boot else "secureboot"
+
+
+def site_offers(site, arches: frozenset[str] = frozenset({"x86_64"}), *, mixed_secure_boot: bool = False
+                ) -> tuple[Offer, ...]:
     """What DHCP hands each kind of client of `site` (its kernel_transport, secure_boot and
     dhcp.uefi_loader) for the architectures it boots: one rule for server/dnsmasq.conf and for
-    the dnsmasq command line `bootgen serve` prints.
+    the dnsmasq command line `bootgen serve` prints. With `mixed_secure_boot` (a profile's
+    secure_boot differs from the site's), x86-64 UEFI machines of such profiles, tagged by MAC
+    (secure_boot_host_tag), get the other chain: shim, or the site's uefi_loader.
 
     An HTTP Boot client gets the loader its PXE sibling gets when that loader works over HTTP,
     else that architecture's iPXE (x86-64: a machine with Secure Boot on refuses it and goes on
@@ -141,7 +150,12 @@ def site_offers(site, arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[O
     offers = []
     for client, choice in choices.items():
         loader = first_loader(choice, client)
-        offers.append(Offer(client, loader))
+        if client is X86_64_EFI and mixed_secure_boot:
+            tag = secure_boot_host_tag(site)
+            other = site.dhcp.uefi_loader if site.secure_boot else "shim"
+            offers += [Offer(client, loader, (f"!{tag}",)), Offer(client, first_loader(other, client), (tag,))]
+        else:
+            offers.append(Offer(client, loader))
         if client in HTTP_BOOT_CLIENTS:
             offers.append(Offer(HTTP_BOOT_CLIENTS[client], loader if loader.over_http else _http_loader(client)))
     return tuple(offers)
@@ -155,15 +169,21 @@ def _http_loader(client: ClientArch) -> Loader | None:
 _TARGET_CHOICES = {"pxelinux": ("lpxelinux", "pxelinux"), "grub": ("grub",), "ipxe": ("ipxe",)}
 
 
-def first_files(target: str, arch: str) -> tuple[tuple[str, str], ...]:
+def first_files(target: str, arch: str, secure_boot: bool = False) -> tuple[tuple[str, str], ...]:
     """(firmware, first loader files) of a per-node target on `arch`, e.g. ("BIOS", "lpxelinux.0 /
-    pxelinux.0"), as `bootgen explain` shows them (the Secure Boot chain aside)."""
+    pxelinux.0"), as `bootgen explain` shows them. Under Secure Boot an x86-64 UEFI machine reaches
+    GRUB through shim, and nothing else (the firmware refuses unsigned loaders)."""
     rows: dict[str, list[str]] = {}
+    signed_uefi = secure_boot and arch == "x86_64"
     for choice in _TARGET_CHOICES.get(target, ()):
         for loader in LOADERS:
             if loader.choice == choice and loader.arch == arch and not loader.secure_boot:
+                if signed_uefi and loader.firmware == "uefi":
+                    continue
                 label = "BIOS" if loader.firmware == "bios" else "UEFI" if arch == "x86_64" else f"UEFI {arch}"
                 rows.setdefault(label, []).append(loader.tree_path)
+    if signed_uefi and target == "grub":
+        rows["UEFI Secure Boot"] = [" → ".join(loader.tree_path for loader in LOADERS if loader.secure_boot)]
     return tuple((label, " / ".join(names)) for label, names in rows.items())
 
 

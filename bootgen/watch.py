@@ -268,17 +268,25 @@ def dnsmasq_command(paths: Paths) -> str | None:
     site itself has problems (watch reports them)."""
     from urllib.parse import urlsplit
 
-    from .load import Reader, load_site
+    from .load import Reader, load_inputs, load_site
     from .loaders import boots_raspberry_pis, site_arches
+    from .render import dhcp_hosts
     from .render.dhcp import dnsmasq_arguments
+    from .render.targets import mixed_secure_boot
 
     try:
         inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env, base_url=paths.base_url)
+        mixed = mixed_secure_boot(inputs)
+        hosts = ()
+        if mixed:  # which machines get the other chain: read the nodes (those with problems left out)
+            every = load_inputs(paths.site, paths.nodes, node_problems=[], env=paths.env, base_url=paths.base_url)
+            hosts = dhcp_hosts(every.nodes, every)
     except BootgenError:
         return None
     images = inputs.image_config
     return shlex.join(dnsmasq_arguments(inputs.site, site_arches(images), boots_raspberry_pis(images),
-                                        str(paths.out.absolute()), urlsplit(inputs.site.base_url).hostname or ""))
+                                        str(paths.out.absolute()), urlsplit(inputs.site.base_url).hostname or "",
+                                        mixed_secure_boot=mixed, hosts=hosts))
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

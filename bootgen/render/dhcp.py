@@ -15,17 +15,23 @@ IPXE_GUARD = ("dhcp-userclass=set:ipxe,iPXE", "dhcp-match=set:ipxe,175")  # iPXE
 PI_MENU_ENTRY = "Raspberry Pi Boot"  # what Pi bootloaders before 2020 look for in the PXE menu
 
 
-def first_loaders(site, arches: frozenset[str] = frozenset({"x86_64"})) -> list[dict]:
+def first_loaders(site, arches: frozenset[str] = frozenset({"x86_64"}), mixed_secure_boot: bool = False) -> list[dict]:
     """Each kind of client and what it gets first, with the dnsmasq tags that select it."""
-    offers = loaders.site_offers(site, arches)
-    tagged = [offer.client.tag for offer in offers if offer.client is not loaders.BIOS]
-    return [_first_loader(site, offer, tagged) for offer in offers]
+    offers = loaders.site_offers(site, arches, mixed_secure_boot=mixed_secure_boot)
+    tagged = list(dict.fromkeys(offer.client.tag for offer in offers if offer.client is not loaders.BIOS))
+    boots = [_first_loader(site, offer, tagged) for offer in offers]
+    matched = set()
+    for boot in boots:  # one dhcp-match per client kind, though it may get two loaders (by MAC)
+        boot["match"] = not boot["default"] and boot["tag"] not in matched
+        matched.add(boot["tag"])
+    return boots
 
 
 def _first_loader(site, offer: loaders.Offer, tagged: list[str]) -> dict:
     client, loader = offer.client, offer.loader
-    # dhcp-boot: iPXE aside, this client's tag set and every other one unset (BIOS: none set)
-    tags = ["!ipxe", *(tag if tag == client.tag else f"!{tag}" for tag in tagged)]
+    # dhcp-boot: iPXE aside, this client's tag set and every other one unset (BIOS: none set),
+    # and the tag of single machines it is for, or not for
+    tags = ["!ipxe", *(tag if tag == client.tag else f"!{tag}" for tag in tagged), *offer.host_tags]
     entry = {"tag": client.tag, "option93": client.option93, "default": client is loaders.BIOS, "http": offer.http,
              "dhcp_boot_tags": ",".join(f"tag:{tag}" for tag in tags)}
     if offer.http:
@@ -37,11 +43,13 @@ def _first_loader(site, offer: loaders.Offer, tagged: list[str]) -> dict:
             "file": loader.tree_path, "pxe_service_file": pxe_file}
 
 
-def dnsmasq_arguments(site, arches: frozenset[str], raspberry_pi: bool, tftp_root: str, tftp_server: str) -> list[str]:
+def dnsmasq_arguments(site, arches: frozenset[str], raspberry_pi: bool, tftp_root: str, tftp_server: str, *,
+                      mixed_secure_boot: bool = False, hosts=()) -> list[str]:
     """The dnsmasq command line that answers as the generated dnsmasq.conf does (the same options,
-    less the per-machine dhcp-host lines), serving TFTP from `tftp_root` and naming `tftp_server`
-    as next-server."""
-    boots = first_loaders(site, arches)
+    less the static addresses: of `hosts` (bootgen.render.node_hosts), only the machines tagged
+    for the other Secure Boot chain), serving TFTP from `tftp_root` and naming `tftp_server` as
+    next-server."""
+    boots = first_loaders(site, arches, mixed_secure_boot)
     script = site.url("boot.ipxe")
     netmask = site.dhcp.subnet.netmask if site.dhcp.subnet else "255.255.255.0"
     args = ["dnsmasq", "--keep-in-foreground", "--port=0", "--log-dhcp", "--enable-tftp", f"--tftp-root={tftp_root}"]
@@ -62,7 +70,8 @@ def dnsmasq_arguments(site, arches: frozenset[str], raspberry_pi: bool, tftp_roo
     if site.dhcp.mode != "full":
         return args
     args += [f"--dhcp-match=set:{boot['tag']},option:client-arch,{number}"
-             for boot in boots if not boot["default"] for number in boot["option93"]]
+             for boot in boots if boot["match"] for number in boot["option93"]]
     args += [f"--dhcp-option-force=tag:{boot['tag']},60,HTTPClient" for boot in boots if boot["http"] and boot["file"]]
-    return args + [f"--dhcp-boot={boot['dhcp_boot_tags']},{boot['file']}" + ("" if boot["http"] else f",,{tftp_server}")
-                   for boot in boots if boot["file"]]
+    args += [f"--dhcp-boot={boot['dhcp_boot_tags']},{boot['file']}" + ("" if boot["http"] else f",,{tftp_server}")
+             for boot in boots if boot["file"]]
+    return args + [f"--dhcp-host={mac},set:{tag}" for mac, _, _, tag in hosts if tag]

@@ -16,6 +16,7 @@ from ..model import Node
 from ..naming import hex_ip, mac_hyphens, pxelinux_mac_name
 from ..plan import Artifact
 from .. import loaders, quoting
+from ..spec import secure_boot_differs
 from . import dhcp
 from .boot import LOCAL, BootEntry, for_loader, node_image_set
 
@@ -76,8 +77,8 @@ def _check_site(site, hosts=()) -> None:
             check()
         except quoting.UnsafeValue as exc:
             problems.append(Problem(site.doc.locate(path), str(exc), "$." + ".".join(path)))
-    for mac, address, hostname in hosts:
-        for value in (mac, address, hostname):
+    for mac, address, hostname, _ in hosts:
+        for value in (mac, address or "0.0.0.0", hostname):
             try:
                 quoting.dnsmasq_token(value)
             except quoting.UnsafeValue as exc:
@@ -202,13 +203,20 @@ def chain_entries(ctx, hosts) -> list[Artifact]:
     ]
 
 
+def mixed_secure_boot(inputs) -> bool:
+    """Whether some profile's secure_boot differs from the site's (DHCP then chooses by MAC)."""
+    return any(secure_boot_differs(inputs.site, profile) for profile in inputs.profiles.values())
+
+
 def server_configs(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {
         "site": site,
-        "first_loaders": dhcp.first_loaders(site, loaders.site_arches(ctx.inputs.image_config)),
+        "first_loaders": dhcp.first_loaders(site, loaders.site_arches(ctx.inputs.image_config),
+                                            mixed_secure_boot(ctx.inputs)),
         "raspberry_pi": loaders.boots_raspberry_pis(ctx.inputs.image_config),
-        "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
+        "hosts": [{"mac": mac, "address": address, "hostname": hostname, "tag": tag}
+                  for mac, address, hostname, tag in hosts],
     }
     _check_site(site, hosts)
     where = _site_place(site)
