@@ -548,12 +548,15 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
         return state.site_cache[1]
     from .load import Reader, load_site_with_nodes
     from .render import make_context, placed_artifact
+    from .render.targets import mixed_secure_boot
 
     site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env,
                                        base_url=paths.base_url)
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images, site_inputs)]
-    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url)
+    # The dnsmasq answers also depend on whether a profile's secure_boot differs from the site's.
+    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url,
+                   mixed_secure_boot(site_inputs))
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.cache / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)
     return prepared

@@ -112,3 +112,23 @@ def test_the_serve_line_tags_the_profiles_machines(mixed_site):
     checked = subprocess.run([args[0], "--test", "--conf-file=/dev/null", *args[1:]], capture_output=True, text=True,
                              timeout=30)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_an_edit_of_a_profiles_secure_boot_gives_the_tree_a_cold_build_gives(mixed_site):
+    """Only the dnsmasq answers change (no node uses the profile, the signed chain is in the tree
+    either way): the incremental build must still write them."""
+    site = mixed_site.site / "site.yaml"
+    site.write_text(site.read_text().replace("  uefi_loader: grub\n", "").replace(
+        "kernel_transport: tftp", "kernel_transport: tftp\nsecure_boot: true"))
+    (mixed_site.nodes / "sb-1.yaml").unlink()
+    shutil.copyfile(_signed_kernel(), mixed_site.site / "images" / "vmlinuz")  # the `live` profile's, now signed
+    profile = mixed_site.site / "profiles" / "signed.yaml"
+    profile.write_text(profile.read_text().replace("secure_boot: true\n", ""))
+    build(mixed_site, fetch=False)
+    profile.write_text(profile.read_text() + "secure_boot: false\n")
+    incremental = (build(mixed_site, fetch=False).write.tree / "server" / "dnsmasq.conf").read_text()
+    shutil.rmtree(".bootgen")
+    Path("build").unlink()
+    cold = (build(mixed_site, fetch=False).write.tree / "server" / "dnsmasq.conf").read_text()
+    assert incremental == cold
+    assert "tag:!nosecureboot,shimx64.efi" in cold
