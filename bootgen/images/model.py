@@ -38,13 +38,14 @@ Site YAML accepted here::
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..confine import read_site_file, site_file
+from ..confine import SiteFileError, read_site_file, site_file
 from ..errors import InputError, Location, Problem
 from ..source import SourceDoc, format_path
 
@@ -79,6 +80,9 @@ class ImageSource:
     location: Location
     file_name: str | None = None  # the name as declared (a symlink's target may be named otherwise)
     size: int | None = None  # exact size in bytes, when declared
+    # A site file not in place yet: `check` takes the set as declared (the operator puts the
+    # file there before building); `fetch` and `build` report this problem at its `file` line.
+    absent: Problem | None = None
 
     @property
     def name(self) -> str:
@@ -222,8 +226,10 @@ def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: 
     url = _opt_str(raw.get("url"))
     declared = str(raw["file"]) if raw.get("file") is not None else None
     file = site_dir / declared if declared is not None else None
+    absent = None
     if declared is not None and mirror:
-        file = _gated(site_dir, declared, doc, path + ("file",), "image file", problems) or file
+        gated, absent = _gated_image_file(site_dir, declared, doc, path + ("file",), problems)
+        file = gated or file
     signature = _signature(raw.get("signature"), url, declared, site_dir, doc, path + ("signature",), mirror,
                            problems)
     key_names = tuple(str(k) for k in raw.get("keys") or [])
@@ -246,8 +252,23 @@ def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: 
         role=".".join(_role_parts(path)), url=url, file=file, signature=signature, keys=key_names,
         sha256=sha256, sha512=sha512, unsigned=unsigned,
         location=doc.locate(path, key=True), file_name=PurePosixPath(declared).name if declared is not None else None,
-        size=int(raw["size"]) if raw.get("size") is not None else None,
+        size=int(raw["size"]) if raw.get("size") is not None else None, absent=absent,
     )
+
+
+def _gated_image_file(site_dir: Path, relative: str, doc: SourceDoc, path: tuple,
+                      problems: list[Problem]) -> tuple[Path | None, Problem | None]:
+    """(resolved site file, None), or (None, the problem) for a file that is not there yet: an
+    image file may be put in place after the site is written (kernels are not kept in Git), so
+    only reading its bytes needs it. Every other refusal, a dangling symlink among them, is added
+    to `problems`."""
+    try:
+        return site_file(site_dir, relative, doc.locate(path), format_path(path), what="image file"), None
+    except SiteFileError as exc:
+        if exc.reason == "missing" and not os.path.lexists(site_dir / relative):
+            return None, exc.problems[0]
+        problems.extend(exc.problems)
+        return None, None
 
 
 def _gated(site_dir: Path, relative: str, doc: SourceDoc, path: tuple, what: str,

@@ -110,7 +110,7 @@ def _arg_origin(entry: BootEntry, arg: str):
 
 def _spell(ref, loader: str, site: Site, entry: BootEntry) -> str:
     # Signed GRUB may not load http.mod under Secure Boot: it reads kernels over TFTP.
-    tftp = site.kernel_transport == "tftp" or (loader == "grub" and site.secure_boot)
+    tftp = site.kernel_transport == "tftp" or (loader == "grub" and entry.node.secure_boot)
     over_tftp = ref.tree_path is not None and tftp and loader != "ipxe"
     if over_tftp:
         return ref.tree_path if loader == "pxelinux" else "/" + ref.tree_path
