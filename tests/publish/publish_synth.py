@@ -37,6 +37,11 @@ def mac_of(node: int) -> str:
     return "52-54-00-" + "-".join(f"{b:02x}" for b in node.to_bytes(3, "big"))
 
 
+def is_index(path: str) -> bool:
+    """The tree's index files (its root manifest.json and what it names), as opposed to its listed files."""
+    return path in ("manifest.json", "SHA256SUMS") or path.startswith("index/")
+
+
 def references(text: str) -> set[str]:
     """Paths of content-addressed objects an entry point names."""
     return set(_REF.findall(text))

@@ -6,8 +6,7 @@ import json
 import pytest
 from publish_synth import make_tree, references
 
-from bootgen.publish.manifest import load_tree
-from bootgen.publish.s3 import publish_s3
+from bootgen.publish.stores.s3 import publish_s3
 
 DEST = "s3://boot/site"
 ENTRY_DIRS = ("pxelinux.cfg/", "ipxe/", "boot.ipxe")
@@ -62,17 +61,17 @@ def two_builds(tmp_path):
     ("PutObject", 17), ("PutObject", 18), ("PutObject", 19), ("DeleteObjects", 1)])
 def test_killed_publish_is_consistent_and_rerun_completes_it(moto_client, two_builds, operation, nth):
     a, b = two_builds
-    publish_s3(a.root, load_tree(a.root), DEST, moto_client, jobs=4)
+    publish_s3(a.root, DEST, moto_client, jobs=4)
     before = _bucket(moto_client)
     disarm = _kill_on(moto_client, operation, nth)
     with pytest.raises(Killed):
-        publish_s3(b.root, load_tree(b.root), DEST, moto_client, jobs=4)
+        publish_s3(b.root, DEST, moto_client, jobs=4)
     disarm()
     during = _bucket(moto_client)
     assert_consistent(during)
     assert json.loads(during["manifest.json"])["build_id"] in (a.build_id, b.build_id)
 
-    rerun = publish_s3(b.root, load_tree(b.root), DEST, moto_client, jobs=4)
+    rerun = publish_s3(b.root, DEST, moto_client, jobs=4)
     done_before_kill = {p for p in during if during[p] != before.get(p)}
     redone = {x.path for x in rerun.actions if x.verb == "upload"} - {"SHA256SUMS", "manifest.json"}
     assert not redone & done_before_kill, "the rerun uploaded objects the killed run had finished"
@@ -82,14 +81,14 @@ def test_killed_publish_is_consistent_and_rerun_completes_it(moto_client, two_bu
     assert after["manifest.json"] == (b.root / "manifest.json").read_bytes()
     assert not any(p.endswith("52-54-00-00-00-05.ipxe") or p.endswith("01-52-54-00-00-00-05") for p in after)
     assert json.loads(after[".bootgen/index.json"])["builds"] == [a.build_id, b.build_id]
-    assert publish_s3(b.root, load_tree(b.root), DEST, moto_client).requests == 2
+    assert publish_s3(b.root, DEST, moto_client).requests == 2
 
 
 def test_corrupt_remote_manifest_counts_as_empty(moto_client, two_builds):
     a, _b = two_builds
-    publish_s3(a.root, load_tree(a.root), DEST, moto_client)
+    publish_s3(a.root, DEST, moto_client)
     moto_client.put_object(Bucket="boot", Key="site/manifest.json", Body=b"{garbage")
-    report = publish_s3(a.root, load_tree(a.root), DEST, moto_client)
+    report = publish_s3(a.root, DEST, moto_client)
     assert [x.path for x in report.actions] == ["SHA256SUMS", "manifest.json"]  # objects found by listing
     assert _bucket(moto_client)["manifest.json"] == (a.root / "manifest.json").read_bytes()
 
@@ -97,7 +96,7 @@ def test_corrupt_remote_manifest_counts_as_empty(moto_client, two_builds):
 def test_republishing_an_old_build_moves_it_to_the_end_of_the_index(moto_client, two_builds):
     a, b = two_builds
     for tree in (a, b, a):
-        publish_s3(tree.root, load_tree(tree.root), DEST, moto_client)
+        publish_s3(tree.root, DEST, moto_client)
     index = json.loads(_bucket(moto_client)[".bootgen/index.json"])
     assert index["builds"] == [b.build_id, a.build_id]
 
@@ -117,7 +116,7 @@ def test_server_errors_after_retries_are_a_publish_error(moto_client, two_builds
     from botocore.awsrequest import AWSResponse
 
     from bootgen.errors import PublishError
-    from bootgen.publish.s3 import make_client
+    from bootgen.publish.stores.s3 import make_client
 
     a, _b = two_builds
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # keep the backoff short
@@ -136,6 +135,6 @@ def test_server_errors_after_retries_are_a_publish_error(moto_client, two_builds
 
     client.meta.events.register("before-send.s3", broken)
     with pytest.raises(PublishError, match="InternalError"):
-        publish_s3(a.root, load_tree(a.root), DEST, client, jobs=1)
+        publish_s3(a.root, DEST, client, jobs=1)
     assert sent and all(sent.count(url) == 2 for url in sent)  # one retry each, then a clear error
     assert "manifest.json" not in _bucket(moto_client)

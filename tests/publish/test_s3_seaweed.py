@@ -10,8 +10,7 @@ from publish_synth import make_tree
 
 from bootgen.errors import PublishError
 from bootgen.publish import publish
-from bootgen.publish.manifest import load_tree
-from bootgen.publish.s3 import make_client, publish_s3
+from bootgen.publish.stores.s3 import make_client, publish_s3
 
 
 def _url(seaweed, bucket, path, prefix="site"):
@@ -59,9 +58,8 @@ def test_rclone_check_agrees_with_the_tree(seaweed, bucket, tmp_path):
 
 def test_multipart_image_round_trips(seaweed, bucket, tmp_path):
     tree = make_tree(tmp_path / "tree", 1, image_size=11 << 20)
-    manifest = load_tree(tmp_path / "tree")
     client = make_client(seaweed.endpoint, 4)
-    publish_s3(tmp_path / "tree", manifest, f"s3://{bucket}/site", client, multipart_threshold=5 << 20)
+    publish_s3(tmp_path / "tree", f"s3://{bucket}/site", client, multipart_threshold=5 << 20)
     image = next(p for p in tree.files if p.startswith("images/"))
     head = s3_client(seaweed.endpoint).head_object(Bucket=bucket, Key=f"site/{image}")
     assert head["ETag"].strip('"').endswith("-3")  # three 5 MiB parts
@@ -117,7 +115,7 @@ def test_dry_run_lists_changes_and_only_reads(seaweed, bucket, tmp_path):
     client = make_client(seaweed.endpoint, 4)
     methods: list[str] = []
     client.meta.events.register("before-send.s3", lambda request, **_: methods.append(request.method))
-    report = publish_s3(tmp_path / "b", load_tree(tmp_path / "b"), dest, client, dry_run=True)
+    report = publish_s3(tmp_path / "b", dest, client, dry_run=True)
     assert set(methods) <= {"GET", "HEAD"}
     uploads = {a.path for a in report.actions if a.verb == "upload"}
     deletes = {a.path for a in report.actions if a.verb == "delete"}

@@ -1,0 +1,132 @@
+"""A build's index as publish sees it: a root naming shards, each shard a run of file entries.
+
+Publish compares two listings shard by shard: a shard id present in both means
+the same entries (shards are content-addressed), so only the shards that differ
+are read. A format-1 tree (one manifest.json listing every file) is one shard
+whose id is the hash of the whole manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from bootgen.errors import Location, Problem, PublishError
+from bootgen.publish.manifest import MANIFEST, SUMS, FileEntry, parse_manifest
+
+SHARDS = "index"  # the directory of shards, in a tree and at a destination
+ShardReader = Callable[[str], "bytes | None"]  # shard id -> its bytes, None if not found
+
+
+@dataclass
+class Listing:
+    """The root of one build and a way to read the entries of each shard it names."""
+
+    build_id: str
+    root: bytes  # the root manifest.json, exact bytes
+    file_count: int
+    shard_ids: tuple[str, ...]  # in path order
+    private: bool  # the full listing of a tree whose public one leaves out secret-bearing files
+    directory: Path | None  # local listings: where the index files are
+    load: Callable[[str], tuple[FileEntry, ...]]  # shard id -> its entries, checked
+    shard_paths: Callable[[str], tuple[str, ...]]  # shard id -> its index files, relative paths
+    _cache: dict[str, tuple[FileEntry, ...]] = field(default_factory=dict, repr=False)
+
+    # -- building ------------------------------------------------------------------
+    @classmethod
+    def from_root(cls, raw: bytes, origin: str, read_shard: ShardReader, *, private: bool = False,
+                  directory: Path | None = None) -> "Listing":
+        """Parse a root; shards are read through `read_shard` only when asked for."""
+        manifest = parse_manifest(raw, origin)
+        return cls(manifest.build_id, raw, len(manifest.files), (_digest(raw),), private, directory,
+                   lambda _id: manifest.files, lambda _id: (SUMS,) if not private else ())
+
+    @classmethod
+    def local(cls, directory: Path, *, private: bool = False) -> "Listing":
+        """The listing of a tree (or of its private listing directory) on this machine."""
+        path = directory / MANIFEST
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise PublishError(Problem(Location(str(directory)), "no manifest.json in the tree",
+                                       hint="publish the output of `bootgen build` (e.g. the build/ directory)")) \
+                from None
+        except OSError as exc:
+            raise PublishError(Problem(Location(str(path)), f"cannot read manifest: {exc.strerror}")) from None
+        return cls.from_root(raw, str(path), lambda _id: None, private=private, directory=directory)
+
+    # -- reading -------------------------------------------------------------------
+    def entries(self, shard_id: str) -> tuple[FileEntry, ...]:
+        if shard_id not in self._cache:
+            self._cache[shard_id] = self.load(shard_id)
+        return self._cache[shard_id]
+
+    def files(self) -> Iterator[FileEntry]:
+        for shard_id in self.shard_ids:
+            yield from self.entries(shard_id)
+
+    def index_paths(self) -> set[str]:
+        """Every index file of this build, the root included."""
+        return {p for s in self.shard_ids for p in self.shard_paths(s)} | {MANIFEST}
+
+    def all_paths(self) -> set[str]:
+        return {f.path for f in self.files()} | self.index_paths()
+
+    # -- comparing -----------------------------------------------------------------
+    def diff(self, base: "Listing | None") -> "Diff":
+        """What differs from `base` (None: a destination with nothing on it)."""
+        base_ids = set(base.shard_ids) if base else set()
+        own_ids = set(self.shard_ids)
+        added = [s for s in self.shard_ids if s not in base_ids]
+        old = {e.path: e for s in (base.shard_ids if base else ()) if s not in own_ids for e in base.entries(s)}
+        changed, same = [], []
+        for shard_id in added:
+            for entry in self.entries(shard_id):
+                before = old.get(entry.path)
+                (same if before is not None and before.sha256 == entry.sha256 else changed).append(entry)
+        kept = [s for s in self.shard_ids if s in base_ids]
+        return Diff(self, added, kept, changed, same)
+
+    def dropped_entry_points(self, old: "Listing") -> set[str]:
+        """Entry points `old` lists that this build does not."""
+        own_ids = set(self.shard_ids)
+        candidates = {e.path for s in old.shard_ids if s not in own_ids for e in old.entries(s) if not e.immutable}
+        if not candidates:
+            return set()
+        old_ids = set(old.shard_ids)
+        listed = {e.path for s in self.shard_ids if s not in old_ids for e in self.entries(s)}
+        return candidates - listed
+
+    def objects_not_in(self, other: "Listing") -> list[FileEntry]:
+        """Content-addressed objects of this build that `other` does not list."""
+        other_ids = set(other.shard_ids)
+        mine = [e for s in self.shard_ids if s not in other_ids for e in self.entries(s) if e.immutable]
+        if not mine:
+            return []
+        theirs = {e.path for s in other.shard_ids if s not in set(self.shard_ids) for e in other.entries(s)}
+        return [e for e in mine if e.path not in theirs]
+
+    def new_index_files(self, base: "Listing | None", exclude: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+        """Index files of the shards `base` does not have (and not in `exclude`), with their local source."""
+        base_ids = set(base.shard_ids) if base else set()
+        assert self.directory is not None, "only a local listing has index files to send"
+        return [(path, self.directory / path) for s in self.shard_ids if s not in base_ids and s not in exclude
+                for path in self.shard_paths(s)]
+
+
+@dataclass
+class Diff:
+    listing: Listing
+    added: list[str]  # shard ids new to the destination
+    kept: list[str]  # shard ids it already has
+    changed: list[FileEntry]  # entries the destination lacks or has with other content
+    same_in_added: list[FileEntry]  # entries of new shards the destination has unchanged
+
+    def unchanged(self) -> list[FileEntry]:
+        return [e for s in self.kept for e in self.listing.entries(s)] + self.same_in_added
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
