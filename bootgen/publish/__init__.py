@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.publish.listing import Listing
+from bootgen.plan import PRIVATE
+from bootgen.publish.listing import Listing, shard_finder
 from bootgen.publish.lock import destination_lock
 from bootgen.publish.progress import Progress, make_progress
 from bootgen.publish.protocol import Options, Store, publish_listing
@@ -102,4 +103,16 @@ def publish_with_store(store: Store, tree: Path, *, allow_secrets: bool = False,
     send_full = full not in (tree, tree.resolve()) and (allow_secrets or store.fences_secrets)
     listing = Listing.local(full, private=True) if send_full else public
     options = Options(dry_run=dry_run, prune=prune, keep=keep, jobs=max(1, jobs), progress=progress or make_progress(False))
-    return publish_listing(store, tree, listing, public, options)
+    return publish_listing(store, tree, listing, public, options, shard_finder(_index_dirs(tree, full)))
+
+
+def _index_dirs(tree: Path, full: Path) -> list[Path]:
+    """Where shards of builds published earlier may be on this machine: this tree, its full
+    listing, and, for a tree kept under `.bootgen/builds/`, the other kept trees and listings."""
+    dirs = [tree, full]
+    if tree.parent.name == "builds":
+        state = tree.parent.parent
+        for kept in (tree.parent, state / PRIVATE):
+            with contextlib.suppress(OSError):
+                dirs += sorted(p for p in kept.iterdir() if p.is_dir() and not p.name.startswith(".") and p != tree)
+    return dirs

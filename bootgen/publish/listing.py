@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.publish.manifest import MANIFEST, SUMS, FileEntry, parse_manifest
+from bootgen.plan import FORMAT, shard_name
+from bootgen.publish.manifest import (MANIFEST, SUMS, FileEntry, index_format, parse_manifest, parse_root,
+                                      parse_shard, read_root_bytes)
 
-SHARDS = "index"  # the directory of shards, in a tree and at a destination
 ShardReader = Callable[[str], "bytes | None"]  # shard id -> its bytes, None if not found
 
 
@@ -37,24 +38,37 @@ class Listing:
     @classmethod
     def from_root(cls, raw: bytes, origin: str, read_shard: ShardReader, *, private: bool = False,
                   directory: Path | None = None) -> "Listing":
-        """Parse a root; shards are read through `read_shard` only when asked for."""
+        """Parse a root (index format 2, or a whole format-1 manifest); shards are read through
+        `read_shard` only when their entries are asked for, and checked against their ids."""
+        if index_format(raw) != FORMAT:
+            return cls._format1(raw, origin, private, directory)
+        root = parse_root(raw, origin)
+        refs = {shard.id: shard for shard in root.shards}
+
+        def load(shard_id: str) -> tuple[FileEntry, ...]:
+            body = read_shard(shard_id)
+            if body is None:
+                raise PublishError(Problem(Location(f"{origin}: {shard_name(shard_id)}"),
+                                           "manifest.json names this shard but it is missing"))
+            return parse_shard(body, refs[shard_id], f"{origin}: {shard_name(shard_id)}")
+
+        return cls(root.build_id, raw, root.file_count, tuple(refs), private, directory, load,
+                   lambda shard_id: (shard_name(shard_id), shard_name(shard_id, ".sha256")))
+
+    @classmethod
+    def _format1(cls, raw: bytes, origin: str, private: bool, directory: Path | None) -> "Listing":
+        """A format-1 manifest is one shard named by its hash (with SHA256SUMS as its index file)."""
         manifest = parse_manifest(raw, origin)
-        return cls(manifest.build_id, raw, len(manifest.files), (_digest(raw),), private, directory,
-                   lambda _id: manifest.files, lambda _id: (SUMS,) if not private else ())
+        return cls(manifest.build_id, raw, len(manifest.files), (hashlib.sha256(raw).hexdigest(),), private,
+                   directory, lambda _id: manifest.files, lambda _id: () if private else (SUMS,))
 
     @classmethod
     def local(cls, directory: Path, *, private: bool = False) -> "Listing":
-        """The listing of a tree (or of its private listing directory) on this machine."""
-        path = directory / MANIFEST
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise PublishError(Problem(Location(str(directory)), "no manifest.json in the tree",
-                                       hint="publish the output of `bootgen build` (e.g. the build/ directory)")) \
-                from None
-        except OSError as exc:
-            raise PublishError(Problem(Location(str(path)), f"cannot read manifest: {exc.strerror}")) from None
-        return cls.from_root(raw, str(path), lambda _id: None, private=private, directory=directory)
+        """The listing of a tree (or of its private listing directory) on this machine: only its root
+        is read until shards are asked for."""
+        root = read_root_bytes(directory)
+        return cls.from_root(root, str(directory / MANIFEST), lambda shard_id: _read(directory / shard_name(shard_id)),
+                             private=private, directory=directory)
 
     # -- reading -------------------------------------------------------------------
     def entries(self, shard_id: str) -> tuple[FileEntry, ...]:
@@ -127,6 +141,21 @@ class Diff:
         return [e for s in self.kept for e in self.listing.entries(s)] + self.same_in_added
 
 
-def _digest(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def shard_finder(directories: list[Path]) -> ShardReader:
+    """Read shards from the index directories of trees on this machine (kept trees, private
+    listings): content-addressed, so a file with the right name and hash is the shard."""
+    def find(shard_id: str) -> bytes | None:
+        for directory in directories:
+            raw = _read(directory / shard_name(shard_id))
+            if raw is not None and hashlib.sha256(raw).hexdigest() == shard_id:
+                return raw
+        return None
+    return find
 

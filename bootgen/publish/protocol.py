@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.publish.listing import Listing
+from bootgen.plan import INDEX
+from bootgen.publish.listing import Listing, ShardReader
 from bootgen.publish.manifest import MANIFEST, FileEntry, sha256_file
 from bootgen.publish.progress import NullProgress, Progress
 from bootgen.publish.report import Action, PublishReport
@@ -154,18 +155,21 @@ class Plan:
     stale: list[str] = field(default_factory=list)
 
 
-def publish_listing(store: Store, tree: Path, listing: Listing, served: Listing, options: Options) -> PublishReport:
+def publish_listing(store: Store, tree: Path, listing: Listing, served: Listing, options: Options,
+                    local_shards: ShardReader = lambda _id: None) -> PublishReport:
     """Publish `listing` (the files to send, read from `tree`) with `served` as its public index.
 
     `served` is `listing` unless the tree has secret-bearing files sent too: then
-    `listing` is the full one and `served` the public one (what manifest.json says)."""
+    `listing` is the full one and `served` the public one (what manifest.json says).
+    `local_shards` finds shards of published builds on this machine before the store is asked."""
+    store = _LocalFirst(store, local_shards)
     remote = Remote(store.live_root(), store.history())
     switched = _switched(store, listing, served, remote)
     noop = switched and remote.history[-1:] == (listing.build_id,)
     if noop:
         plan = Plan()
     elif switched:  # by a publish killed before it finished: what remains is after the switch
-        plan = Plan(record=True, stale=_stale(listing, _read_remote(store, listing, remote)))
+        plan = Plan(record=True, stale=_stale(listing, served, _read_remote(store, listing, remote)))
     else:
         plan = _plan(store, tree, listing, served, _read_remote(store, listing, remote), options)
     _verify(tree, plan.uploads, options.jobs)
@@ -183,6 +187,19 @@ def publish_listing(store: Store, tree: Path, listing: Listing, served: Listing,
 
 
 # -- reading -------------------------------------------------------------------
+class _LocalFirst:
+    """The store, with shards read from this machine when it holds them (same id, same bytes)."""
+
+    def __init__(self, store: Store, local_shards: ShardReader):
+        self._store, self._local = store, local_shards
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def shard(self, build_id: str | None, shard_id: str) -> bytes | None:
+        return self._local(shard_id) or self._store.shard(build_id, shard_id)
+
+
 def _switched(store: Store, listing: Listing, served: Listing, remote: Remote) -> bool:
     """The destination serves this build already (with its secret-bearing files, when they are sent)."""
     if remote.served != served.root:
@@ -219,7 +236,7 @@ def _plan(store: Store, tree: Path, listing: Listing, served: Listing, remote: R
     diff = listing.diff(live)
     present = store.present(diff.changed, tree, live.file_count if live else 0) if diff.changed else set()
     uploads = [e for e in diff.changed if e.path not in present]
-    plan = Plan(stage=True, switch=True, record=True, stale=_stale(listing, remote),
+    plan = Plan(stage=True, switch=True, record=True, stale=_stale(listing, served, remote),
                 uploads=[e for e in uploads if e.immutable] + [e for e in uploads if not e.immutable])
     if store.whole_releases:
         plan.carried, plan.index = _carried(store, listing, served, diff, remote, options.keep)
@@ -259,12 +276,15 @@ def _older(store: Store, remote: Remote, build_id: str, keep: int) -> list[Listi
     return [listing for listing in found if listing is not None]
 
 
-def _stale(listing: Listing, remote: Remote) -> list[str]:
-    """Entry points of the live or last completed build that the new one drops."""
+def _stale(listing: Listing, served: Listing, remote: Remote) -> list[str]:
+    """Entry points of the live or last completed build that the new one drops, and index files of
+    the live one that are not content-addressed (a format-1 SHA256SUMS) and that the new one lacks."""
     stale: set[str] = set()
     for old in (remote.live, remote.previous):
         if old is not None:
             stale |= listing.dropped_entry_points(old)
+    if remote.public is not None:
+        stale |= {p for p in remote.public.index_paths() - served.index_paths() if not p.startswith(f"{INDEX}/")}
     return sorted(stale)
 
 

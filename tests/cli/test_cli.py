@@ -24,7 +24,7 @@ def test_build_then_check(example):
     assert "files for 7 nodes -> build" in result.output
     # The example's Ubuntu node refers to a secret: one line says how its files are protected.
     assert result.output.splitlines()[1] == (
-        "4 files carry secrets: left out of manifest.json and SHA256SUMS, under keyed-hash paths, served by nginx "
+        "4 files carry secrets: left out of the public index (manifest.json, index/), under keyed-hash paths, served by nginx "
         "only to their node's addresses (server/nginx-secrets.conf); publish to S3 needs --allow-secrets")
     build_id = result.output.splitlines()[0].split("build ")[-1].split()[0]
     assert _run("build").output.splitlines()[0].endswith(f"unchanged (build {build_id})")

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from bootgen.content import content_type
+from bootgen.plan import Listing, listing_lines
+from bootgen.write import write_listing
 
 BASE_URL = "http://boot.test"
 _REF = re.compile(r"\b((?:configs|images)/[A-Za-z0-9._/-]+)")
@@ -24,7 +24,7 @@ _REF = re.compile(r"\b((?:configs|images)/[A-Za-z0-9._/-]+)")
 class SynthTree:
     root: Path
     build_id: str
-    files: dict[str, bytes]  # path -> content, without manifest.json and SHA256SUMS
+    files: dict[str, bytes]  # path -> content, without the index (manifest.json, index/)
     immutable: frozenset[str]
 
     def node_paths(self, node: int) -> set[str]:
@@ -76,21 +76,19 @@ def make_tree(root: Path, nodes: int, *, revisions: dict[int, int] | None = None
 
 
 def write_tree(root: Path, files: dict[str, bytes], immutable: set[str]) -> SynthTree:
-    """Write files plus manifest.json and SHA256SUMS in the build's format."""
-    entries = []
+    """Write files plus their index (manifest.json root and index/ shards) as the build does."""
+    lines = {}
     for path in sorted(files):
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(files[path])
         node = re.search(r"configs/(node-\d+)/", path)
-        entries.append({"path": path, "size": len(files[path]), "sha256": hashlib.sha256(files[path]).hexdigest(),
-                        "immutable": path in immutable, "node": node.group(1) if node else None,
-                        "target": path.rsplit(".", 1)[-1] if "." in path else "pxelinux",
-                        "content_type": content_type(path)})
-    build_id = hashlib.sha256("".join(f"{e['path']}\0{e['sha256']}\n" for e in entries).encode()).hexdigest()
-    manifest = {"bootgen_version": "0.1.0", "build_id": build_id, "files": entries}
-    (root / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
-    (root / "SHA256SUMS").write_text("".join(f"{e['sha256']}  {e['path']}\n" for e in entries))
+        lines[path] = listing_lines(path, hashlib.sha256(files[path]).hexdigest(), len(files[path]),
+                                    path in immutable, node.group(1) if node else None,
+                                    path.rsplit(".", 1)[-1] if "." in path else "pxelinux")
+    listing = Listing.of_lines(lines)
+    build_id = listing.build_id()
+    write_listing(root, listing, build_id, set(), root)
     return SynthTree(root, build_id, dict(files), frozenset(immutable))
 
 

@@ -1,5 +1,6 @@
 """The output switch: atomic, idempotent, deterministic, and safe to kill."""
 import json
+from dataclasses import asdict
 import os
 import signal
 import subprocess
@@ -12,12 +13,16 @@ import pytest
 from bootgen.build import Paths, build
 from bootgen.errors import OutputError, RenderError
 from bootgen.plan import Artifact, Plan, listing_dir
+from bootgen.plan import is_index_path
+from bootgen.publish.manifest import load_tree
 from bootgen.secrets_tree import secret_paths
 import bootgen.write as write_module
 
 
 def _manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
+    """The tree's index as one document: its root's build id and every entry of its shards."""
+    manifest = load_tree(out)
+    return {"build_id": manifest.build_id, "files": [asdict(entry) for entry in manifest.files]}
 
 
 def _mtimes(tree: Path) -> dict[str, int]:
@@ -28,11 +33,11 @@ def test_output_is_a_symlink_to_a_complete_tree(example, tree_files):
     result = build(example, fetch=False)
     assert example.out.is_symlink()
     assert example.out.resolve() == result.write.tree.resolve()
-    check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
+    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out, capture_output=True,
                            text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     listed = {f["path"] for f in _manifest(listing_dir(example.out))["files"]}  # the full listing
-    on_disk = set(tree_files(example.out)) - {"manifest.json", "SHA256SUMS"}
+    on_disk = {path for path in tree_files(example.out) if not is_index_path(path)}
     assert listed == on_disk
     public = {f["path"] for f in _manifest(example.out)["files"]}
     assert listed - public == set(secret_paths(example.out)) != set()  # the Ubuntu node's configs, the fence
@@ -115,7 +120,7 @@ def test_killed_build_leaves_previous_tree_intact(example, delay, tree_files):
     proc.wait(timeout=30)
     after = tree_files(example.out)
     assert after == before or _manifest(example.out)["build_id"] != json.loads(before["manifest.json"])["build_id"]
-    check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
+    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out, capture_output=True,
                            timeout=120)
     assert check.returncode == 0
     build(example, fetch=False)  # the next build cleans up and completes
@@ -189,7 +194,7 @@ def test_after_a_build_from_scratch_a_copy_of_the_tree_is_made_for_the_next_edit
     spare = example.state / "builds" / f"{write_module.SPARE_PREFIX}{first.write.build_id}"
     _wait_for(spare.is_dir, "the copy made in the background")
     assert _files(spare) == {path: data for path, data in _files(example.out.resolve()).items()
-                             if path not in ("manifest.json", "SHA256SUMS")}
+                             if not is_index_path(path)}
 
     node = example.nodes / "node-2.yaml"
     node.write_text(node.read_text() + "kernel_args: [spare=1]\n")

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 from bootgen import quoting
 from bootgen.content import nginx_server
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.publish.listing import SHARDS
+from bootgen.plan import INDEX, shard_name
 from bootgen.publish.manifest import MANIFEST, FileEntry
 from bootgen.publish.progress import Progress
 from bootgen.publish.protocol import Store
@@ -83,7 +83,7 @@ class DocrootStore(Store):
         return _read(self.root / PRIVATE / f"{build_id}.json") or _read(self.releases / build_id / MANIFEST)
 
     def shard(self, build_id: str | None, shard_id: str) -> bytes | None:
-        name = f"{SHARDS}/{shard_id}.json"
+        name = shard_name(shard_id)
         release = self.releases / build_id if build_id else self.current
         return _read(release / name) or _read(self.root / PRIVATE / name)
 
@@ -114,7 +114,7 @@ class DocrootStore(Store):
             return
         target = self.root / PRIVATE / path
         if not target.is_file():  # content-addressed: same name, same bytes
-            self.private_dir().joinpath(SHARDS).mkdir(mode=0o700, exist_ok=True)
+            self.private_dir().joinpath(INDEX).mkdir(mode=0o700, exist_ok=True)
             _write_atomic(target, source.read_bytes())
 
     def archive(self, build_id: str, root: bytes, private: bool) -> None:

@@ -21,14 +21,14 @@ from typing import Callable, Iterator
 
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.content import ENTRY_POINT_CACHE, cache_control, content_type
-from bootgen.publish.listing import SHARDS
+from bootgen.plan import INDEX as SHARDS, shard_name
 from bootgen.publish.manifest import MANIFEST, FileEntry
 from bootgen.publish.progress import Progress
 from bootgen.publish.protocol import Store
 from bootgen.publish.report import Action, PublishReport, RequestCounter
 
 META_DIR = ".bootgen"
-INDEX = f"{META_DIR}/index.json"
+HISTORY = f"{META_DIR}/index.json"  # completed publishes, oldest first
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 LIST_PAGE = 1000  # keys per ListObjectsV2 page
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
@@ -116,6 +116,7 @@ class S3Store(Store):
         self.destination, self.client, self.threshold = destination, client, multipart_threshold
         self.loc = S3Location.parse(destination)
         self.counter = RequestCounter()
+        self.archived: tuple[str, bytes] | None = None  # the archive copy this publish wrote
 
     def __enter__(self) -> "S3Store":
         self.client.meta.events.register("before-send.s3", self.counter)
@@ -132,7 +133,7 @@ class S3Store(Store):
         return self.get(self.loc.key(MANIFEST))
 
     def history(self) -> tuple[str, ...]:
-        raw = self.get(self.loc.key(INDEX))
+        raw = self.get(self.loc.key(HISTORY))
         try:
             builds = json.loads(raw)["builds"] if raw else []
         except (ValueError, KeyError, TypeError):
@@ -143,7 +144,7 @@ class S3Store(Store):
         return self.get(self.loc.archive_key(build_id))
 
     def shard(self, build_id: str | None, shard_id: str) -> bytes | None:
-        path = f"{SHARDS}/{shard_id}.json"
+        path = shard_name(shard_id)
         return self.get(self.loc.key(path)) or self.get(self.loc.key(f"{META_DIR}/{path}"))
 
     def get(self, key: str) -> bytes | None:
@@ -198,16 +199,24 @@ class S3Store(Store):
 
     def archive(self, build_id: str, root: bytes, private: bool) -> None:
         self.put_bytes(self.loc.archive_key(build_id), root, MANIFEST)
+        self.archived = (build_id, root)
 
     def switch(self, build_id: str, root: bytes) -> None:
-        self.put_bytes(self.loc.key(MANIFEST), root, MANIFEST)
+        """PUT the root; when it is the archive copy just written, copy that inside the bucket
+        instead (one request either way, and the root's bytes are sent once)."""
+        if self.archived != (build_id, root):
+            self.put_bytes(self.loc.key(MANIFEST), root, MANIFEST)
+            return
+        self.client.copy_object(Bucket=self.loc.bucket, Key=self.loc.key(MANIFEST), MetadataDirective="REPLACE",
+                                CopySource={"Bucket": self.loc.bucket, "Key": self.loc.archive_key(build_id)},
+                                ContentType=content_type(MANIFEST), CacheControl=ENTRY_POINT_CACHE)
 
     def delete(self, paths: list[str]) -> None:
         self.delete_keys([self.loc.key(p) for p in paths])
 
     def record(self, history: tuple[str, ...]) -> None:
         body = json.dumps({"builds": list(history)}, indent=2).encode() + b"\n"
-        self.put_bytes(self.loc.key(INDEX), body, INDEX)
+        self.put_bytes(self.loc.key(HISTORY), body, HISTORY)
 
     def put_file(self, key: str, path: Path, cache: str, mime: str, meta: dict | None = None) -> None:
         with open(path, "rb") as body:
@@ -250,7 +259,7 @@ class S3Store(Store):
 
 
 def _prunable(path: str, referenced: set[str], kept: tuple[str, ...]) -> bool:
-    if path in (MANIFEST, INDEX):
+    if path in (MANIFEST, HISTORY):
         return False
     if path.startswith(f"{META_DIR}/manifests/"):
         return path.removeprefix(f"{META_DIR}/manifests/").removesuffix(".json") not in kept
