@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -232,8 +232,12 @@ def _remote_listing(store: Store, raw: bytes | None, build_id: str | None) -> Li
 def _plan(store: Store, tree: Path, listing: Listing, served: Listing, remote: Remote, options: Options) -> Plan:
     if store.has_release(listing.build_id):  # a kept release: switching back to it is enough
         return Plan(switch=True, record=True)
+    try:
+        diff = listing.diff(remote.live)
+    except PublishError:  # a shard of the live release is missing or damaged: compare with nothing
+        remote = replace(remote, live=None)
+        diff = listing.diff(None)
     live = remote.live
-    diff = listing.diff(live)
     present = store.present(diff.changed, tree, live.file_count if live else 0) if diff.changed else set()
     uploads = [e for e in diff.changed if e.path not in present]
     plan = Plan(stage=True, switch=True, record=True, stale=_stale(listing, served, remote),
@@ -281,8 +285,10 @@ def _stale(listing: Listing, served: Listing, remote: Remote) -> list[str]:
     the live one that are not content-addressed (a format-1 SHA256SUMS) and that the new one lacks."""
     stale: set[str] = set()
     for old in (remote.live, remote.previous):
-        if old is not None:
-            stale |= listing.dropped_entry_points(old)
+        try:
+            stale |= listing.dropped_entry_points(old) if old is not None else set()
+        except PublishError:
+            pass  # a shard is unreadable: its dropped entry points stay until --prune
     if remote.public is not None:
         stale |= {p for p in remote.public.index_paths() - served.index_paths() if not p.startswith(f"{INDEX}/")}
     return sorted(stale)

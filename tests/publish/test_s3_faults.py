@@ -156,3 +156,28 @@ def test_server_errors_after_retries_are_a_publish_error(moto_client, two_builds
         publish_s3(a.root, DEST, client, jobs=1)
     assert sent and all(sent.count(url) == 2 for url in sent)  # one retry each, then a clear error
     assert "manifest.json" not in _bucket(moto_client)
+
+
+def test_a_missing_published_shard_makes_the_publish_check_every_file(moto_client, two_builds):
+    a, b = two_builds
+    publish_s3(a.root, DEST, moto_client)
+    shard = next(k for k in _bucket(moto_client) if k.startswith("index/") and k.endswith(".json"))
+    moto_client.delete_object(Bucket="boot", Key=f"site/{shard}")
+    publish_s3(b.root, DEST, moto_client)
+    after = _bucket(moto_client)
+    assert_consistent(after)
+    assert {p: after[p] for p in b.files} == b.files
+
+
+def test_shards_of_trees_kept_on_this_machine_are_not_fetched(moto_client, tmp_path):
+    """Kept trees (.bootgen/builds/<id>) hold the live build's shards: same id, same bytes."""
+    builds = tmp_path / ".bootgen" / "builds"
+    make_tree(builds / "one", 40, image_size=1024)
+    two = make_tree(builds / "two", 40, image_size=1024, revisions={3: 1})
+    publish_s3(builds / "one", DEST, moto_client)
+    fetched: list[str] = []
+    moto_client.meta.events.register("before-parameter-build.s3.GetObject",
+                                     lambda params, **_: fetched.append(params["Key"]))
+    report = publish_s3(builds / "two", DEST, moto_client)
+    assert {a.path for a in report.actions if not is_index(a.path)} == two.node_paths(3)
+    assert fetched == ["site/manifest.json", "site/.bootgen/index.json"]
