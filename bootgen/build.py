@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import BootgenError, InputError, Location, OutputError, Problem, RenderError
 from .naming import node_file_problems
 from .incremental import BuildState, InputStamps, NodeRecord, NodeWork, node_work, paused_gc, site_key
-from .plan import Artifact, Listing, Plan, producer
+from .plan import Artifact, IndexDamaged, Listing, Plan, producer
 from .write import LiveTreeChanged, Staging, TreeWriter, WriteResult, build_lock, check_out_path, live_build_id, prepare_next
 
 # Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
@@ -173,7 +173,7 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
         state = state if state is not None else BuildState.load_stamp(paths.state)
         try:
             result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
-        except LiveTreeChanged:  # someone edited the live tree: build every file anew instead
+        except (LiveTreeChanged, IndexDamaged):  # someone edited the live tree: build every file anew instead
             state.forget()
             result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
     from .releases import build_finished

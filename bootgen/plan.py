@@ -138,9 +138,11 @@ def _sum_key(line: bytes) -> bytes:
 
 
 def _ends_chunk(key: bytes) -> bool:
-    """Whether a chunk ends after this path. Decided by the path alone, so the cuts stay where
-    they are when files around them come, go or change: an edit rewrites only its chunks."""
-    return zlib.crc32(key) & (CHUNK - 1) == 0 if CHUNK & (CHUNK - 1) == 0 else zlib.crc32(key) % CHUNK == 0
+    """Whether a chunk of at least CHUNK / 2 files ends after this path. Decided by the path
+    alone, so the cuts stay where they are when files around them come, go or change: an edit
+    rewrites only its chunks. (The floor halves the spread of chunk sizes, and so the bytes an
+    edit rewrites, which falls mostly on large chunks.)"""
+    return zlib.crc32(key) % max(1, CHUNK - CHUNK // 2) == 0
 
 
 def shard_name(shard_id: str, suffix: str = ".json") -> str:
@@ -218,15 +220,16 @@ class _Chunk:
 
 
 def _chunked(lines) -> tuple[list[_Chunk], list[bytes], list[bytes]]:
-    """Cut (entry, SHA256SUMS line) pairs, in path order, into chunks: after each path that
-    ends one, or every CHUNK * MAX_CHUNK_FACTOR files. Returns the chunks and the lines of an
-    unfinished last one (empty when the last chunk ended by rule)."""
+    """Cut (entry, SHA256SUMS line) pairs, in path order, into chunks: after a path that ends
+    one (once it holds CHUNK / 2 files), or at CHUNK * MAX_CHUNK_FACTOR files. Left to right,
+    starting afresh after every cut. Returns the chunks and the lines of an unfinished last
+    one (empty when the last chunk ended by rule)."""
     chunks, entries, sums = [], [], []
-    limit = CHUNK * MAX_CHUNK_FACTOR
+    floor, limit = CHUNK // 2, CHUNK * MAX_CHUNK_FACTOR
     for entry, line in lines:
         entries.append(entry)
         sums.append(line)
-        if len(sums) >= limit or _ends_chunk(_sum_key(line)):
+        if len(sums) >= limit or (len(sums) >= floor and _ends_chunk(_sum_key(line))):
             chunks.append(_Chunk.of(entries, sums))
             entries, sums = [], []
     return chunks, entries, sums
@@ -389,6 +392,13 @@ class Listing:
             if not sums or index == len(self.chunks):
                 break
         return (made + [_Chunk.of(entries, sums)] if sums else made), index
+
+    def kept_in(self, directory: Path) -> None:
+        """Read the shards not read yet from `directory` (the new live tree's index, which holds
+        every one): the tree they were read from may be recycled or removed by a later build."""
+        for chunk in self.chunks:
+            if chunk.source is not None:
+                chunk.source = directory
 
     def without(self, paths) -> "Listing":
         """This listing less `paths` (the public listing of a tree with secret-bearing files)."""

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .errors import Location, OutputError, Problem
 from .plan import (CHECKSUMS, INDEX, MANIFEST, PRIVATE, SECRET_PATHS, Artifact, IndexDamaged, Listing,
-                   checksummed_paths, private_dir, root_document)
+                   checksummed_paths, listing_dir, private_dir, root_document)
 
 KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for requests still in flight)
 # One more old tree is kept beyond the releases, for the next build to recycle as its staging
@@ -344,7 +344,10 @@ def tree_sizes(tree: Path) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for chunk in listing.chunks:
         paths, found = checksummed_paths(chunk.sums), _SIZE_ONLY.findall(chunk.entries)
-        sizes.update(zip(paths, map(int, found)) if len(paths) == len(found) else manifest_sizes(chunk.entries).items())
+        if len(paths) == len(found):
+            sizes.update(zip(paths, map(int, found)))
+        else:  # a path that holds the pattern itself: match whole entries
+            sizes.update(manifest_sizes(chunk.entries))
     return sizes
 
 
@@ -530,6 +533,7 @@ class TreeWriter:
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
             os.utime(final)  # newest, so pruning keeps it
+            listing.kept_in(listing_dir(final))
             self._switch(final)
         except OSError as exc:
             raise OutputError(Problem(Location(str(exc.filename or final)), f"cannot write the new tree: {exc.strerror}",
@@ -633,17 +637,19 @@ def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str]
         keep = state_dir / PRIVATE / build_id
         keep.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(keep.parent, 0o700)
-        written += _write_shards(keep, listing, [tree / INDEX, *sources])
+        written += _write_shards(keep, listing, sources, fresh=tree / INDEX)
         (keep / SECRET_PATHS).write_text(json.dumps(sorted(private), indent=1) + "\n")
         written += _write_root(keep, listing, build_id)
     return written + _write_root(tree, public, build_id)
 
 
-def _write_shards(directory: Path, listing: Listing, sources: list[Path]) -> int:
-    """Bring directory/index/ level with `listing`'s shards; returns the bytes written."""
+def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh: Path | None = None) -> int:
+    """Bring directory/index/ level with `listing`'s shards, linking those a source index holds
+    as it was written (see _linkable) or the `fresh` index just written; returns the bytes written."""
     index = directory / INDEX
     index.mkdir(exist_ok=True)
     present = set(os.listdir(index))
+    finished: dict[Path, int] = {}
     wanted, written = set(), 0
     for chunk in listing.chunks:
         held = [chunk.source / INDEX] if chunk.source is not None else []
@@ -651,7 +657,9 @@ def _write_shards(directory: Path, listing: Listing, sources: list[Path]) -> int
             name = f"{chunk.id}{suffix}"
             wanted.add(name)
             target = str(index / name)
-            if name in present or any(_link(str(source / name), target) for source in held + sources):
+            if name in present or (fresh is not None and _link(str(fresh / name), target)) or \
+                    any(_linkable(source / name, finished) and _link(str(source / name), target)
+                        for source in held + sources):
                 continue
             data = chunk.shard_bytes() if suffix == ".json" else chunk.sums
             write_bytes(target, data)
@@ -659,6 +667,21 @@ def _write_shards(directory: Path, listing: Listing, sources: list[Path]) -> int
     for stale in present - wanted:  # shards of the recycled tree this one does not list
         os.unlink(index / stale)
     return written
+
+
+def _linkable(shard: Path, finished: dict[Path, int]) -> bool:
+    """Whether a shard of a kept index is as it was written: not written to since that index's
+    root was (a shard changed by hand is written anew, as live_intact does for files)."""
+    root = shard.parent.parent / MANIFEST
+    if root not in finished:
+        try:
+            finished[root] = os.stat(root).st_mtime_ns
+        except OSError:
+            finished[root] = -1
+    try:
+        return os.stat(shard).st_mtime_ns <= finished[root]
+    except OSError:
+        return False
 
 
 def _write_root(directory: Path, listing: Listing, build_id: str) -> int:

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.plan import FORMAT, shard_name
 from bootgen.publish.manifest import (MANIFEST, SUMS, FileEntry, index_format, parse_manifest, parse_root,
-                                      parse_shard, read_root_bytes)
+                                      parse_shard, read_root_bytes, verify_sums)
 
 ShardReader = Callable[[str], "bytes | None"]  # shard id -> its bytes, None if not found
 
@@ -46,11 +46,12 @@ class Listing:
         refs = {shard.id: shard for shard in root.shards}
 
         def load(shard_id: str) -> tuple[FileEntry, ...]:
+            where = str(directory / shard_name(shard_id)) if directory else f"{origin}: {shard_name(shard_id)}"
             body = read_shard(shard_id)
             if body is None:
-                raise PublishError(Problem(Location(f"{origin}: {shard_name(shard_id)}"),
-                                           "manifest.json names this shard but it is missing"))
-            return parse_shard(body, refs[shard_id], f"{origin}: {shard_name(shard_id)}")
+                raise PublishError(Problem(Location(where), "manifest.json names this shard but it is missing",
+                                           hint="rebuild the tree"))
+            return parse_shard(body, refs[shard_id], where)
 
         return cls(root.build_id, raw, root.file_count, tuple(refs), private, directory, load,
                    lambda shard_id: (shard_name(shard_id), shard_name(shard_id, ".sha256")))
@@ -122,11 +123,24 @@ class Listing:
         return [e for e in mine if e.path not in theirs]
 
     def new_index_files(self, base: "Listing | None", exclude: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
-        """Index files of the shards `base` does not have (and not in `exclude`), with their local source."""
+        """Index files of the shards `base` does not have (and not in `exclude`), with their local source,
+        each shard checked first (present, hashing to its id, its SHA256SUMS lines matching its entries)."""
         base_ids = set(base.shard_ids) if base else set()
         assert self.directory is not None, "only a local listing has index files to send"
-        return [(path, self.directory / path) for s in self.shard_ids if s not in base_ids and s not in exclude
-                for path in self.shard_paths(s)]
+        shards = [s for s in self.shard_ids if s not in base_ids and s not in exclude]
+        problems = [p for s in shards for p in self._check_shard(s)]
+        if problems:
+            raise PublishError(problems)
+        return [(path, self.directory / path) for s in shards for path in self.shard_paths(s)]
+
+    def _check_shard(self, shard_id: str) -> list[Problem]:
+        try:
+            entries = self.entries(shard_id)
+        except PublishError as exc:
+            return exc.problems
+        sums = (p for p in self.shard_paths(shard_id) if p.endswith(".sha256") or p == SUMS)
+        found = (verify_sums(self.directory, p, entries) for p in sums)
+        return [p for p in found if p is not None]
 
 
 @dataclass

@@ -128,7 +128,8 @@ def parse_shard(raw: bytes, shard: ShardRef | str, origin: str) -> tuple[FileEnt
     files = [_parse_entry(item, i, loc, problems) for i, item in enumerate(doc["files"])]
     if isinstance(shard, ShardRef) and not problems and (len(files) != shard.count or files[0].path != shard.first):
         problems.append(Problem(loc, f"holds {len(files)} files from {files[0].path if files else None!r}; "
-                                     f"manifest.json says {shard.count} from {shard.first!r}", hint="rebuild the tree"))
+                                     f"manifest.json says {shard.count} from {shard.first!r}",
+                                hint="rebuild the tree"))
     if problems:
         raise PublishError(problems)
     return tuple(files)
@@ -356,3 +357,8 @@ def read_root_bytes(directory: Path) -> bytes:
 def index_format(raw: bytes) -> int | None:
     """The index format a manifest.json declares (1 when it says none), None if not JSON."""
     return _format(raw)
+
+
+def verify_sums(directory: Path, name: str, files) -> Problem | None:
+    """`directory/name` holds the SHA256SUMS lines of these entries (a problem otherwise)."""
+    return _verify_sums(directory, name, files)

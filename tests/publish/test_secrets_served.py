@@ -20,7 +20,6 @@ from publish_servers import free_port, s3_client, start_nginx
 
 from bootgen.build import build
 from bootgen.publish import publish
-from bootgen.publish.manifest import parse_index
 from bootgen.secrets import encodings
 from bootgen.secrets_tree import bucket_policy, publish_notice, secret_paths
 
@@ -84,11 +83,11 @@ class Crawler:
         found = re.findall(re.escape(self.base) + r"""([^\s"'<>;\\]*)""", text)
         if path == "SHA256SUMS" or path.endswith(".sha256"):
             found += [line[66:] for line in text.splitlines()]
-        if path == "manifest.json":  # the root names its shards, each shard its files
-            found += [f"index/{shard['id']}{suffix}" for shard in json.loads(body).get("shards", [])
+        if path == "manifest.json":  # the index's root names its shards
+            found += [f"index/{shard['id']}{suffix}" for shard in json.loads(body)["shards"]
                       for suffix in (".json", ".sha256")]
-        if path == "manifest.json" or path.startswith("index/") and path.endswith(".json"):
-            found += [entry["path"] for entry in json.loads(body).get("files", [])]
+        if path.startswith("index/") and path.endswith(".json"):
+            found += [entry["path"] for entry in json.loads(body)["files"]]
         found += re.findall(r'href="([^"?]+)"', text)  # a directory listing, were one served
         found += [link + name for link in found if link.endswith("/") for name in NOCLOUD]  # as cloud-init asks
         return [link for link in found if not link.startswith(("/", "..", "http"))]
@@ -209,17 +208,16 @@ def test_allow_secrets_uploads_them_and_keeps_the_full_manifest_under_the_privat
         assert client.get_object(Bucket=bucket, Key=f"site/{path}")["Body"].read() == (tree / path).read_bytes()
     public = client.get_object(Bucket=bucket, Key="site/manifest.json")["Body"].read()
     assert public == (tree / "manifest.json").read_bytes()
-    archived = client.get_object(Bucket=bucket, Key=f"site/.bootgen/manifests/{report.build_id}.json")["Body"].read()
-
-    def shard(rel: str) -> tuple[bytes, str]:  # shards naming secret-bearing files are under .bootgen/ only
-        public_copy = client.list_objects_v2(Bucket=bucket, Prefix=f"site/{rel}").get("Contents", [])
-        body = client.get_object(Bucket=bucket, Key=f"site/.bootgen/{rel}" if not public_copy else f"site/{rel}")
-        return body["Body"].read(), rel
-
-    full = parse_index(archived, "archive", shard)
-    assert set(private) <= {f.path for f in full.files}
-    public_index = parse_index(public, "manifest.json", shard)
-    assert not set(private) & {f.path for f in public_index.files}
+    archived = json.loads(client.get_object(Bucket=bucket, Key=f"site/.bootgen/manifests/{report.build_id}.json")
+                          ["Body"].read())
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="site/")["Contents"]}
+    shards = b"".join(client.get_object(Bucket=bucket, Key=next(
+        k for k in (f"site/index/{s['id']}.json", f"site/.bootgen/index/{s['id']}.json") if k in keys))["Body"].read()
+        for s in archived["shards"])  # the full index: public shards, and under .bootgen/ those naming secrets
+    assert all(p.encode() in shards for p in private)
+    public_shards = b"".join(client.get_object(Bucket=bucket, Key=k)["Body"].read()
+                             for k in keys if k.startswith("site/index/"))
+    assert public_shards and not any(p.encode() in public_shards for p in private)
     policy = bucket_policy(tree, destination)
     resources = [s["Resource"] for s in policy["Statement"]]
     assert f"arn:aws:s3:::{bucket}/site/.bootgen/*" in resources

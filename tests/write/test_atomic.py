@@ -33,8 +33,8 @@ def test_output_is_a_symlink_to_a_complete_tree(example, tree_files):
     result = build(example, fetch=False)
     assert example.out.is_symlink()
     assert example.out.resolve() == result.write.tree.resolve()
-    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out, capture_output=True,
-                           text=True, timeout=60)
+    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out,
+                           capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     listed = {f["path"] for f in _manifest(listing_dir(example.out))["files"]}  # the full listing
     on_disk = {path for path in tree_files(example.out) if not is_index_path(path)}
@@ -120,8 +120,8 @@ def test_killed_build_leaves_previous_tree_intact(example, delay, tree_files):
     proc.wait(timeout=30)
     after = tree_files(example.out)
     assert after == before or _manifest(example.out)["build_id"] != json.loads(before["manifest.json"])["build_id"]
-    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out, capture_output=True,
-                           timeout=120)
+    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out,
+                           capture_output=True, timeout=120)
     assert check.returncode == 0
     build(example, fetch=False)  # the next build cleans up and completes
     assert not list((example.state / "builds").glob(".partial-*"))

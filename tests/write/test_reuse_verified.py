@@ -24,8 +24,8 @@ NODE2_FILE = "pxelinux.cfg/01-00-1e-06-45-0a-02"
 
 
 def tree_checks(tree: Path) -> None:
-    done = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=tree, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=tree, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
