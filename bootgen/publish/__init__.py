@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.plan import PRIVATE
-from bootgen.publish.listing import Listing, shard_finder
+from bootgen.publish.index import Index, shard_finder
 from bootgen.publish.lock import destination_lock
 from bootgen.publish.progress import Progress, make_progress
 from bootgen.publish.protocol import Options, Store, publish_listing
@@ -98,10 +98,10 @@ def publish_with_store(store: Store, tree: Path, *, allow_secrets: bool = False,
     """Publish `tree` to an open store (the caller holds the destination's lock)."""
     from bootgen.plan import listing_dir
 
-    public = Listing.local(tree)
+    public = Index.local(tree)
     full = listing_dir(tree)
     send_full = full not in (tree, tree.resolve()) and (allow_secrets or store.fences_secrets)
-    listing = Listing.local(full, private=True) if send_full else public
+    listing = Index.local(full, private=True) if send_full else public
     options = Options(dry_run=dry_run, prune=prune, keep=keep, jobs=max(1, jobs), progress=progress or make_progress(False))
     return publish_listing(store, tree, listing, public, options, shard_finder(_index_dirs(tree, full)))
 

@@ -2,7 +2,7 @@
 
 A destination keeps published builds ("releases") and serves one of them, the
 live one. Its index is the tree's root `manifest.json` plus the shards the root
-names (`bootgen.publish.listing`). A publish compares the local root with the
+names (`bootgen.publish.index`). A publish compares the local root with the
 live one shard by shard, so it reads and writes only what changed:
 
 1. content-addressed objects (`immutable`) the destination lacks;
@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.plan import INDEX
-from bootgen.publish.listing import Listing, ShardReader
+from bootgen.publish.index import Index, ShardReader
 from bootgen.publish.manifest import MANIFEST, FileEntry, sha256_file
 from bootgen.publish.progress import NullProgress, Progress
 from bootgen.publish.report import Action, PublishReport
@@ -137,9 +137,9 @@ class Remote:
 
     served: bytes | None  # the root being served, exact bytes
     history: tuple[str, ...]
-    live: Listing | None = None  # the served release's listing (the full one when secrets are published)
-    public: Listing | None = None  # the served release's public listing
-    previous: Listing | None = None  # the last completed publish when it is not the live one
+    live: Index | None = None  # the served release's listing (the full one when secrets are published)
+    public: Index | None = None  # the served release's public listing
+    previous: Index | None = None  # the last completed publish when it is not the live one
 
 
 @dataclass
@@ -155,7 +155,7 @@ class Plan:
     stale: list[str] = field(default_factory=list)
 
 
-def publish_listing(store: Store, tree: Path, listing: Listing, served: Listing, options: Options,
+def publish_listing(store: Store, tree: Path, listing: Index, served: Index, options: Options,
                     local_shards: ShardReader = lambda _id: None) -> PublishReport:
     """Publish `listing` (the files to send, read from `tree`) with `served` as its public index.
 
@@ -200,14 +200,14 @@ class _LocalFirst:
         return self._local(shard_id) or self._store.shard(build_id, shard_id)
 
 
-def _switched(store: Store, listing: Listing, served: Listing, remote: Remote) -> bool:
+def _switched(store: Store, listing: Index, served: Index, remote: Remote) -> bool:
     """The destination serves this build already (with its secret-bearing files, when they are sent)."""
     if remote.served != served.root:
         return False
     return not listing.private or store.archived_root(listing.build_id) == listing.root
 
 
-def _read_remote(store: Store, listing: Listing, remote: Remote) -> Remote:
+def _read_remote(store: Store, listing: Index, remote: Remote) -> Remote:
     public = _remote_listing(store, remote.served, None)
     live = public
     if public is not None and listing.private:  # secret-bearing files are listed in the full root only
@@ -218,18 +218,18 @@ def _read_remote(store: Store, listing: Listing, remote: Remote) -> Remote:
     return Remote(remote.served, remote.history, live, public, previous)
 
 
-def _remote_listing(store: Store, raw: bytes | None, build_id: str | None) -> Listing | None:
+def _remote_listing(store: Store, raw: bytes | None, build_id: str | None) -> Index | None:
     if raw is None:
         return None
     try:
-        return Listing.from_root(raw, f"{store.destination} (published)",
+        return Index.from_root(raw, f"{store.destination} (published)",
                                  lambda shard_id: store.shard(build_id, shard_id))
     except PublishError:
         return None  # corrupt: treat the destination as empty and check every file
 
 
 # -- planning ------------------------------------------------------------------
-def _plan(store: Store, tree: Path, listing: Listing, served: Listing, remote: Remote, options: Options) -> Plan:
+def _plan(store: Store, tree: Path, listing: Index, served: Index, remote: Remote, options: Options) -> Plan:
     if store.has_release(listing.build_id):  # a kept release: switching back to it is enough
         return Plan(switch=True, record=True)
     try:
@@ -252,7 +252,7 @@ def _plan(store: Store, tree: Path, listing: Listing, served: Listing, remote: R
     return plan
 
 
-def _carried(store: Store, listing: Listing, served: Listing, diff, remote: Remote, keep: int):
+def _carried(store: Store, listing: Index, served: Index, diff, remote: Remote, keep: int):
     """For a store of whole releases: the files the new release links from kept ones (unchanged files,
     and the objects of earlier releases, so a client that read an old entry point just before the switch
     still finds what it names), and the index files it gets from the tree."""
@@ -272,7 +272,7 @@ def _carried(store: Store, listing: Listing, served: Listing, diff, remote: Remo
     return carried, index
 
 
-def _older(store: Store, remote: Remote, build_id: str, keep: int) -> list[Listing]:
+def _older(store: Store, remote: Remote, build_id: str, keep: int) -> list[Index]:
     """Listings of the kept releases before the live one, newest first: with the live one and the
     new one, `keep` releases."""
     ids = [b for b in reversed(remote.history) if b not in (build_id, remote.live.build_id)][:max(0, keep - 2)]
@@ -280,7 +280,7 @@ def _older(store: Store, remote: Remote, build_id: str, keep: int) -> list[Listi
     return [listing for listing in found if listing is not None]
 
 
-def _stale(listing: Listing, served: Listing, remote: Remote) -> list[str]:
+def _stale(listing: Index, served: Index, remote: Remote) -> list[str]:
     """Entry points of the live or last completed build that the new one drops, and index files of
     the live one that are not content-addressed (a format-1 SHA256SUMS) and that the new one lacks."""
     stale: set[str] = set()
@@ -317,7 +317,7 @@ def _check_file(tree: Path, entry: FileEntry) -> Problem | None:
     return None
 
 
-def _describe(store: Store, plan: Plan, served: Listing) -> list[Action]:
+def _describe(store: Store, plan: Plan, served: Index) -> list[Action]:
     actions = [Action("link", path, size) for path, size, _b in plan.carried]
     actions += [Action(store.upload_verb, e.path, e.size) for e in plan.uploads]
     actions += [Action(store.upload_verb, path, source.stat().st_size) for path, source, private in plan.index
@@ -327,7 +327,7 @@ def _describe(store: Store, plan: Plan, served: Listing) -> list[Action]:
     return actions + [Action("delete", p) for p in plan.stale]
 
 
-def _apply(store: Store, tree: Path, listing: Listing, served: Listing, plan: Plan, options: Options,
+def _apply(store: Store, tree: Path, listing: Index, served: Index, plan: Plan, options: Options,
            history: tuple[str, ...]) -> None:
     if plan.stage:
         store.begin(listing.build_id)
@@ -369,7 +369,7 @@ def _new_history(history: tuple[str, ...], build_id: str) -> tuple[str, ...]:
 
 
 # -- retention -----------------------------------------------------------------
-def _retain(store: Store, listing: Listing, history: tuple[str, ...], options: Options) -> list[Action]:
+def _retain(store: Store, listing: Index, history: tuple[str, ...], options: Options) -> list[Action]:
     kept = history[-max(1, options.keep):] or (listing.build_id,)
 
     def referenced() -> set[str]:
@@ -385,7 +385,7 @@ def _retain(store: Store, listing: Listing, history: tuple[str, ...], options: O
     return actions
 
 
-def _kept_listing(store: Store, build_id: str) -> Listing:
+def _kept_listing(store: Store, build_id: str) -> Index:
     found = _remote_listing(store, store.archived_root(build_id), build_id)
     if found is None:
         raise PublishError(Problem(Location(store.destination),

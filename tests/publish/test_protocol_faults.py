@@ -15,7 +15,7 @@ from memory_store import MemoryStore
 from publish_synth import make_tree, references
 
 from bootgen.publish import publish_with_store
-from bootgen.publish.listing import Listing
+from bootgen.publish.index import Index
 from bootgen.publish.stores.docroot import DocrootStore
 from bootgen.publish.stores.s3 import S3Store
 
@@ -107,9 +107,9 @@ def target(request, tmp_path):
     return Memory()
 
 
-def _served_build(served: dict[str, bytes]) -> Listing:
+def _served_build(served: dict[str, bytes]) -> Index:
     """The served root, whose every listed file must be there (objects with their exact content)."""
-    listing = Listing.from_root(served["manifest.json"], "served",
+    listing = Index.from_root(served["manifest.json"], "served",
                                 lambda shard: served.get(f"index/{shard}.json"))
     return listing
 

@@ -1,6 +1,6 @@
 """A build's index as publish sees it: a root naming shards, each shard a run of file entries.
 
-Publish compares two listings shard by shard: a shard id present in both means
+Publish compares two indexes shard by shard: a shard id present in both means
 the same entries (shards are content-addressed), so only the shards that differ
 are read. A format-1 tree (one manifest.json listing every file) is one shard
 whose id is the hash of the whole manifest.
@@ -21,7 +21,7 @@ ShardReader = Callable[[str], "bytes | None"]  # shard id -> its bytes, None if 
 
 
 @dataclass
-class Listing:
+class Index:
     """The root of one build and a way to read the entries of each shard it names."""
 
     build_id: str
@@ -37,7 +37,7 @@ class Listing:
     # -- building ------------------------------------------------------------------
     @classmethod
     def from_root(cls, raw: bytes, origin: str, read_shard: ShardReader, *, private: bool = False,
-                  directory: Path | None = None) -> "Listing":
+                  directory: Path | None = None) -> "Index":
         """Parse a root (index format 2, or a whole format-1 manifest); shards are read through
         `read_shard` only when their entries are asked for, and checked against their ids."""
         if index_format(raw) != FORMAT:
@@ -57,14 +57,14 @@ class Listing:
                    lambda shard_id: (shard_name(shard_id), shard_name(shard_id, ".sha256")))
 
     @classmethod
-    def _format1(cls, raw: bytes, origin: str, private: bool, directory: Path | None) -> "Listing":
+    def _format1(cls, raw: bytes, origin: str, private: bool, directory: Path | None) -> "Index":
         """A format-1 manifest is one shard named by its hash (with SHA256SUMS as its index file)."""
         manifest = parse_manifest(raw, origin)
         return cls(manifest.build_id, raw, len(manifest.files), (hashlib.sha256(raw).hexdigest(),), private,
                    directory, lambda _id: manifest.files, lambda _id: () if private else (SUMS,))
 
     @classmethod
-    def local(cls, directory: Path, *, private: bool = False) -> "Listing":
+    def local(cls, directory: Path, *, private: bool = False) -> "Index":
         """The listing of a tree (or of its private listing directory) on this machine: only its root
         is read until shards are asked for."""
         root = read_root_bytes(directory)
@@ -89,7 +89,7 @@ class Listing:
         return {f.path for f in self.files()} | self.index_paths()
 
     # -- comparing -----------------------------------------------------------------
-    def diff(self, base: "Listing | None") -> "Diff":
+    def diff(self, base: "Index | None") -> "Diff":
         """What differs from `base` (None: a destination with nothing on it)."""
         base_ids = set(base.shard_ids) if base else set()
         own_ids = set(self.shard_ids)
@@ -103,7 +103,7 @@ class Listing:
         kept = [s for s in self.shard_ids if s in base_ids]
         return Diff(self, added, kept, changed, same)
 
-    def dropped_entry_points(self, old: "Listing") -> set[str]:
+    def dropped_entry_points(self, old: "Index") -> set[str]:
         """Entry points `old` lists that this build does not."""
         own_ids = set(self.shard_ids)
         candidates = {e.path for s in old.shard_ids if s not in own_ids for e in old.entries(s) if not e.immutable}
@@ -113,7 +113,7 @@ class Listing:
         listed = {e.path for s in self.shard_ids if s not in old_ids for e in self.entries(s)}
         return candidates - listed
 
-    def objects_not_in(self, other: "Listing") -> list[FileEntry]:
+    def objects_not_in(self, other: "Index") -> list[FileEntry]:
         """Content-addressed objects of this build that `other` does not list."""
         other_ids = set(other.shard_ids)
         mine = [e for s in self.shard_ids if s not in other_ids for e in self.entries(s) if e.immutable]
@@ -122,7 +122,7 @@ class Listing:
         theirs = {e.path for s in other.shard_ids if s not in set(self.shard_ids) for e in other.entries(s)}
         return [e for e in mine if e.path not in theirs]
 
-    def new_index_files(self, base: "Listing | None", exclude: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    def new_index_files(self, base: "Index | None", exclude: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
         """Index files of the shards `base` does not have (and not in `exclude`), with their local source,
         each shard checked first (present, hashing to its id, its SHA256SUMS lines matching its entries)."""
         base_ids = set(base.shard_ids) if base else set()
@@ -145,7 +145,7 @@ class Listing:
 
 @dataclass
 class Diff:
-    listing: Listing
+    listing: Index
     added: list[str]  # shard ids new to the destination
     kept: list[str]  # shard ids it already has
     changed: list[FileEntry]  # entries the destination lacks or has with other content
