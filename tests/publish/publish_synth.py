@@ -10,10 +10,12 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bootgen.plan import Listing, listing_lines
+from bootgen.publish.manifest import load_tree, render_sums
 from bootgen.write import write_listing
 
 BASE_URL = "http://boot.test"
@@ -90,6 +92,15 @@ def write_tree(root: Path, files: dict[str, bytes], immutable: set[str]) -> Synt
     build_id = listing.build_id()
     write_listing(root, listing, build_id, set(), root)
     return SynthTree(root, build_id, dict(files), frozenset(immutable))
+
+
+def as_format_1(tree: SynthTree) -> None:
+    """Rewrite a tree's index as bootgen wrote it before shards: one manifest.json and SHA256SUMS."""
+    manifest = load_tree(tree.root)
+    doc = {"bootgen_version": "0.1.0", "build_id": manifest.build_id, "files": [asdict(f) for f in manifest.files]}
+    (tree.root / "manifest.json").write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
+    (tree.root / "SHA256SUMS").write_text(render_sums(manifest.files))
+    shutil.rmtree(tree.root / "index")
 
 
 def _config(node: int, revision: int) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from publish_servers import free_port, http_get, start_nginx
-from publish_synth import is_index, make_tree, references
+from publish_synth import as_format_1, is_index, make_tree, references
 
 from bootgen.errors import PublishError
 from bootgen.publish import publish, render_nginx_server
@@ -77,6 +77,19 @@ def test_keep_one_never_deletes_current(tmp_path):
         publish(tree.root, str(www), keep=1)
         assert _current(www) == tree.build_id
         assert (www / "current/manifest.json").is_file()
+
+
+def test_a_docroot_published_before_shards_moves_to_them(tmp_path):
+    a, b = make_tree(tmp_path / "a", 3), make_tree(tmp_path / "b", 3, revisions={1: 1})
+    as_format_1(a)
+    www = tmp_path / "www"
+    publish(a.root, str(www))
+    publish(b.root, str(www))
+    current = www / "current"
+    assert _current(www) == b.build_id and not (current / "SHA256SUMS").exists()
+    assert all((current / p).read_bytes() == c for p, c in b.files.items())
+    assert (current / "manifest.json").read_bytes() == (b.root / "manifest.json").read_bytes()
+    assert {p.name for p in (current / "index").iterdir()} == set(os.listdir(b.root / "index"))
 
 
 def test_dry_run_writes_nothing(tmp_path):

@@ -5,7 +5,7 @@ import json
 from typing import Callable
 
 import pytest
-from publish_synth import is_index, make_tree, references
+from publish_synth import as_format_1, is_index, make_tree, references
 
 from bootgen.publish.manifest import parse_index
 from bootgen.publish.stores.s3 import publish_s3
@@ -181,3 +181,16 @@ def test_shards_of_trees_kept_on_this_machine_are_not_fetched(moto_client, tmp_p
     report = publish_s3(builds / "two", DEST, moto_client)
     assert {a.path for a in report.actions if not is_index(a.path)} == two.node_paths(3)
     assert fetched == ["site/manifest.json", "site/.bootgen/index.json"]
+
+
+def test_a_bucket_published_before_shards_moves_to_them(moto_client, two_builds):
+    a, b = two_builds
+    as_format_1(a)
+    publish_s3(a.root, DEST, moto_client)
+    assert "SHA256SUMS" in _bucket(moto_client)
+    report = publish_s3(b.root, DEST, moto_client)
+    after = _bucket(moto_client)
+    assert_consistent(after)
+    assert {p: after[p] for p in b.files} == b.files
+    assert "SHA256SUMS" not in after and "delete SHA256SUMS" in map(str, report.actions)
+    assert publish_s3(b.root, DEST, moto_client).requests == 2
