@@ -31,6 +31,7 @@ META_DIR = ".bootgen"
 HISTORY = f"{META_DIR}/index.json"  # completed publishes, oldest first
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 LIST_PAGE = 1000  # keys per ListObjectsV2 page
+HEAD_LIMIT = 64  # existence checks by HEAD up to this many files, whatever the bucket's size
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
                      "ExpiredToken", "InvalidToken", "403", "Forbidden"}
 
@@ -85,9 +86,6 @@ def make_client(endpoint_url: str | None, jobs: int):
                     max_pool_connections=2 * jobs + 4, connect_timeout=5, read_timeout=60,
                     s3={"addressing_style": "path"} if endpoint_url else None, **checksums)
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
-
-
-HEAD_LIMIT = 64  # existence checks by HEAD up to this many files, whatever the bucket's size
 
 
 @contextmanager
