@@ -184,3 +184,17 @@ def test_a_kill_during_retention_keeps_the_live_release(target, builds, tmp_path
         gone = {p for p in a.immutable | b.immutable if p not in c.files}
         assert gone and not gone & served.keys()
 
+
+
+def test_a_kill_among_parallel_uploads_stops_the_publish_before_its_switch(target, builds):
+    """With uploads on a thread pool, a kill in one worker still ends the publish before the switch."""
+    a, b = builds
+    store = target.fresh()
+    publish_with_store(store, a.root, jobs=4)
+    failing = FailingStore(store, 4)
+    with pytest.raises(Killed):
+        publish_with_store(failing, b.root, jobs=4)
+    assert "switch" not in failing.writes
+    assert assert_serves_one_build_completely(target, store, (a, b)) == a.build_id
+    publish_with_store(store, b.root, jobs=4)
+    assert assert_serves_one_build_completely(target, store, (a, b)) == b.build_id
