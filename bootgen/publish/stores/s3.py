@@ -46,7 +46,7 @@ class S3Location:
     @classmethod
     def parse(cls, destination: str) -> "S3Location":
         """Split `s3://bucket/prefix`; the prefix may be empty."""
-        rest = destination.removeprefix("s3://")
+        rest = destination.split("://", 1)[-1]  # the scheme, in any case (S3://bucket too)
         bucket, _, prefix = rest.partition("/")
         if not bucket:
             raise PublishError(Problem(Location(destination), "no bucket name in the destination",
