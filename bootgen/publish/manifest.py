@@ -347,3 +347,18 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_root_bytes(directory: Path) -> bytes:
+    """The exact bytes of `directory`'s manifest.json (a PublishError if there is none)."""
+    return _read(directory / MANIFEST, directory)
+
+
+def index_format(raw: bytes) -> int | None:
+    """The index format a manifest.json declares (1 when it says none), None if not JSON."""
+    return _format(raw)
+
+
+def verify_sums(directory: Path, name: str, files) -> Problem | None:
+    """`directory/name` holds the SHA256SUMS lines of these entries (a problem otherwise)."""
+    return _verify_sums(directory, name, files)
