@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.plan import INDEX
 from bootgen.publish.index import Index, ShardReader
-from bootgen.publish.manifest import MANIFEST, FileEntry, sha256_file
+from bootgen.publish.manifest import MANIFEST, FileEntry, verify_file
 from bootgen.publish.progress import NullProgress, Progress
 from bootgen.publish.report import Action, PublishReport
 
@@ -297,24 +297,9 @@ def _stale(listing: Index, served: Index, remote: Remote) -> list[str]:
 # -- checking and writing ------------------------------------------------------
 def _verify(tree: Path, uploads: list[FileEntry], jobs: int) -> None:
     """Check every file about to leave the machine against its listing entry; raise all problems."""
-    problems = [p for p in parallel(lambda e: _check_file(tree, e), uploads, jobs) if p is not None]
+    problems = [p for p in parallel(lambda e: verify_file(tree, e), uploads, jobs) if p is not None]
     if problems:
         raise PublishError(problems)
-
-
-def _check_file(tree: Path, entry: FileEntry) -> Problem | None:
-    loc = Location(str(tree / entry.path))
-    try:
-        size = (tree / entry.path).stat().st_size
-        if size != entry.size:
-            return Problem(loc, f"size is {size}, manifest says {entry.size}", hint="rebuild the tree")
-        digest = sha256_file(tree / entry.path)
-    except OSError as exc:
-        return Problem(loc, f"listed in manifest.json but unreadable: {exc.strerror}", hint="rebuild the tree")
-    if digest != entry.sha256:
-        return Problem(loc, "sha256 does not match manifest.json",
-                       hint="the tree was modified after the build; rebuild it")
-    return None
 
 
 def _describe(store: Store, plan: Plan, served: Index) -> list[Action]:
