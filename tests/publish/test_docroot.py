@@ -201,3 +201,23 @@ def test_clients_never_miss_a_file_while_publishes_alternate(nginx, tmp_path):
     assert not errors
     assert publishes[0] >= 10, "the publisher hardly ran; the test proved nothing"
     assert not failures
+
+
+@pytest.mark.parametrize("inside", ["current/extra", "releases/{id}/more", "releases/new"])
+def test_a_docroot_inside_a_published_docroot_is_refused(tmp_path, inside):
+    """Publishing into another docroot's served releases would write into a tree being served."""
+    a = make_tree(tmp_path / "a", 2)
+    b = make_tree(tmp_path / "b", 2, revisions={1: 1})
+    www = tmp_path / "www"
+    publish(a.root, str(www))
+    before = sorted(str(p.relative_to(www)) for p in www.rglob("*"))
+    with pytest.raises(PublishError, match="inside the published releases"):
+        publish(b.root, str(www / inside.format(id=a.build_id)))
+    assert sorted(str(p.relative_to(www)) for p in www.rglob("*")) == before
+
+
+def test_a_docroot_inside_the_tree_being_published_is_refused(tmp_path):
+    make_tree(tmp_path / "a", 2)
+    with pytest.raises(PublishError, match="inside the tree being published"):
+        publish(tmp_path / "a", str(tmp_path / "a" / "www"))
+    assert not (tmp_path / "a" / "www").exists()

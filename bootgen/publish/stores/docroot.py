@@ -45,10 +45,24 @@ def open_store(destination: str, *, tree: Path | None = None, **_options) -> Ite
     """The docroot `destination`, with filesystem failures turned into PublishErrors."""
     from bootgen.secrets_tree import secret_paths
 
+    _refuse_nested(Path(destination), tree)
     try:
         yield DocrootStore(Path(destination), secret_paths(tree) if tree is not None else [])
     except OSError as exc:
         raise PublishError(Problem(Location(destination), f"cannot write the docroot: {exc}")) from None
+
+
+def _refuse_nested(root: Path, tree: Path | None) -> None:
+    """A docroot inside a served release (another docroot's `releases/` or `current/`) or inside the
+    tree being published would change files that are being served as immutable."""
+    where = root.absolute().resolve()
+    if tree is not None and where.is_relative_to(Path(tree).resolve()):
+        raise PublishError(Problem(Location(str(root)), "the docroot lies inside the tree being published",
+                                   hint="publish to a directory outside the build tree"))
+    for parent in where.parents:
+        if (parent / CURRENT).is_symlink() and (parent / RELEASES).is_dir() and where.is_relative_to(parent / RELEASES):
+            raise PublishError(Problem(Location(str(root)), f"the docroot lies inside the published releases of {parent}",
+                                       hint=f"publish to {parent} itself, or to a directory outside it"))
 
 
 class DocrootStore(Store):
