@@ -77,3 +77,22 @@ def test_pi_firmware_must_be_mirrored(pi_site):
     site.write_text(site.read_text().replace(PI_SET, PI_SET.replace("    mirror: true\n", "")))
     problems = _problems(pi_site)
     assert any("error at $.images.pi.firmware: Raspberry Pi firmware needs `mirror: true`" in p for p in problems)
+
+
+@pytest.mark.parametrize("name", ["cmdline.txt", "config.txt", "vmlinuz"])
+def test_a_firmware_file_may_not_take_a_name_the_pi_directory_already_uses(pi_site, name):
+    """Firmware, kernel and initrds share the Pi's directory with the config.txt and cmdline.txt
+    bootgen writes there: one name for two files would leave one of them unserved."""
+    (pi_site.site / "images" / "fw").mkdir()
+    (pi_site.site / "images" / "fw" / name).write_bytes(b"the operator's own copy\n")
+    site = pi_site.site / "site.yaml"
+    site.write_text(site.read_text().replace(
+        "      - {file: images/start4.elf, unsigned: true}\n",
+        f"      - {{file: images/start4.elf, unsigned: true}}\n      - {{file: images/fw/{name}, unsigned: true}}\n"))
+    owner = "bootgen writes it" if name.endswith(".txt") else "$.images.pi.kernel has it too"
+    problems = _problems(pi_site)
+    assert len(problems) == 1 and problems[0].endswith(
+        f"error at $.images.pi.firmware[1]: '{name}' is a file name this Raspberry Pi set already uses in a "
+        f"Pi's directory ({owner})"), problems
+    line = site.read_text().splitlines().index(f"      - {{file: images/fw/{name}, unsigned: true}}") + 1
+    assert problems[0].startswith(f"site/site.yaml:{line}:"), problems
