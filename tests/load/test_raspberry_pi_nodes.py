@@ -96,3 +96,14 @@ def test_a_firmware_file_may_not_take_a_name_the_pi_directory_already_uses(pi_si
         f"Pi's directory ({owner})"), problems
     line = site.read_text().splitlines().index(f"      - {{file: images/fw/{name}, unsigned: true}}") + 1
     assert problems[0].startswith(f"site/site.yaml:{line}:"), problems
+
+
+def test_a_name_taken_from_an_iso_counts_too(pi_site):
+    site = pi_site.site / "site.yaml"
+    site.write_text(site.read_text().replace(PI_SET, PI_SET.replace(
+        "    kernel: {file: images/vmlinuz, unsigned: true}\n",
+        "    iso:\n      url: http://192.0.2.1/pi.iso\n      sha256: " + "ab" * 32 + "\n"
+        "      extract: {kernel: boot/vmlinuz, initrds: [boot/firmware/config.txt]}\n")))
+    problems = _problems(pi_site)
+    assert any(p.endswith("error at $.images.pi.iso.extract.initrds[0]: 'config.txt' is a file name this Raspberry Pi "
+                          "set already uses in a Pi's directory (bootgen writes it)") for p in problems), problems
