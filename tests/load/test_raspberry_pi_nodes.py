@@ -107,3 +107,12 @@ def test_a_name_taken_from_an_iso_counts_too(pi_site):
     problems = _problems(pi_site)
     assert any(p.endswith("error at $.images.pi.iso.extract.initrds[0]: 'config.txt' is a file name this Raspberry Pi "
                           "set already uses in a Pi's directory (bootgen writes it)") for p in problems), problems
+
+
+def test_an_arm64_uefi_node_may_not_boot_a_raspberry_pi_set(pi_site):
+    """With no serial the node is an arm64 UEFI server: a Pi's set (firmware, no UEFI loader placed
+    for it) would leave it with a GRUB file no loader reads, and full DHCP would hand it pxelinux.0."""
+    (pi_site.nodes / "arm-uefi.yaml").write_text("arch: arm64\nprofile: live\ninterfaces:\n  - mac: 52:54:00:00:00:99\n")
+    assert _problems(pi_site) == [
+        "nodes/arm-uefi.yaml:1:7: error at $.arch: node 'arm-uefi' is an arm64 UEFI machine (it has no serial "
+        "number), but profile 'live' boots arm64 machines from image set 'pi', a Raspberry Pi's (it has `firmware`)"]
