@@ -116,3 +116,25 @@ def test_an_arm64_uefi_node_may_not_boot_a_raspberry_pi_set(pi_site):
     assert _problems(pi_site) == [
         "nodes/arm-uefi.yaml:1:7: error at $.arch: node 'arm-uefi' is an arm64 UEFI machine (it has no serial "
         "number), but profile 'live' boots arm64 machines from image set 'pi', a Raspberry Pi's (it has `firmware`)"]
+
+
+def test_two_files_of_one_node_on_one_path_are_refused_before_either_is_placed(pi_site, monkeypatch):
+    """A guard under the name checks above: a target that names one path twice for one node
+    (here the Pi's own target, made to) is an error, and no tree is made."""
+    from bootgen.plan import Artifact
+    from bootgen.render import targets
+
+    pi = targets.TARGETS["raspberrypi"]
+
+    def twice(ctx, entry):
+        files = pi(ctx, entry)
+        kernel = next(a for a in files if a.path.endswith("/vmlinuz"))
+        return files + [Artifact.from_bytes(kernel.path, b"generated\n", target="raspberrypi", node=kernel.node)]
+
+    monkeypatch.setitem(targets.TARGETS, "raspberrypi", twice)
+    with pytest.raises(RenderError) as err:
+        build(pi_site, fetch=False)
+    assert [p.format().split("\n")[0] for p in err.value.problems] == [
+        "nodes/pi-a.yaml:1:1: error: node 'pi-a': two of its files claim 7092246e/vmlinuz: raspberrypi for node "
+        "'pi-a' and raspberrypi for node 'pi-a'"]
+    assert not pi_site.out.exists()
