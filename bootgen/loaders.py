@@ -172,7 +172,8 @@ _TARGET_CHOICES = {"pxelinux": ("lpxelinux", "pxelinux"), "grub": ("grub",), "ip
 def first_files(target: str, arch: str, secure_boot: bool = False) -> tuple[tuple[str, str], ...]:
     """(firmware, first loader files) of a per-node target on `arch`, e.g. ("BIOS", "lpxelinux.0 /
     pxelinux.0"), as `bootgen explain` shows them. Under Secure Boot an x86-64 UEFI machine reaches
-    GRUB through shim, and nothing else (the firmware refuses unsigned loaders)."""
+    GRUB through shim, and nothing else (the firmware refuses unsigned loaders), unless its firmware
+    has Secure Boot off and boots by HTTP: then it gets iPXE."""
     rows: dict[str, list[str]] = {}
     signed_uefi = secure_boot and arch == "x86_64"
     for choice in _TARGET_CHOICES.get(target, ()):
@@ -184,6 +185,9 @@ def first_files(target: str, arch: str, secure_boot: bool = False) -> tuple[tupl
                 rows.setdefault(label, []).append(loader.tree_path)
     if signed_uefi and target == "grub":
         rows["UEFI Secure Boot"] = [" → ".join(loader.tree_path for loader in LOADERS if loader.secure_boot)]
+    if signed_uefi:  # HTTP Boot clients get iPXE by URL in any site (site_offers): booted if Secure Boot is off
+        rows.update(("UEFI HTTP Boot with Secure Boot off", [loader.tree_path]) for loader in LOADERS
+                    if loader.over_http and loader.arch == arch and loader.choice in _TARGET_CHOICES.get(target, ()))
     return tuple((label, " / ".join(names)) for label, names in rows.items())
 
 

@@ -213,6 +213,37 @@ def _check_set(image_set: ImageSet, path: tuple, doc: SourceDoc, problems: list[
                                  "a Pi loads its firmware, kernel and initrd over TFTP from its directory in the tree"))
     if image_set.iso is not None and image_set.extract is not None and image_set.kernel is not None:
         problems.append(_problem(doc, path + ("kernel",), "give either `kernel:` or `iso.extract.kernel`, not both"))
+    if image_set.firmware:
+        _check_pi_names(image_set, path, doc, problems)
+
+
+PI_WRITTEN = ("config.txt", "cmdline.txt")  # what bootgen writes into a Pi's directory itself
+
+
+def _check_pi_names(image_set: ImageSet, path: tuple, doc: SourceDoc, problems: list[Problem]) -> None:
+    """A Pi's directory, `<serial>/`, holds this set's firmware, kernel and initrds under their own
+    names beside the config.txt and cmdline.txt bootgen writes: one name for two files would leave
+    one of them unserved (the build would silently keep either)."""
+    owners: dict[str, str] = {name: "bootgen writes it" for name in PI_WRITTEN}
+    for sub, name in _pi_file_names(image_set):
+        if name in owners:
+            problems.append(_problem(doc, path + sub, f"{name!r} is a file name this Raspberry Pi set already uses "
+                                                      f"in a Pi's directory ({owners[name]})",
+                                     "give the file another name: the Pi asks for each file of its directory by name"))
+        else:
+            owners[name] = f"{format_path(path + sub)} has it too"
+
+
+def _pi_file_names(image_set: ImageSet) -> list[tuple[tuple, str]]:
+    """(field path, name in a Pi's directory) of the set's kernel, initrds and firmware."""
+    named = [(("kernel",), image_set.kernel), *((("initrds", i), s) for i, s in enumerate(image_set.initrds))]
+    names = [(sub, source.name) for sub, source in named if source is not None]
+    if image_set.iso is not None and image_set.extract is not None:
+        extract = image_set.extract
+        names += [(("iso", "extract", "kernel"), PurePosixPath(extract.kernel).name)] if extract.kernel else []
+        names += [(("iso", "extract", "initrds", i), PurePosixPath(member).name)
+                  for i, member in enumerate(extract.initrds)]
+    return names + [(("firmware", i), source.name) for i, source in enumerate(image_set.firmware)]
 
 
 def _parse_extract(raw: dict | None) -> IsoExtract | None:

@@ -14,7 +14,7 @@ from ..errors import Problem, RenderError
 from ..model import Inputs, Node
 from .. import loaders
 from ..spec import NodeSpec, resolve, secure_boot_differs
-from ..plan import Artifact, Plan
+from ..plan import Artifact, Plan, producer
 from . import osconfig
 from .boot import BootEntry, image_url, node_image_set, node_loaders
 from .exports import EXPORTS
@@ -103,7 +103,22 @@ def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:
     for name, export in EXPORTS.items():
         if ctx.inputs.site.exports.get(name):
             artifacts.extend(export(ctx, spec, entry, config))
-    return artifacts
+    return _one_file_per_path(spec, artifacts)
+
+
+def _one_file_per_path(spec: NodeSpec, artifacts: list[Artifact]) -> list[Artifact]:
+    """The node's files, each path once. Two different files of one node on one path are an error
+    (the build compares paths across nodes, not within one): placing both would write the second
+    over the first, and through the first's link into the mirrored image file it came from."""
+    by_path: dict[str, Artifact] = {}
+    for artifact in artifacts:
+        first = by_path.setdefault(artifact.path, artifact)
+        if first.sha256 != artifact.sha256:
+            raise RenderError(Problem(spec.doc.locate(()), f"node '{spec.name}': two of its files claim "
+                                      f"{artifact.path}: {producer(first)} and {producer(artifact)}",
+                                      hint="file names come from MACs, addresses, serials and image file names; "
+                                           "make them unique"))
+    return list(by_path.values())
 
 
 def boot_entry(ctx: RenderContext, spec: NodeSpec, config) -> BootEntry:

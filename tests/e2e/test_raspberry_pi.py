@@ -8,6 +8,7 @@ it only probes for may be missing, as on a real server.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_pi4_tftp_sequence_is_answered_from_the_serial_directory(pi_tree, tmp_pa
     assert "kernel=vmlinuz\n" in got["config.txt"].decode()
     assert "initramfs initrd.img followkernel\n" in got["config.txt"].decode()
     log = (tmp_path / "lan" / "dnsmasq.log").read_text()
-    assert f"sent {pi_tree.resolve()}/{SERIAL}/start4.elf" in log or f"/{SERIAL}/start4.elf" in log
+    assert re.search(rf"sent \S*/{SERIAL}/start4\.elf to ", log), log  # from the serial directory, by dnsmasq
 
 
 def test_pcs_keep_their_boot_entry_first(pi_tree):

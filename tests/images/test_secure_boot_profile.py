@@ -132,3 +132,20 @@ def test_an_edit_of_a_profiles_secure_boot_gives_the_tree_a_cold_build_gives(mix
     cold = (build(mixed_site, fetch=False).write.tree / "server" / "dnsmasq.conf").read_text()
     assert incremental == cold
     assert "tag:!nosecureboot,shimx64.efi" in cold
+
+
+def test_explain_shows_what_http_boot_hands_a_secure_boot_node_with_ipxe(mixed_site):
+    """DHCP hands every x86-64 HTTP Boot client ipxe.efi by URL, Secure Boot site or not; explain
+    showed only shim for a Secure Boot node, though one whose firmware has Secure Boot off (the
+    datacenter example's http-app-1) boots ipxe.efi that way."""
+    from bootgen.explain import explain
+
+    profile = mixed_site.site / "profiles" / "signed.yaml"
+    profile.write_text(profile.read_text().replace("loaders: [grub]", "loaders: [grub, ipxe]"))
+    shown = {(row["loader"], row["firmware"]): row["first_loader"]
+             for row in explain(mixed_site.site, mixed_site.nodes, Path(".bootgen"), "sb-1").firmware}
+    assert shown == {("grub", "UEFI Secure Boot"): "shimx64.efi → grubx64.efi", ("ipxe", "BIOS"): "undionly.kpxe",
+                     ("ipxe", "UEFI HTTP Boot with Secure Boot off"): "ipxe.efi"}
+    plain = {row["firmware"] for row in explain(mixed_site.site, mixed_site.nodes, Path(".bootgen"),
+                                                "installed").firmware}
+    assert "UEFI HTTP Boot with Secure Boot off" not in plain  # not a Secure Boot node: its UEFI row has ipxe.efi
