@@ -15,11 +15,30 @@ IPXE_GUARD = ("dhcp-userclass=set:ipxe,iPXE", "dhcp-match=set:ipxe,175")  # iPXE
 PI_MENU_ENTRY = "Raspberry Pi Boot"  # what Pi bootloaders before 2020 look for in the PXE menu
 
 
+# Option-93 values of UEFI clients (RFC 4578 and IANA's registry): IA32, x86-64 (7, and 9 as
+# some firmware sends it), ARM32, ARM64, and the HTTP Boot variants of each.
+UEFI_ARCH_VALUES = (6, 7, 9, 10, 11, 15, 16, 18, 19)
+UNSERVED_TAG = "noloader"  # a UEFI client of an architecture the site has no loader for
+
+
 def first_loaders(site, arches: frozenset[str] = frozenset({"x86_64"}), mixed_secure_boot: bool = False) -> list[dict]:
-    """Each kind of client and what it gets first, with the dnsmasq tags that select it."""
+    """Each kind of client and what it gets first, with the dnsmasq tags that select it.
+
+    BIOS is the catch-all (old PXE ROMs may not send option 93), so every UEFI architecture
+    the site does not serve is tagged too and kept off the BIOS line: an arm64 machine in an
+    x86-only site gets no boot file (its firmware goes on to its next boot option) rather
+    than pxelinux.0, which it cannot run."""
     offers = loaders.site_offers(site, arches, mixed_secure_boot=mixed_secure_boot)
     tagged = list(dict.fromkeys(offer.client.tag for offer in offers if offer.client is not loaders.BIOS))
+    served = {number for offer in offers for number in offer.client.option93}
+    unserved = tuple(number for number in UEFI_ARCH_VALUES if number not in served)
+    if unserved:
+        tagged.append(UNSERVED_TAG)
     boots = [_first_loader(site, offer, tagged) for offer in offers]
+    if unserved:
+        boots.append({"tag": UNSERVED_TAG, "option93": unserved, "default": False, "http": False, "csas": (),
+                      "label": "UEFI without a loader here", "file": None, "pxe_service_file": None,
+                      "dhcp_boot_tags": ""})
     matched = set()
     for boot in boots:  # one dhcp-match per client kind, though it may get two loaders (by MAC)
         boot["match"] = not boot["default"] and boot["tag"] not in matched

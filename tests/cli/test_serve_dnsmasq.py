@@ -59,10 +59,10 @@ def test_the_secure_boot_site_hands_shim_to_uefi_and_grub_to_arm64(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     args = shlex.split(dnsmasq_command(Paths(site, nodes, tmp_path / "build", base_url=URL)))
     boots = [a for a in args if a.startswith("--dhcp-boot=tag:!ipxe")]
-    assert "--dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!arm64efi,tag:!efihttparm64,shimx64.efi,,127.0.0.1" \
-        in boots
-    assert "--dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:arm64efi,tag:!efihttparm64,grubnetaa64.efi,," \
-           "127.0.0.1" in boots
+    assert "--dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!arm64efi,tag:!efihttparm64,tag:!noloader," \
+           "shimx64.efi,,127.0.0.1" in boots
+    assert "--dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:arm64efi,tag:!efihttparm64,tag:!noloader," \
+           "grubnetaa64.efi,,127.0.0.1" in boots
     assert not any("pxe-service=tag:!ipxe" in a for a in args), "full DHCP answers with dhcp-boot, not a PXE menu"
 
 

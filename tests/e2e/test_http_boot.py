@@ -130,3 +130,38 @@ def test_grub_loaded_by_http_boot_cannot_read_its_config(tmp_path_factory, paylo
     assert "GET /grubnetx64.efi " in requests, requests
     assert result.stopped_on == "grub>" and result.cmdline is None, result.tail()
     assert "grub.cfg" not in requests, requests
+
+
+@pytest.fixture(scope="module")
+def x86_only_lan(tmp_path_factory, payload, use_namespaces):
+    """The generated dnsmasq.conf of a full-DHCP site with x86-64 image sets only, serving a LAN."""
+    if not use_namespaces:
+        pytest.skip("needs the namespace rig")
+    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
+            "range": ["192.168.77.100", "192.168.77.199"]}
+    spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "tftp", dhcp)
+    tree = sites.build(tmp_path_factory.mktemp("x86-offer-site"), spec, (NODE,), payload.kernel, payload.initrd)
+    lan = rig.NamespaceLan.create(tmp_path_factory.mktemp("x86-offer"), payload.kernel, SERVER_IP)
+    try:
+        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+        yield lan
+    finally:
+        lan.close()
+
+
+@pytest.mark.parametrize("vendor_class, arch", [
+    ("PXEClient:Arch:00011:UNDI:003000", 11),   # arm64 UEFI
+    ("PXEClient:Arch:00006:UNDI:003000", 6),    # IA32 UEFI
+    ("HTTPClient:Arch:00019:UNDI:003000", 19),  # arm64 HTTP Boot
+])
+def test_a_uefi_architecture_the_site_has_no_loader_for_gets_no_boot_file(x86_only_lan, vendor_class, arch):
+    """BIOS is the catch-all line; an arm64 machine in an x86-only site once fell into it and was
+    offered pxelinux.0, which it cannot run."""
+    offer = x86_only_lan.dhcp_offer("52:54:00:e2:00:63", vendor_class, arch)
+    assert offer.get("yiaddr"), offer
+    assert not _boot_file(offer), offer
+
+
+def test_bios_clients_still_get_pxelinux_in_an_x86_only_site(x86_only_lan):
+    offer = x86_only_lan.dhcp_offer("52:54:00:e2:00:64", "PXEClient:Arch:00000:UNDI:002001", 0)
+    assert _boot_file(offer) == "pxelinux.0", offer
