@@ -18,8 +18,8 @@ from bootgen.watch import dnsmasq_command
 from .test_secure_boot_build import SHIM, SITE, _line_col, _signed_kernel
 
 SB_MAC = "52:54:00:aa:00:51"  # a node of the Secure Boot profile, with no static address
-GRUB_DEFAULT = "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!secureboot,grubnetx64.efi,,10.10.10.1"
-SHIM_TAGGED = "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:secureboot,shimx64.efi,,10.10.10.1"
+GRUB_DEFAULT = "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!noloader,tag:!secureboot,grubnetx64.efi,,10.10.10.1"
+SHIM_TAGGED = "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!noloader,tag:secureboot,shimx64.efi,,10.10.10.1"
 
 
 @pytest.fixture
@@ -82,8 +82,8 @@ def test_a_profile_turns_secure_boot_off_in_a_secure_boot_site(mixed_site):
         (mixed_site.site / "profiles" / "live.yaml").read_text() + "secure_boot: false\n")
     tree = build(mixed_site, fetch=False).write.tree  # `local`'s unsigned kernel is no Secure Boot profile's
     lines = (tree / "server" / "dnsmasq.conf").read_text().splitlines()
-    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!nosecureboot,shimx64.efi,,10.10.10.1" in lines
-    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:nosecureboot,ipxe.efi,,10.10.10.1" in lines
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!noloader,tag:!nosecureboot,shimx64.efi,,10.10.10.1" in lines
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!noloader,tag:nosecureboot,ipxe.efi,,10.10.10.1" in lines
     assert "dhcp-host=d4:ae:52:c5:07:f9,set:nosecureboot,10.10.10.21,installed" in lines
     assert not any(line.startswith(f"dhcp-host={SB_MAC}") for line in lines)
 

@@ -43,12 +43,12 @@ def test_an_arm64_node_boots_its_arm64_kernel_through_grubnetaa64(arm_site):
     tree = build(arm_site, fetch=False).write.tree
     dnsmasq = (tree / "server" / "dnsmasq.conf").read_text()
     assert "dhcp-match=set:arm64efi,option:client-arch,11\n" in dnsmasq
-    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:arm64efi,tag:!efihttparm64,grubnetaa64.efi,," \
+    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:arm64efi,tag:!efihttparm64,tag:!noloader,grubnetaa64.efi,," \
            "10.10.10.1\n" in dnsmasq
-    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!arm64efi,tag:!efihttparm64,grubnetx64.efi,," \
+    assert "dhcp-boot=tag:!ipxe,tag:efi64,tag:!efihttp64,tag:!arm64efi,tag:!efihttparm64,tag:!noloader,grubnetx64.efi,," \
            "10.10.10.1\n" in dnsmasq
     # HTTP Boot: GRUB cannot fetch its files over HTTP, so x86-64 gets iPXE and arm64 no boot file
-    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:efihttp64,tag:!arm64efi,tag:!efihttparm64," \
+    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:efihttp64,tag:!arm64efi,tag:!efihttparm64,tag:!noloader," \
            "http://10.10.10.1:8080/ipxe.efi\n" in dnsmasq
     assert ",tag:efihttparm64," not in dnsmasq and "tag:efihttparm64,60" not in dnsmasq
     assert (tree / "grubnetaa64.efi").read_bytes() == \
