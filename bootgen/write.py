@@ -72,18 +72,20 @@ _HELD: dict[str, int] = {}  # build locks this process holds: lock path -> depth
 
 
 @contextlib.contextmanager
-def build_lock(state_dir: Path, waiting=None):
+def build_lock(state_dir: Path, waiting=None, *, wait: bool = True):
     """One build of a repository at a time, from reading the saved state to the switch.
 
     A second build waits (calling `waiting()` once, so the user knows why)
     instead of interleaving with the first: a build that read the state
     before another one switched would otherwise commit a tree made for a live
-    tree that is gone. Re-entrant within a process."""
+    tree that is gone. Re-entrant within a process. Yields True; with
+    `wait=False`, yields False at once instead of waiting (for work that can
+    as well be done later, such as watch saving its state)."""
     path = str((state_dir / "lock").absolute())
     if path in _HELD:
         _HELD[path] += 1
         try:
-            yield
+            yield True
         finally:
             _HELD[path] -= 1
         return
@@ -97,13 +99,16 @@ def build_lock(state_dir: Path, waiting=None):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             if waiting is not None:
                 waiting()
             fcntl.flock(handle, fcntl.LOCK_EX)
         _HELD[path] = 1
         try:
             with _busy(state_dir):
-                yield
+                yield True
         finally:
             del _HELD[path]
 
