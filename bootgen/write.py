@@ -49,7 +49,8 @@ KEPT_TREES = KEEP_BUILDS + 1
 SPARE_PREFIX = ".spare-"  # .spare-<build id>.<n>: a hard-linked copy of that tree, for a later build to recycle
 SPARE_MIN_FILES = 20_000  # smaller trees are linked anew in well under a second: no copy in the background
 SPARE_WAIT = 300  # seconds wait_for_spare (benchmarks, tests) waits for the copies being made; builds never wait
-SPARE_CHUNK = 1000  # links a background copy makes between looks at whether a build is running
+SPARE_CHUNK = 1000  # links per thread a background copy makes between looks at whether a build is running
+SPARE_SYNC_EVERY = 20_000  # links a background copy leaves unflushed at most (see _link_tree)
 _SPARE_LOCK = ".sparework.lock"
 BUSY_NAME = "busy"  # <repository state>/busy: held exclusively by a build, probed by background copies
 RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
@@ -796,12 +797,17 @@ def _copy_tree(builds: Path, build_id: str, watch: "_BuildWatch | None") -> bool
 def _link_tree(staging: Staging, paths: list[str], watch: "_BuildWatch | None") -> bool:
     """Link every path of the source tree into the new directory `staging`, a chunk at a time,
     pausing while a build runs; False if any is missing."""
+    batch = SPARE_CHUNK * RELINK_THREADS
     try:
         staging.path.mkdir()
-        for start in range(0, len(paths), SPARE_CHUNK * RELINK_THREADS):
+        for start in range(0, len(paths), batch):
             if watch is not None:
                 watch.pause()
-            if staging.link_all_live(paths[start:start + SPARE_CHUNK * RELINK_THREADS]):
+                if start and start % SPARE_SYNC_EVERY < batch:
+                    # A build flushes the whole file system before it switches: what the copy
+                    # left unwritten would be flushed (and waited for) by that build.
+                    sync_filesystem(staging.path)
+            if staging.link_all_live(paths[start:start + batch]):
                 return False
         return True
     except OSError:
