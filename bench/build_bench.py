@@ -197,16 +197,17 @@ class MinimalEdit:
 
 def edited_files(tree: Path) -> list[tuple[str, bytes]]:
     """The node files the last build wrote: files under a directory of the tree that no kept
-    tree shares (every unchanged file is a hard link to the previous tree's). Files at the
-    top of the tree (its index) are not a node's."""
+    tree shares (every unchanged file is a hard link to the previous tree's), except the
+    tree's index, which is no node's."""
+    from bootgen.plan import is_index_path
+
     found = []
     for directory, _, names in os.walk(tree):
-        if directory == str(tree):
-            continue
         for name in names:
             path = os.path.join(directory, name)
-            if os.stat(path).st_nlink == 1:
-                found.append((os.path.relpath(path, tree), open(path, "rb").read()))
+            rel = os.path.relpath(path, tree)
+            if "/" in rel and not is_index_path(rel) and os.stat(path).st_nlink == 1:
+                found.append((rel, open(path, "rb").read()))
     return found
 
 

@@ -6,7 +6,7 @@ well-known formats and every secret value the inputs referenced (in each
 encoding bootgen writes, and inside Ignition's data URLs, gzipped or not).
 Each hit says how a stranger reaches the file:
 
-- `listed`: named in the public manifest.json or SHA256SUMS;
+- `listed`: named in the public index (manifest.json and its shards in index/);
 - `unlisted`: not in any public index (a stranger needs its path, which for a
   secret-bearing file holds a keyed hash);
 - `fenced`: nginx serves it only to its node's addresses and it is not
@@ -110,11 +110,15 @@ def audit_tree(tree: Path, values: dict[str, str]) -> list[Hit]:
 
 
 def _public_paths(tree: Path) -> set[str]:
+    """The files the tree's public index names, and the index's own files."""
+    from bootgen.errors import PublishError
+    from bootgen.publish.manifest import load_tree
+
     try:
-        manifest = json.loads((tree / "manifest.json").read_bytes())
-        return {entry["path"] for entry in manifest["files"]} | {"manifest.json", "SHA256SUMS"}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+        manifest = load_tree(tree)
+    except PublishError:
+        return set()  # no readable index: nothing is listed
+    return {entry.path for entry in manifest.files} | set(manifest.index_files())
 
 
 def _reach(rel: str, listed: set[str], rules: dict[str, list[str]]) -> tuple[str, bool]:
@@ -166,10 +170,16 @@ def _keys(client, loc) -> list[str]:
 
 
 def _bucket_public_paths(client, loc) -> set[str]:
+    from bootgen.publish.manifest import parse_index
+
+    def fetch(rel: str) -> tuple[bytes, str]:
+        return client.get_object(Bucket=loc.bucket, Key=loc.key(rel))["Body"].read(), rel
+
     try:
         raw = client.get_object(Bucket=loc.bucket, Key=loc.key("manifest.json"))["Body"].read()
-        return {entry["path"] for entry in json.loads(raw)["files"]} | {"manifest.json", "SHA256SUMS"}
-    except Exception:  # noqa: BLE001 - no readable manifest: nothing is listed
+        manifest = parse_index(raw, "manifest.json", fetch)
+        return {entry.path for entry in manifest.files} | set(manifest.index_files())
+    except Exception:  # noqa: BLE001 - no readable index: nothing is listed
         return set()
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import BootgenError, InputError, Location, OutputError, Problem, RenderError
 from .naming import node_file_problems
 from .incremental import BuildState, InputStamps, NodeRecord, NodeWork, node_work, paused_gc, site_key
-from .plan import Artifact, Listing, Plan, producer
+from .plan import Artifact, IndexDamaged, Listing, Plan, producer
 from .write import LiveTreeChanged, Staging, TreeWriter, WriteResult, build_lock, check_out_path, live_build_id, prepare_next
 
 # Loading, rendering and images pull in jsonschema, Jinja2, python-gnupg and
@@ -173,7 +173,7 @@ def build(paths: Paths, *, fetch: bool = True, progress: bool | None = None, job
         state = state if state is not None else BuildState.load_stamp(paths.state)
         try:
             result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
-        except LiveTreeChanged:  # someone edited the live tree: build every file anew instead
+        except (LiveTreeChanged, IndexDamaged):  # someone edited the live tree: build every file anew instead
             state.forget()
             result = _build(paths, fetch, progress, jobs, state, save_state, stamps, durable)
     from .releases import build_finished
@@ -618,10 +618,8 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
         else:
             chunks = [fresh[i::jobs * 4] for i in range(jobs * 4)]
             outcome = _Outcome({})
-            import multiprocessing  # only a build that renders many nodes forks
-
-            with _collecting_gc(), multiprocessing.get_context("fork").Pool(jobs, _die_with_parent) as pool:
-                for part in pool.imap_unordered(_process, chunks):
+            with _collecting_gc(), _worker_pool(jobs) as pool:
+                for part in _results(pool, chunks):
                     if sorted_runs:
                         outcome.runs.append(Listing.of_lines(part.lines, consume=True))
                     outcome.merge(part)
@@ -630,6 +628,42 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
     outcome.by_name.update(work.reused)
     outcome.job = (ctx, stamps, key)
     return outcome
+
+
+@contextlib.contextmanager
+def _worker_pool(jobs: int):
+    """Forked render workers. An executor, not multiprocessing.Pool: when a worker dies mid-task
+    (killed by the OOM killer, say) the Pool starts another and waits for the lost task forever;
+    the executor fails every pending task with BrokenProcessPool instead."""
+    import multiprocessing  # only a build that renders many nodes forks
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(jobs, multiprocessing.get_context("fork"), initializer=_die_with_parent)
+    try:
+        yield pool
+    except BaseException:
+        # Ctrl-C or a failure: stop the workers now rather than let them finish their chunks.
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        raise
+    else:
+        pool.shutdown(wait=True)
+
+
+def _results(pool, chunks):
+    """Each chunk's outcome as it is done; a worker that died is a build failure with a reason."""
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        for future in as_completed([pool.submit(_process, chunk) for chunk in chunks]):
+            yield future.result()
+    except BrokenProcessPool:
+        raise OutputError(Problem(Location("build"), "a render worker died before finishing its nodes "
+                                  "(killed, or out of memory); nothing was switched",
+                                  hint="run the build again; if it recurs, look for the OOM killer in `dmesg`")) from None
 
 
 def _die_with_parent() -> None:

@@ -202,6 +202,15 @@ def hash_password(password):
 
 
 @main.command(cls=_Command)
+@click.argument("tree", default="build")
+def sums(tree):
+    """Print the SHA256SUMS of a built tree (path order), for `sha256sum -c` run in the tree."""
+    from .publish.manifest import tree_sums
+
+    click.echo(tree_sums(Path(tree)), nl=False)
+
+
+@main.command(cls=_Command)
 @_common
 def fetch(site, nodes, out, fmt):
     """Download and verify every mirrored image set into the cache."""

@@ -32,6 +32,7 @@ _BY_SUFFIX = {
     ".e64": "application/octet-stream",
     ".mod": "application/octet-stream",  # GRUB modules under grub/x86_64-efi/
     ".lst": "text/plain; charset=utf-8",
+    ".sha256": "text/plain; charset=utf-8",  # index/<id>.sha256: SHA256SUMS lines of one shard
     ".0": "application/octet-stream",
     ".img": "application/octet-stream",
     ".gz": "application/octet-stream",
@@ -93,7 +94,7 @@ def nginx_server(root: str, listen: str, server_name: str, *, title: str,
               "    # A pattern, so `nginx -t` passes where the tree is not in place yet; every tree has this file.",
               f"    include {quoting.nginx_path(root + '/server/nginx-secrets*.conf')};", ""]
     lines.append("    # Content-addressed: the path changes whenever the bytes do, so cache forever.")
-    for directory in ("configs", "images"):
+    for directory in ("configs", "images", "index"):  # index/: the shards of the tree's index
         lines += _location(f"/{directory}/", directory in _TEXT_DIRS, IMMUTABLE_CACHE)
     lines.append("    # Entry points firmware asks for by fixed name: always revalidate.")
     for directory in _TEXT_DIRS:

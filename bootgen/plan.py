@@ -11,19 +11,27 @@ import hashlib
 import heapq
 import json
 import operator
+import os
+import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from . import __version__
 from .content import content_type
-from .errors import Location, Problem, RenderError
+from .errors import Location, OutputError, Problem, RenderError
 
-MANIFEST = "manifest.json"
-CHECKSUMS = "SHA256SUMS"
+MANIFEST = "manifest.json"  # the root of a tree's index, written last
+INDEX = "index"  # the shards of the index: index/<id>.json and index/<id>.sha256
+CHECKSUMS = "SHA256SUMS"  # the lines of index/*.sha256 in path order, as `bootgen sums` prints them
 PRIVATE = "private"  # .bootgen/private/<build id>/: the full listing of a tree with secret-bearing files
 SECRET_PATHS = "secret-paths.json"  # beside that listing: the paths left out of the public one
 FENCE = "server/nginx-secrets.conf"  # the nginx rules for secret-bearing files (bootgen.render.fence)
+
+
+def is_index_path(path: str) -> bool:
+    """Whether `path` belongs to a tree's index (never an entry of its listing)."""
+    return path == MANIFEST or path.startswith(INDEX + "/") or path == CHECKSUMS
 
 
 def private_dir(tree: Path) -> Path:
@@ -34,7 +42,7 @@ def private_dir(tree: Path) -> Path:
 
 
 def listing_dir(tree: Path) -> Path:
-    """The directory holding the full manifest.json and SHA256SUMS of a tree."""
+    """The directory holding the full index (manifest.json and index/) of a tree."""
     private = private_dir(tree)
     return private if (private / MANIFEST).is_file() else tree
 
@@ -79,7 +87,11 @@ class Plan:
 
     def add(self, artifact: Artifact) -> None:
         existing = self.artifacts.get(artifact.path)
-        if existing is None:
+        if is_index_path(artifact.path):
+            self.problems.append(Problem(Location(artifact.path), f"{producer(artifact)} names a path the tree's "
+                                         f"index uses ({MANIFEST} and {INDEX}/ are bootgen's own)",
+                                         hint="choose another file name"))
+        elif existing is None:
             self.artifacts[artifact.path] = artifact
         elif existing.sha256 != artifact.sha256 or artifact.source is None:
             # Identical image files may be placed by two image sets; rendered files never collide.
@@ -98,11 +110,13 @@ def producer(artifact: Artifact) -> str:
 
 
 _ENTRY_ENCODER = json.JSONEncoder(sort_keys=True)  # one encoder: json.dumps builds a new one per call
-_FILES_OPEN = b'  "files": [\n    '
-_FILES_CLOSE = b"\n  ]\n}\n"
 _SEPARATOR = b",\n    "  # between manifest entries
+_SHARD_OPEN = b'{"files": [\n    '  # a shard is these, its entries joined by _SEPARATOR, and _SHARD_CLOSE
+_SHARD_CLOSE = b"\n]}\n"
 _SUM_PATH = 66  # a SHA256SUMS line is 64 hex digits, two spaces, the path and a newline
-CHUNK = 512  # files per chunk of a listing
+CHUNK = 512  # files per chunk of a listing, on average
+MAX_CHUNK_FACTOR = 8  # no chunk holds more than this many times CHUNK files
+FORMAT = 2  # of a tree's index: manifest.json is a root naming the shards in index/
 
 
 def listing_lines(path: str, sha256: str, size: int, immutable: bool, node: str | None,
@@ -123,45 +137,130 @@ def _sum_key(line: bytes) -> bytes:
     return line[_SUM_PATH:-1]
 
 
-class _Chunk(NamedTuple):
-    """A run of consecutive files: their manifest entries and SHA256SUMS lines, joined."""
+def _ends_chunk(key: bytes) -> bool:
+    """Whether a chunk of at least CHUNK / 2 files ends after this path. Decided by the path
+    alone, so the cuts stay where they are when files around them come, go or change: an edit
+    rewrites only its chunks. (The floor halves the spread of chunk sizes, and so the bytes an
+    edit rewrites, which falls mostly on large chunks.)"""
+    return zlib.crc32(key) % max(1, CHUNK - CHUNK // 2) == 0
 
-    first: bytes  # its first path (UTF-8 sorts as the str paths do)
-    entries: bytes
-    sums: bytes
-    count: int
+
+def shard_name(shard_id: str, suffix: str = ".json") -> str:
+    """The tree path of a shard (`.json`) or of its SHA256SUMS lines (`.sha256`)."""
+    return f"{INDEX}/{shard_id}{suffix}"
+
+
+class IndexDamaged(OutputError):
+    """A shard of a tree's index is missing or not what its name says."""
+
+
+class _Chunk:
+    """A run of consecutive files: their manifest entries and SHA256SUMS lines, joined.
+
+    One chunk is one shard of the tree's index (`index/<id>.json` and
+    `index/<id>.sha256`). A chunk of a listing read from a tree holds only
+    its first path, count and id until its lines are first needed."""
+
+    __slots__ = ("first", "count", "_entries", "_sums", "_id", "source")
+
+    def __init__(self, first: bytes, entries: bytes | None, sums: bytes | None, count: int,
+                 shard_id: str | None = None, source: Path | None = None):
+        self.first = first  # its first path (UTF-8 sorts as the str paths do)
+        self.count = count
+        self._entries, self._sums, self._id = entries, sums, shard_id
+        self.source = source  # the directory whose index/ holds it (read from a tree), else None
 
     @classmethod
     def of(cls, entries: list[bytes], sums: list[bytes]) -> "_Chunk":
         return cls(_sum_key(sums[0]), _SEPARATOR.join(entries), b"".join(sums), len(sums))
 
+    @property
+    def entries(self) -> bytes:
+        if self._entries is None:
+            shard = self._read(".json")
+            if hashlib.sha256(shard).hexdigest() != self._id or not shard.startswith(_SHARD_OPEN) \
+                    or not shard.endswith(_SHARD_CLOSE):
+                raise self._damaged(".json", "its bytes do not hash to its name")
+            self._entries = shard[len(_SHARD_OPEN):-len(_SHARD_CLOSE)]
+        return self._entries
+
+    @property
+    def sums(self) -> bytes:
+        if self._sums is None:
+            sums = self._read(".sha256")
+            if sums.count(b"\n") != self.count or not sums.endswith(b"\n") \
+                    or _sum_key(sums[:sums.find(b"\n") + 1]) != self.first:
+                raise self._damaged(".sha256", f"it does not hold the {self.count} lines manifest.json says")
+            self._sums = sums
+        return self._sums
+
+    @property
+    def id(self) -> str:
+        """The shard's name: the sha256 of its bytes."""
+        if self._id is None:
+            self._id = hashlib.sha256(self.shard_bytes()).hexdigest()
+        return self._id
+
+    def shard_bytes(self) -> bytes:
+        return _SHARD_OPEN + self.entries + _SHARD_CLOSE
+
     def lines(self) -> tuple[list[bytes], list[bytes]]:
         return self.entries.split(_SEPARATOR), self.sums.splitlines(keepends=True)
+
+    def _read(self, suffix: str) -> bytes:
+        try:
+            return (self.source / shard_name(self._id, suffix)).read_bytes()
+        except OSError as exc:
+            raise self._damaged(suffix, f"cannot be read: {exc.strerror}") from None
+
+    def _damaged(self, suffix: str, why: str) -> IndexDamaged:
+        return IndexDamaged(Problem(Location(str(self.source / shard_name(self._id, suffix))),
+                                    f"the live tree's index is damaged: {why}",
+                                    hint="delete .bootgen/stamp and build again (every file is then made anew)"))
+
+
+def _chunked(lines) -> tuple[list[_Chunk], list[bytes], list[bytes]]:
+    """Cut (entry, SHA256SUMS line) pairs, in path order, into chunks: after a path that ends
+    one (once it holds CHUNK / 2 files), or at CHUNK * MAX_CHUNK_FACTOR files. Left to right,
+    starting afresh after every cut. Returns the chunks and the lines of an unfinished last
+    one (empty when the last chunk ended by rule)."""
+    chunks, entries, sums = [], [], []
+    floor, limit = CHUNK // 2, CHUNK * MAX_CHUNK_FACTOR
+    for entry, line in lines:
+        entries.append(entry)
+        sums.append(line)
+        if len(sums) >= limit or (len(sums) >= floor and _ends_chunk(_sum_key(line))):
+            chunks.append(_Chunk.of(entries, sums))
+            entries, sums = [], []
+    return chunks, entries, sums
+
+
+def _all_chunked(lines) -> list[_Chunk]:
+    chunks, entries, sums = _chunked(lines)
+    return chunks + [_Chunk.of(entries, sums)] if sums else chunks
 
 
 class Listing:
     """Every file of a tree, sorted by path: its manifest entries and SHA256SUMS lines.
 
-    Kept as chunks of a few hundred files, each one bytes object: a build that
-    changes a few nodes splits and rejoins only the chunks they fall in, and
-    manifest.json and SHA256SUMS are joins of the chunks. Reading a tree's
-    listing cuts its files at chunk boundaries without splitting every line."""
+    Kept as chunks of a few hundred files, each one bytes object and one shard
+    of the tree's index: a build that changes a few nodes splits and rejoins
+    only the chunks they fall in, and writes only those shards. Where chunks
+    are cut depends on the paths alone (see _ends_chunk), so patching a
+    listing gives the chunks a listing built anew from the same files has.
+    A listing read from a tree reads a shard only when one of its files is
+    asked about (its id, from the root, names it)."""
 
-    def __init__(self, chunks: list[_Chunk]):
+    def __init__(self, chunks: list[_Chunk], build_id: str | None = None):
         self.chunks = chunks
         self._firsts = [chunk.first for chunk in chunks]
-        self._build_id: str | None = None
+        self._build_id = build_id
 
     @classmethod
     def of_lines(cls, lines: dict[str, tuple[bytes, bytes]], *, consume: bool = False) -> "Listing":
         """From path -> (manifest entry, SHA256SUMS line); `consume` empties `lines` as it
         goes, so a million lines are not held twice."""
-        ordered = sorted(lines)
-        chunks = []
-        for i in range(0, len(ordered), CHUNK):
-            part = [lines.pop(p) if consume else lines[p] for p in ordered[i:i + CHUNK]]
-            chunks.append(_Chunk.of([e for e, _ in part], [s for _, s in part]))
-        return cls(chunks)
+        return cls(_all_chunked(lines.pop(p) if consume else lines[p] for p in sorted(lines)))
 
     @classmethod
     def merged(cls, runs: list["Listing"]) -> tuple["Listing", list[tuple[bytes, bytes]]]:
@@ -175,63 +274,36 @@ class Listing:
                 entries, sums = chunks.pop().lines()
                 yield from zip(map(_sum_key, sums), entries, sums)
 
-        chunks, entries, sums, clashes = [], [], [], []
-        last = None
-        for key, entry, line in heapq.merge(*map(lines, runs), key=operator.itemgetter(0)):
-            if key == last:
-                clashes.append((entries[-1] if entries else chunks[-1].entries.rsplit(_SEPARATOR, 1)[-1], entry))
-                continue
-            last = key
-            entries.append(entry)
-            sums.append(line)
-            if len(sums) == CHUNK:
-                chunks.append(_Chunk.of(entries, sums))
-                entries, sums = [], []
-        if sums:
-            chunks.append(_Chunk.of(entries, sums))
-        return cls(chunks), clashes
+        clashes = []
+
+        def unique():
+            last_key = last_entry = None
+            for key, entry, line in heapq.merge(*map(lines, runs), key=operator.itemgetter(0)):
+                if key == last_key:
+                    clashes.append((last_entry, entry))
+                    continue
+                last_key, last_entry = key, entry
+                yield entry, line
+
+        return cls(_all_chunked(unique())), clashes
 
     @classmethod
     def read(cls, tree: Path) -> "Listing | None":
-        """The listing of a tree bootgen wrote (None if its files are not in that shape)."""
-        tree = listing_dir(tree)
+        """The listing of a tree bootgen wrote (None if its index is not in that shape, or is
+        an older format). Reads the root and the names in index/; the shards are read when
+        needed."""
+        directory = listing_dir(tree)
         try:
-            manifest = (tree / MANIFEST).read_bytes()
-            sums = (tree / CHECKSUMS).read_bytes()
-        except OSError:
+            root = root_document((directory / MANIFEST).read_bytes())
+            present = set(os.listdir(directory / INDEX)) if root["shards"] else set()
+        except (OSError, ValueError):
             return None
-        start, end = manifest.find(_FILES_OPEN), manifest.rfind(_FILES_CLOSE)
-        if not sums:
-            return cls([]) if start < 0 else None
-        if start < 0 or end < start or not sums.endswith(b"\n"):
-            return None
-        if manifest.find(f'"build_id": "{hashlib.sha256(sums).hexdigest()}"'.encode(), 0, start) < 0:
-            return None  # SHA256SUMS is not the one this manifest was written with
-        return cls._cut(manifest, start + len(_FILES_OPEN), end, sums)
-
-    @classmethod
-    def _cut(cls, manifest: bytes, start: int, end: int, sums: bytes) -> "Listing | None":
-        """Chunks from the files' bytes: cut SHA256SUMS every ~CHUNK lines, and the manifest
-        where the entry of each chunk's first path begins."""
-        step = max(1, len(sums) // max(1, sums.count(b"\n") // CHUNK))
-        chunks, sum_at, entry_at = [], 0, start
-        while sum_at < len(sums):
-            sum_end = sums.find(b"\n", min(sum_at + step, len(sums) - 1)) + 1
-            next_entry = end
-            if sum_end < len(sums):
-                path = sums[sum_end + _SUM_PATH:sums.find(b"\n", sum_end)]
-                found = manifest.find(b'"path": ' + json.dumps(path.decode()).encode(), entry_at, end)
-                next_entry = manifest.rfind(b"{", entry_at, found) if found > 0 else -1
-                if next_entry < entry_at + len(_SEPARATOR):
-                    return None
-            entries = manifest[entry_at:next_entry - len(_SEPARATOR) if next_entry < end else end]
-            part = sums[sum_at:sum_end]
-            count = part.count(b"\n")
-            if entries.count(b"\n") != count - 1:  # one newline per separator
+        chunks = []
+        for shard in root["shards"]:
+            if f"{shard['id']}.json" not in present or f"{shard['id']}.sha256" not in present:
                 return None
-            chunks.append(_Chunk(part[_SUM_PATH:part.find(b"\n")], entries, part, count))
-            sum_at, entry_at = sum_end, next_entry
-        return cls(chunks)
+            chunks.append(_Chunk(shard["first"].encode(), None, None, shard["count"], shard["id"], directory))
+        return cls(chunks, root["build_id"])
 
     def __len__(self) -> int:
         return sum(chunk.count for chunk in self.chunks)
@@ -299,50 +371,100 @@ class Listing:
             touched.setdefault(self._chunk_of(key), {})[key] = lines
         if not self.chunks:
             return Listing.of_lines({k.decode(): v for k, v in touched.get(0, {}).items() if v is not None})
-        chunks = list(self.chunks)
-        for index in sorted(touched, reverse=True):  # replacing one chunk by several keeps earlier indexes
-            chunks[index:index + 1] = _patch_chunk(chunks[index], touched[index])
-        return Listing(chunks)
+        chunks, done = [], 0  # self.chunks[:done] are placed
+        for index in sorted(touched):
+            if index >= done:
+                chunks += self.chunks[done:index]
+                made, done = self._rechunked(index, touched)
+                chunks += made
+        return Listing(chunks + self.chunks[done:])
+
+    def _rechunked(self, index: int, touched: dict) -> tuple[list[_Chunk], int]:
+        """Chunks for self.chunks[index:] with their changes applied, up to the first old cut the
+        new chunks share (from there on the old chunks stand); and the index of that old chunk."""
+        made, entries, sums = [], [], []
+        while True:
+            more_entries, more_sums = self.chunks[index].lines()
+            _apply(more_entries, more_sums, touched.get(index, {}))
+            index += 1
+            finished, entries, sums = _chunked(zip(entries + more_entries, sums + more_sums))
+            made += finished
+            if not sums or index == len(self.chunks):
+                break
+        return (made + [_Chunk.of(entries, sums)] if sums else made), index
+
+    def kept_in(self, directory: Path) -> None:
+        """Read the shards not read yet from `directory` (the new live tree's index, which holds
+        every one): the tree they were read from may be recycled or removed by a later build."""
+        for chunk in self.chunks:
+            if chunk.source is not None:
+                chunk.source = directory
 
     def without(self, paths) -> "Listing":
         """This listing less `paths` (the public listing of a tree with secret-bearing files)."""
         return self.patched({}, paths) if paths else self
 
-    def checksums_parts(self) -> list[bytes]:
-        """SHA256SUMS, in pieces to write with one writev(2) (joining them costs more)."""
-        return [chunk.sums for chunk in self.chunks]
-
     def checksums_bytes(self) -> bytes:
-        return b"".join(self.checksums_parts())
+        """SHA256SUMS: every file's line, in path order."""
+        return b"".join(chunk.sums for chunk in self.chunks)
 
     def build_id(self) -> str:
-        """A tree's id is the digest of its SHA256SUMS: same files and bytes, same id."""
+        """A tree's id is the digest of its shards' ids in path order: the same files with the
+        same bytes (and the same entries) give the same id, and an edit computes it from the
+        shards it rewrote and the names of the others, without reading them."""
         if self._build_id is None:
-            digest = hashlib.sha256()
+            digest = hashlib.sha256(b"bootgen index 2\n")
             for chunk in self.chunks:
-                digest.update(chunk.sums)
+                digest.update(chunk.id.encode() + b"\n")
             self._build_id = digest.hexdigest()
         return self._build_id
 
-    def manifest_parts(self, build_id: str) -> list[bytes]:
-        """manifest.json in pieces: sorted keys, one file per line (json's indent= is 20x
-        slower on 80,000 files)."""
-        head = f'{{\n  "bootgen_version": {json.dumps(__version__)},\n  "build_id": {json.dumps(build_id)},\n'.encode()
-        if not self.chunks:
-            return [head, b'  "files": []\n}\n']
-        parts = [head, _FILES_OPEN]
-        for chunk in self.chunks:
-            parts += (chunk.entries, _SEPARATOR)
-        parts[-1] = _FILES_CLOSE
-        return parts
+    def root_bytes(self, build_id: str) -> bytes:
+        """manifest.json: the tree's build id and its shards in path order, one per line."""
+        shards = [_ENTRY_ENCODER.encode({"count": c.count, "first": c.first.decode(), "id": c.id})
+                  for c in self.chunks]
+        body = "[\n    " + ",\n    ".join(shards) + "\n  ]" if shards else "[]"
+        return (f'{{\n  "bootgen_version": {json.dumps(__version__)},\n  "build_id": {json.dumps(build_id)},\n'
+                f'  "file_count": {len(self)},\n  "format": {FORMAT},\n  "shards": {body}\n}}\n').encode()
 
-    def manifest_bytes(self, build_id: str) -> bytes:
-        return b"".join(self.manifest_parts(build_id))
+    def entries_bytes(self) -> bytes:
+        """Every manifest entry, one per line (for tests and `bootgen explain`)."""
+        return _SEPARATOR.join(chunk.entries for chunk in self.chunks)
 
 
-def _patch_chunk(chunk: _Chunk, changes: dict[bytes, tuple[bytes, bytes] | None]) -> list[_Chunk]:
-    """One chunk with `changes` applied (key -> lines, or None to remove): zero, one or more chunks."""
-    entries, sums = chunk.lines()
+def root_document(raw: bytes) -> dict:
+    """manifest.json of a format-2 tree, checked for the shape readers rely on; ValueError
+    (naming the field) otherwise."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format", 1) if isinstance(doc, dict) else None
+        raise ValueError(f"$.format: index format {found!r}, not {FORMAT}")
+    if not isinstance(doc.get("build_id"), str) or not _HEX.match(doc["build_id"]):
+        raise ValueError("$.build_id: must be lowercase hex")
+    shards = doc.get("shards")
+    if not isinstance(shards, list):
+        raise ValueError("$.shards: must be a list")
+    total, last = 0, None
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict) or not isinstance(shard.get("id"), str) or not _HEX.match(shard["id"]) \
+                or len(shard["id"]) != 64:
+            raise ValueError(f"$.shards[{i}].id: must be 64 lowercase hex digits")
+        if not isinstance(shard.get("first"), str) or (last is not None and shard["first"].encode() <= last):
+            raise ValueError(f"$.shards[{i}].first: must be a path after the previous shard's")
+        count = shard.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"$.shards[{i}].count: must be a positive integer")
+        total, last = total + count, shard["first"].encode()
+    if doc.get("file_count") != total:
+        raise ValueError(f"$.file_count: must be {total}, the sum of the shards' counts")
+    return doc
+
+
+_HEX = re.compile(r"[0-9a-f]{8,128}\Z")
+
+
+def _apply(entries: list[bytes], sums: list[bytes], changes: dict[bytes, tuple[bytes, bytes] | None]) -> None:
+    """Apply `changes` (key -> lines, or None to remove) to one chunk's lines, in place."""
     for key, lines in changes.items():
         i = bisect.bisect_left(sums, key, key=_sum_key)
         present = i < len(sums) and _sum_key(sums[i]) == key
@@ -354,4 +476,3 @@ def _patch_chunk(chunk: _Chunk, changes: dict[bytes, tuple[bytes, bytes] | None]
         else:
             entries.insert(i, lines[0])
             sums.insert(i, lines[1])
-    return [_Chunk.of(entries[i:i + CHUNK], sums[i:i + CHUNK]) for i in range(0, len(sums), CHUNK)]

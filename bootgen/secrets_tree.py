@@ -72,9 +72,9 @@ def protection_line(out: Path) -> str | None:
     rules = fenced_prefixes(out)
     open_to_none = sum(1 for allowed in rules.values() if not allowed) - 1  # the fence file's own rule
     note = f"; {open_to_none} location(s) have no known address and are refused to everyone" if open_to_none else ""
-    return (f"{len(paths)} files carry secrets: left out of manifest.json and SHA256SUMS, under keyed-hash paths, "
-            f"served by nginx only to their node's addresses (server/nginx-secrets.conf){note}; "
-            f"publish to S3 needs --allow-secrets")
+    return (f"{len(paths)} files carry secrets: left out of the public index (manifest.json, index/), "
+            f"under keyed-hash paths, served by nginx only to their node's addresses "
+            f"(server/nginx-secrets.conf){note}; publish to S3 needs --allow-secrets")
 
 
 def publish_notice(tree: Path, destination: str, allow_secrets: bool) -> str | None:

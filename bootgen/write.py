@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Location, OutputError, Problem
-from .plan import CHECKSUMS, MANIFEST, SECRET_PATHS, Artifact, Listing, checksummed_paths, listing_dir
+from .plan import (CHECKSUMS, INDEX, MANIFEST, PRIVATE, SECRET_PATHS, Artifact, IndexDamaged, Listing,
+                   checksummed_paths, listing_dir, private_dir, root_document)
 
 KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for requests still in flight)
 # One more old tree is kept beyond the releases, for the next build to recycle as its staging
@@ -63,6 +64,7 @@ class WriteResult:
     changed: bool  # False when the same build was already live
     written: int  # files written from bytes or copied (images, boot loaders)
     linked: int  # files hard-linked from the previous build
+    index_bytes: int = 0  # bytes of index shards written (unchanged shards are linked)
 
 
 class LiveTreeChanged(OutputError):
@@ -259,8 +261,8 @@ class Staging:
         if self._live_sizes is None:
             try:
                 self._live_sizes = tree_sizes(Path(self.live))
-            except OSError:
-                self._live_sizes = {}
+            except (OSError, IndexDamaged):
+                self._live_sizes = {}  # nothing is linked from that tree: every file is made again
         return self._live_sizes
 
     def link_live(self, path: str, size: int | None = None) -> bool:
@@ -353,12 +355,20 @@ _SIZE_ONLY = re.compile(rb'"size": (\d+), "target": ')
 
 
 def tree_sizes(tree: Path) -> dict[str, int]:
-    """Path -> size of every file a tree's manifest lists. Its entries are in SHA256SUMS order,
-    one size each, so the sizes alone are matched (several times faster than the paths too)."""
-    tree = listing_dir(tree)
-    manifest, sums = (tree / MANIFEST).read_bytes(), (tree / CHECKSUMS).read_bytes()
-    paths, sizes = checksummed_paths(sums), _SIZE_ONLY.findall(manifest)
-    return dict(zip(paths, map(int, sizes))) if len(paths) == len(sizes) else manifest_sizes(manifest)
+    """Path -> size of every file a tree's index lists. A shard's entries are in the order of
+    its SHA256SUMS lines, one size each, so the sizes alone are matched (several times faster
+    than the paths too)."""
+    listing = Listing.read(tree)
+    if listing is None:
+        raise FileNotFoundError(errno.ENOENT, "no index of format 2", str(tree / MANIFEST))
+    sizes: dict[str, int] = {}
+    for chunk in listing.chunks:
+        paths, found = checksummed_paths(chunk.sums), _SIZE_ONLY.findall(chunk.entries)
+        if len(paths) == len(found):
+            sizes.update(zip(paths, map(int, found)))
+        else:  # a path that holds the pattern itself: match whole entries
+            sizes.update(manifest_sizes(chunk.entries))
+    return sizes
 
 
 def listed_sizes(listing: Listing, paths) -> dict[str, int]:
@@ -443,27 +453,6 @@ def write_bytes(target: str, data: bytes) -> None:
         handle.write(data)
 
 
-def write_parts(target: Path, parts: list[bytes]) -> None:
-    """Write a new file from pieces with writev(2), without joining them in memory first."""
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for start in range(0, len(parts), IOV_MAX):
-            batch = [memoryview(part) for part in parts[start:start + IOV_MAX] if part]
-            first = 0
-            while first < len(batch):
-                written = os.writev(fd, batch[first:])
-                while first < len(batch) and written >= len(batch[first]):  # whole pieces written
-                    written -= len(batch[first])
-                    first += 1
-                if written:  # a piece written in part
-                    batch[first] = batch[first][written:]
-    finally:
-        os.close(fd)
-
-
-IOV_MAX = 1024  # pieces per writev(2) on Linux
-
-
 class TreeWriter:
     """Owns the output link: one writer at a time, staging, commit, prune."""
 
@@ -506,7 +495,7 @@ class TreeWriter:
             if not free:  # a publish is reading it: a new tree, rather than waiting
                 return None
             os.rename(oldest, staging_path)
-        for name in (MANIFEST, CHECKSUMS):
+        for name in (MANIFEST, CHECKSUMS):  # the index is written anew; SHA256SUMS: a tree of index format 1
             (staging_path / name).unlink(missing_ok=True)
         return paths
 
@@ -555,13 +544,15 @@ class TreeWriter:
         staging = self.staging
         if self.live == build_id:
             return WriteResult(build_id, final, False, 0, 0)
-        existed = (final / MANIFEST).is_file()  # a kept tree with these very bytes: switched to, not written
+        existed = _complete(final)  # a kept tree with these very bytes: switched to, not written
+        index_bytes = 0
         try:
             if not existed:
                 before = staging.linked
                 staging.settle(listing, changed, placed)
                 linked += staging.linked - before
-                write_listing(staging.path, listing, build_id, private, self.builds.parent)
+                live = self.out.resolve() if self.live else None
+                index_bytes = write_listing(staging.path, listing, build_id, private, self.builds.parent, live)
                 if private:
                     from .secrets_tree import restrict
 
@@ -571,12 +562,13 @@ class TreeWriter:
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
             os.utime(final)  # newest, so pruning keeps it
+            listing.kept_in(listing_dir(final))
             self._switch(final)
         except OSError as exc:
             raise OutputError(Problem(Location(str(exc.filename or final)), f"cannot write the new tree: {exc.strerror}",
                                       hint="the previous tree is untouched and still served")) from None
         self._prune(keep=final)
-        return WriteResult(build_id, final, True, 0 if existed else written, 0 if existed else linked)
+        return WriteResult(build_id, final, True, 0 if existed else written, 0 if existed else linked, index_bytes)
 
     def _switch(self, final: Path) -> None:
         switch_link(self.out, final)
@@ -660,20 +652,82 @@ def switch_link(out: Path, final: Path) -> None:
     os.replace(temp, out)
 
 
-def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str], state_dir: Path) -> None:
-    """The tree's manifest.json and SHA256SUMS; with secret-bearing `private` paths, the full pair
-    (and the list of those paths) goes to .bootgen/private/<build id>/, readable by its owner only,
-    and the tree gets the public pair without them."""
+def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str], state_dir: Path,
+                  live: Path | None = None) -> int:
+    """The tree's index: its shards (index/), then its root (manifest.json) last. With
+    secret-bearing `private` paths, the full index (and the list of those paths) goes to
+    .bootgen/private/<build id>/, readable by its owner only, and the tree gets the public
+    index without them. Shards the tree holds already (a recycled tree), or the live tree
+    holds, are kept or linked; shards no longer listed are removed. Returns the bytes written."""
+    sources = [live / INDEX, private_dir(live) / INDEX] if live is not None else []
+    public = listing.without(private)
+    written = _write_shards(tree, public, sources)
     if private:
-        keep = state_dir / "private" / build_id
+        keep = state_dir / PRIVATE / build_id
         keep.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(keep.parent, 0o700)
-        write_parts(keep / CHECKSUMS, listing.checksums_parts())
+        written += _write_shards(keep, listing, sources, fresh=tree / INDEX)
         (keep / SECRET_PATHS).write_text(json.dumps(sorted(private), indent=1) + "\n")
-        write_parts(keep / MANIFEST, listing.manifest_parts(build_id))
-        listing = listing.without(private)
-    write_parts(tree / CHECKSUMS, listing.checksums_parts())
-    write_parts(tree / MANIFEST, listing.manifest_parts(build_id))
+        written += _write_root(keep, listing, build_id)
+    return written + _write_root(tree, public, build_id)
+
+
+def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh: Path | None = None) -> int:
+    """Bring directory/index/ level with `listing`'s shards, linking those a source index holds
+    as it was written (see _linkable) or the `fresh` index just written; returns the bytes written."""
+    index = directory / INDEX
+    index.mkdir(exist_ok=True)
+    present = set(os.listdir(index))
+    finished: dict[Path, int] = {}
+    wanted, written = set(), 0
+    for chunk in listing.chunks:
+        held = [chunk.source / INDEX] if chunk.source is not None else []
+        for suffix in (".json", ".sha256"):
+            name = f"{chunk.id}{suffix}"
+            wanted.add(name)
+            target = str(index / name)
+            if name in present or (fresh is not None and _link(str(fresh / name), target)) or \
+                    any(_linkable(source / name, finished) and _link(str(source / name), target)
+                        for source in held + sources):
+                continue
+            data = chunk.shard_bytes() if suffix == ".json" else chunk.sums
+            write_bytes(target, data)
+            written += len(data)
+    for stale in present - wanted:  # shards of the recycled tree this one does not list
+        os.unlink(index / stale)
+    return written
+
+
+def _linkable(shard: Path, finished: dict[Path, int]) -> bool:
+    """Whether a shard of a kept index is as it was written: not written to since that index's
+    root was (a shard changed by hand is written anew, as live_intact does for files)."""
+    root = shard.parent.parent / MANIFEST
+    if root not in finished:
+        try:
+            finished[root] = os.stat(root).st_mtime_ns
+        except OSError:
+            finished[root] = -1
+    try:
+        return os.stat(shard).st_mtime_ns <= finished[root]
+    except OSError:
+        return False
+
+
+def _write_root(directory: Path, listing: Listing, build_id: str) -> int:
+    root = listing.root_bytes(build_id)
+    target = directory / MANIFEST
+    target.unlink(missing_ok=True)  # its inode may be shared with a kept tree's
+    write_bytes(str(target), root)
+    return len(root)
+
+
+def _complete(tree: Path) -> bool:
+    """Whether `tree` holds a finished index of the current format (its root is written last)."""
+    try:
+        root_document((tree / MANIFEST).read_bytes())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _old_trees(out: Path, builds: Path) -> list[Path]:
@@ -778,12 +832,15 @@ def _copy_tree(builds: Path, build_id: str, watch: "_BuildWatch | None") -> bool
     gets its final name only when complete, and a build only ever takes a
     complete one."""
     try:
-        sums = (listing_dir(builds / build_id) / CHECKSUMS).read_bytes()
-    except OSError:
+        listing = Listing.read(builds / build_id)
+        paths = listing.paths() if listing is not None else None
+    except IndexDamaged:
+        paths = None
+    if paths is None:
         return False
     name = f"{build_id}.{secrets.token_hex(4)}"
     work = builds / f".sparework-{name}"
-    if _link_tree(Staging(work, builds / build_id), checksummed_paths(sums), watch):
+    if _link_tree(Staging(work, builds / build_id), paths, watch):
         # Flushed here, in the background: 100,000 new links left dirty would make the
         # next build's flush take a second.
         sync_filesystem(work)

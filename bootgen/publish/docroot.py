@@ -23,7 +23,8 @@ from pathlib import Path
 from bootgen import quoting
 from bootgen.content import nginx_server
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.publish.manifest import MANIFEST, SUMS, Manifest, parse_manifest
+from bootgen.plan import INDEX, listing_dir
+from bootgen.publish.manifest import MANIFEST, Manifest, load_tree, read_root
 from bootgen.publish.report import Action, PublishReport
 from bootgen.write import fsync_dir
 
@@ -50,7 +51,7 @@ def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: b
     keep = max(1, keep)
     try:
         if private and not dry_run:
-            _keep_private(docroot, manifest)
+            _keep_private(docroot, manifest, listing_dir(tree))
         target = _Docroot(docroot)
         target.private = private
         actions = target.publish(tree, manifest, dry_run, keep)
@@ -63,10 +64,14 @@ def publish_docroot(tree: Path, manifest: Manifest, docroot: Path, *, dry_run: b
                          bytes=sum(a.size for a in copies), dry_run=dry_run, actions=tuple(actions))
 
 
-def _keep_private(docroot: Path, manifest: Manifest) -> None:
+def _keep_private(docroot: Path, manifest: Manifest, listing: Path) -> None:
+    """The full index: its root as private/<build id>.json, its shards in private/index/."""
     kept = docroot / "private"
     kept.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(kept, 0o700)
+    for name in manifest.index_files():
+        if name != MANIFEST and not (kept / name).is_file():
+            _link_or_copy(listing / name, kept / name, link=False)
     (kept / f"{manifest.build_id}.json").write_bytes(manifest.raw)
 
 
@@ -113,7 +118,7 @@ class _Docroot:
     def read_release(self, build_id: str) -> Release | None:
         path = self.releases / build_id
         try:
-            return Release(build_id, path, parse_manifest((path / MANIFEST).read_bytes(), str(path / MANIFEST)))
+            return Release(build_id, path, load_tree(path))
         except (OSError, PublishError):
             return None
 
@@ -130,8 +135,11 @@ class _Docroot:
             from bootgen.secrets_tree import restrict, secret_paths
 
             restrict(staging, secret_paths(tree))
-        for name in (SUMS, MANIFEST):  # the release's own manifest goes in last
-            shutil.copyfile(tree / name, staging / name)
+        index = manifest.index_files() if not self.private else read_root(tree).index_files()
+        for name in index:  # the tree's own index; its root goes in last
+            kept = previous[0].path / name if previous and name.startswith(INDEX + "/") else None
+            _link_or_copy(kept if kept is not None and kept.is_file() else tree / name, staging / name,
+                          link=kept is not None and kept.is_file())
         os.replace(staging, self.releases / manifest.build_id)
         return [action for action, _src in plan]
 

@@ -1,9 +1,13 @@
-"""Read and check the manifest of a built tree.
+"""Read and check the index of a built tree.
 
-`manifest.json` is the contract between `bootgen build` and publish: every
-file of the tree with its size, sha256 and whether it is content-addressed
-(`immutable`). Publish trusts nothing else, so a tree is verified against its
-manifest before a single byte leaves the machine.
+The index is the contract between `bootgen build` and publish: every file of
+the tree with its size, sha256 and whether it is content-addressed
+(`immutable`). Its root, `manifest.json`, names the shards `index/<id>.json`
+(the entries of a run of consecutive paths; `<id>` is the sha256 of its bytes)
+and beside each one `index/<id>.sha256` (the same run's SHA256SUMS lines).
+Publish trusts nothing else, so a tree is verified against its index before
+a single byte leaves the machine. A tree of index format 1 (one manifest.json
+listing every file, and SHA256SUMS) is still read.
 """
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from bootgen.errors import Location, Problem, PublishError
-
-MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
+from bootgen.plan import CHECKSUMS as SUMS
+from bootgen.plan import FORMAT, MANIFEST, is_index_path, root_document, shard_name
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _BUILD_ID = re.compile(r"^[0-9a-f]{8,128}\Z")
 _CHUNK = 1 << 20
@@ -37,17 +41,125 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class ShardRef:
+    """One shard as the root names it."""
+
+    id: str
+    first: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Root:
+    """A tree's manifest.json: its build id and shards; `raw` keeps the exact bytes."""
+
+    build_id: str
+    bootgen_version: str
+    file_count: int
+    shards: tuple[ShardRef, ...]
+    raw: bytes
+
+    def index_files(self) -> list[str]:
+        """Tree paths of the index in publish order: each shard and its .sha256, the root last."""
+        return [name for shard in self.shards
+                for name in (shard_name(shard.id), shard_name(shard.id, ".sha256"))] + [MANIFEST]
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """A parsed manifest; `raw` keeps the exact bytes so they are published unchanged."""
+    """Every file of a tree; `raw` keeps the exact bytes of its manifest.json (the root) so
+    they are published unchanged. `root` is None for a tree of index format 1."""
 
     build_id: str
     bootgen_version: str
     files: tuple[FileEntry, ...]
     raw: bytes
+    root: Root | None = None
 
     def by_path(self) -> dict[str, FileEntry]:
         """Map each path to its entry."""
         return {f.path: f for f in self.files}
+
+    def index_files(self) -> list[str]:
+        """Tree paths of the index files in publish order (manifest.json last)."""
+        return self.root.index_files() if self.root is not None else [SUMS, MANIFEST]
+
+    def shard_files(self) -> list[tuple[ShardRef, tuple[FileEntry, ...]]]:
+        """Each shard with its entries (none for index format 1)."""
+        shards, start = [], 0
+        for shard in self.root.shards if self.root is not None else ():
+            shards.append((shard, self.files[start:start + shard.count]))
+            start += shard.count
+        return shards
+
+
+def parse_root(raw: bytes, origin: str) -> Root:
+    """A format-2 manifest.json; a PublishError naming the field otherwise."""
+    try:
+        doc = root_document(raw)
+    except UnicodeDecodeError as exc:
+        raise PublishError(Problem(Location(origin), f"manifest is not valid JSON: {exc}")) from None
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ") if str(exc).startswith("$") else ("", "", str(exc))
+        if not field:
+            message = f"manifest is not valid JSON: {exc}"
+        raise PublishError(Problem(Location(origin), message, field,
+                                   "rebuild the tree with this version of bootgen" if field == "$.format" else "")
+                           ) from None
+    shards = tuple(ShardRef(s["id"], s["first"], s["count"]) for s in doc["shards"])
+    return Root(doc["build_id"], str(doc.get("bootgen_version", "")), doc["file_count"], shards, raw)
+
+
+def read_root(directory: Path) -> Root:
+    """The root (manifest.json) of the tree or listing directory `directory`."""
+    return parse_root(_read(directory / MANIFEST, directory), str(directory / MANIFEST))
+
+
+def parse_shard(raw: bytes, shard: ShardRef | str, origin: str) -> tuple[FileEntry, ...]:
+    """A shard's entries, checked against its id (and, given a ShardRef, its first path and count)."""
+    shard_id = shard.id if isinstance(shard, ShardRef) else shard
+    loc = Location(origin)
+    if hashlib.sha256(raw).hexdigest() != shard_id:
+        raise PublishError(Problem(loc, "the shard's bytes do not hash to its name", hint="rebuild the tree"))
+    doc = _json(raw, loc)
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
+        raise PublishError(Problem(loc, "shard has no 'files' list", "$.files"))
+    problems: list[Problem] = []
+    files = [_parse_entry(item, i, loc, problems) for i, item in enumerate(doc["files"])]
+    if isinstance(shard, ShardRef) and not problems and (len(files) != shard.count or files[0].path != shard.first):
+        problems.append(Problem(loc, f"holds {len(files)} files from {files[0].path if files else None!r}; "
+                                     f"manifest.json says {shard.count} from {shard.first!r}",
+                                hint="rebuild the tree"))
+    if problems:
+        raise PublishError(problems)
+    return tuple(files)
+
+
+def read_shard(directory: Path, shard: ShardRef | str) -> tuple[FileEntry, ...]:
+    """The entries of one shard of `directory`'s index, verified against its id."""
+    path = directory / shard_name(shard.id if isinstance(shard, ShardRef) else shard)
+    return parse_shard(_read(path, directory), shard, str(path))
+
+
+def _read(path: Path, directory: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        if path.name == MANIFEST:
+            raise PublishError(Problem(Location(str(directory)), "no manifest.json in the tree",
+                                       hint="name the output of `bootgen build` (e.g. the build/ directory)")
+                               ) from None
+        raise PublishError(Problem(Location(str(path)), "manifest.json names this shard but it is missing",
+                                   hint="rebuild the tree")) from None
+    except OSError as exc:
+        raise PublishError(Problem(Location(str(path)), f"cannot read the index: {exc.strerror}")) from None
+
+
+def _json(raw: bytes, loc: Location):
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PublishError(Problem(loc, f"not valid JSON: {exc}")) from None
 
 
 def parse_manifest(raw: bytes, origin: str) -> Manifest:
@@ -105,7 +217,7 @@ def _is_safe_path(path: str) -> bool:
         return False
     if any(p in ("", ".", "..") for p in path.split("/")):
         return False
-    return path not in (MANIFEST, SUMS) and parts[0] != ".bootgen"
+    return not is_index_path(path) and parts[0] != ".bootgen"
 
 
 def _check_duplicates(files: list[FileEntry], loc: Location, problems: list[Problem]) -> None:
@@ -117,16 +229,48 @@ def _check_duplicates(files: list[FileEntry], loc: Location, problems: list[Prob
 
 
 def load_tree(tree: Path) -> Manifest:
-    """Read `tree/manifest.json`; a missing or unreadable one is a PublishError."""
-    path = tree / MANIFEST
+    """Every entry of the tree (or listing directory) `tree`: its root and all its shards, or
+    its format-1 manifest.json. Anything missing or damaged is a PublishError."""
+    return parse_index(_read(tree / MANIFEST, tree), str(tree / MANIFEST),
+                       lambda rel: (_read(tree / rel, tree), str(tree / rel)))
+
+
+def parse_index(raw: bytes, origin: str, fetch: Callable[[str], tuple[bytes, str]]) -> Manifest:
+    """A whole index from its manifest.json `raw`: a format-1 manifest, or a root and the
+    shards it names, `fetch(tree path)` giving each one's bytes and where they come from
+    (raising PublishError if it cannot). Every problem is raised at once."""
+    if _format(raw) != FORMAT:
+        return parse_manifest(raw, origin)
+    root = parse_root(raw, origin)
+    files: list[FileEntry] = []
+    problems: list[Problem] = []
+    for shard in root.shards:
+        try:
+            body, where = fetch(shard_name(shard.id))
+            files += parse_shard(body, shard, where)
+        except PublishError as exc:
+            problems += exc.problems
+    if problems:
+        raise PublishError(problems)
+    _check_order(files, Location(origin))
+    return Manifest(root.build_id, root.bootgen_version, tuple(files), raw, root)
+
+
+def _format(raw: bytes) -> int | None:
+    """The index format a manifest.json declares (1 when it says none), None if not JSON."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise PublishError(Problem(Location(str(tree)), "no manifest.json in the tree",
-                                   hint="publish the output of `bootgen build` (e.g. the build/ directory)")) from None
-    except OSError as exc:
-        raise PublishError(Problem(Location(str(path)), f"cannot read manifest: {exc.strerror}")) from None
-    return parse_manifest(raw, str(path))
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc.get("format", 1) if isinstance(doc, dict) else None
+
+
+def _check_order(files: list[FileEntry], loc: Location) -> None:
+    """Shards list their paths in order and do not overlap: each path once."""
+    for before, after in zip(files, files[1:]):
+        if before.path.encode() >= after.path.encode():
+            raise PublishError(Problem(loc, f"shards list {after.path!r} after {before.path!r}: out of order "
+                                            "or twice", hint="rebuild the tree"))
 
 
 def load_full(tree: Path) -> tuple[Manifest, Path] | None:
@@ -137,18 +281,21 @@ def load_full(tree: Path) -> tuple[Manifest, Path] | None:
     where = listing_dir(tree)
     if where == tree.resolve() or where == tree:
         return None
-    return parse_manifest((where / MANIFEST).read_bytes(), str(where / MANIFEST)), where
+    return load_tree(where), where
 
 
 def verify_tree(tree: Path, manifest: Manifest, jobs: int = 4, sums_dir: Path | None = None) -> None:
-    """Check every listed file (size, then sha256, streamed) and SHA256SUMS (in `sums_dir`, the
-    tree by default); raise all problems at once."""
+    """Check every listed file (size, then sha256, streamed) and the SHA256SUMS lines (each
+    shard's .sha256, or format 1's SHA256SUMS) in `sums_dir`, the tree by default; raise all
+    problems at once."""
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         found = pool.map(lambda e: _verify_file(tree, e), manifest.files)
         problems = [p for p in found if p is not None]
-    sums = _verify_sums(sums_dir or tree, manifest)
-    if sums:
-        problems.append(sums)
+    if manifest.root is None:
+        problems.append(_verify_sums(sums_dir or tree, SUMS, manifest.files))
+    for shard, files in manifest.shard_files():
+        problems.append(_verify_sums(sums_dir or tree, shard_name(shard.id, ".sha256"), files))
+    problems = [p for p in problems if p is not None]
     if problems:
         raise PublishError(problems)
 
@@ -167,16 +314,25 @@ def _verify_file(tree: Path, entry: FileEntry) -> Problem | None:
     return None
 
 
-def _verify_sums(tree: Path, manifest: Manifest) -> Problem | None:
-    """SHA256SUMS is published too, so it must agree with the manifest."""
-    loc = Location(str(tree / SUMS))
+def _verify_sums(tree: Path, name: str, files) -> Problem | None:
+    """SHA256SUMS lines are published too, so they must agree with the entries they go with."""
+    loc = Location(str(tree / name))
     try:
-        text = (tree / SUMS).read_text(encoding="utf-8")
-    except OSError:
-        return Problem(loc, "SHA256SUMS is missing or unreadable", hint="rebuild the tree")
-    if text != render_sums(manifest.files):
-        return Problem(loc, "SHA256SUMS does not match manifest.json", hint="rebuild the tree")
+        text = (tree / name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return Problem(loc, f"{name} is missing or unreadable", hint="rebuild the tree")
+    if text != render_sums(files):
+        return Problem(loc, f"{name} does not match the entries it goes with", hint="rebuild the tree")
     return None
+
+
+def tree_sums(tree: Path) -> str:
+    """The SHA256SUMS text of a tree (its own index's .sha256 lines in path order)."""
+    raw = _read(tree / MANIFEST, tree)
+    if _format(raw) != FORMAT:
+        return _read(tree / SUMS, tree).decode()
+    root = parse_root(raw, str(tree / MANIFEST))
+    return "".join(_read(tree / shard_name(shard.id, ".sha256"), tree).decode() for shard in root.shards)
 
 
 def render_sums(files: tuple[FileEntry, ...] | list[FileEntry]) -> str:

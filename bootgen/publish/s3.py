@@ -5,7 +5,8 @@ Order of writes, so a publish killed at any point leaves a consistent site:
 1. content-addressed objects (`immutable: true`) that the bucket lacks;
 2. entry points that differ (they may now name the objects from step 1);
 3. `.bootgen/manifests/<build_id>.json`, the archive copy used by --prune;
-4. `SHA256SUMS`, then `manifest.json`: the switch to the new build;
+   (after the index shards `index/<id>.json` and `.sha256` it names that the bucket lacks);
+4. `manifest.json`, the index's root: the switch to the new build;
 5. deletion of entry points the new manifest no longer lists (safe only now:
    before the switch the live manifest still names them);
 6. `.bootgen/index.json`, the list of completed publishes, oldest first.
@@ -34,7 +35,8 @@ from typing import Callable, Iterator
 
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.content import ENTRY_POINT_CACHE, cache_control, content_type
-from bootgen.publish.manifest import MANIFEST, SUMS, FileEntry, Manifest, parse_manifest
+from bootgen.plan import INDEX, listing_dir
+from bootgen.publish.manifest import MANIFEST, SUMS, FileEntry, Manifest, parse_index
 from bootgen.publish.progress import NullProgress, Progress
 from bootgen.publish.report import Action, PublishReport, RequestCounter
 
@@ -91,8 +93,9 @@ class Plan:
     entry_points: tuple[FileEntry, ...]
     stale: tuple[str, ...]  # entry-point paths to delete after the switch
     skipped: int
-    switch: bool  # write archive copy, SHA256SUMS and manifest.json
+    switch: bool  # write the index shards, the archive copy and manifest.json
     record: bool  # append the build id to the index
+    known: frozenset[str] = frozenset()  # index files the live root names (in the bucket already)
 
 
 def make_client(endpoint_url: str | None, jobs: int):
@@ -130,7 +133,8 @@ def publish_s3(tree: Path, manifest: Manifest, destination: str, client, *, dry_
     try:
         with translate_errors(destination):
             run = _Run(tree, manifest, loc, client, jobs, progress or NullProgress(), multipart_threshold)
-            run.public_raw = (public or manifest).raw
+            run.public = public or manifest
+            run.public_raw = run.public.raw
             actions, skipped = run.execute(dry_run, prune, keep)
     finally:
         client.meta.events.unregister("before-send.s3", counter)
@@ -147,7 +151,8 @@ class _Run:
                  progress: Progress, multipart_threshold: int):
         self.tree, self.manifest, self.loc, self.client = tree, manifest, loc, client
         self.jobs, self.progress, self.threshold = max(1, jobs), progress, multipart_threshold
-        self.public_raw = manifest.raw  # what manifest.json says (less than `manifest` when secrets are held)
+        self.public = manifest  # the tree's own index (less than `manifest` when secrets are held)
+        self.public_raw = manifest.raw  # what manifest.json says
 
     def execute(self, dry_run: bool, prune: bool, keep: int) -> tuple[list[Action], int]:
         remote = self.read_remote()
@@ -174,9 +179,22 @@ class _Run:
         if raw is None:
             return None
         try:
-            return parse_manifest(raw, f"s3://{self.loc.bucket}/{key}")
+            return self.assemble(raw, f"s3://{self.loc.bucket}/{key}")
         except PublishError:
             return None  # corrupt: treat the site as empty and re-check every object
+
+    def assemble(self, raw: bytes, origin: str) -> Manifest:
+        """A published index: a format-1 manifest, or a root and the shards it names."""
+        return parse_index(raw, origin, self.fetch)
+
+    def fetch(self, rel: str) -> tuple[bytes, str]:
+        """A shard's bytes and its URL (public, else under .bootgen/); a PublishError if missing."""
+        for key in (self.loc.key(rel), self.loc.key(f"{META_DIR}/{rel}")):
+            body = self.get(key)
+            if body is not None:
+                return body, f"s3://{self.loc.bucket}/{key}"
+        raise PublishError(Problem(Location(f"s3://{self.loc.bucket}/{self.loc.key(rel)}"),
+                                   "manifest.json names this shard but it is missing"))
 
     def read_index(self) -> tuple[str, ...]:
         raw = self.get(self.loc.key(INDEX))
@@ -210,7 +228,8 @@ class _Run:
                     entry_points=tuple(f for f in todo if not f.immutable),
                     stale=self.stale_paths(remote),
                     skipped=len(self.manifest.files) - len(todo),
-                    switch=not same_live, record=not (same_live and done))
+                    switch=not same_live, record=not (same_live and done),
+                    known=frozenset(remote.live.index_files() if remote.live and remote.live.root else ()))
 
     def stale_paths(self, remote: RemoteState) -> tuple[str, ...]:
         """Entry points of the live or last completed build that the new one drops."""
@@ -266,9 +285,19 @@ class _Run:
     def describe(self, plan: Plan) -> list[Action]:
         actions = [Action("upload", f.path, f.size) for f in plan.immutable + plan.entry_points]
         if plan.switch:
-            sums = (self.tree / SUMS).stat().st_size
-            actions += [Action("upload", SUMS, sums), Action("upload", MANIFEST, len(self.public_raw))]
+            actions += [Action("upload", rel, path.stat().st_size) for rel, path in self.index_uploads(plan.known)]
+            actions.append(Action("upload", MANIFEST, len(self.public_raw)))
         return actions + [Action("delete", p) for p in plan.stale]
+
+    def index_uploads(self, known: frozenset[str]) -> list[tuple[str, Path]]:
+        """(key path, local file) of the index files to upload before the roots, less those the
+        live root names: the tree's own, and the shards only the full index kept outside it
+        holds, under .bootgen/ (they name secret-bearing files, whose paths are not public)."""
+        full = listing_dir(self.tree) if self.manifest is not self.public else self.tree
+        public = [rel for rel in self.public.index_files() if rel != MANIFEST]
+        uploads = [(rel, self.tree / rel) for rel in public if rel not in known]
+        return uploads + [(f"{META_DIR}/{rel}", full / rel) for rel in self.manifest.index_files()
+                          if rel != MANIFEST and rel not in public]
 
     def apply(self, plan: Plan, remote: RemoteState) -> None:
         total = sum(f.size for f in plan.immutable + plan.entry_points)
@@ -279,8 +308,9 @@ class _Run:
         finally:
             self.progress.stop()
         if plan.switch:
+            for rel, path in self.index_uploads(plan.known):
+                self.put_file(rel, path, ENTRY_POINT_CACHE if rel == SUMS else cache_control(True))
             self.put_bytes(self.loc.archive_key(self.manifest.build_id), self.manifest.raw, MANIFEST)
-            self.put_file(SUMS, (self.tree / SUMS), ENTRY_POINT_CACHE)
             self.put_bytes(self.loc.key(MANIFEST), self.public_raw, MANIFEST)
         self.delete_keys([self.loc.key(p) for p in plan.stale])
         if plan.record:
@@ -349,9 +379,10 @@ class _Run:
     def prune(self, history: tuple[str, ...], keep: int, dry_run: bool) -> list[Action]:
         """Delete objects no manifest among the last `keep` publishes refers to."""
         kept = history[-max(1, keep):]
-        referenced = {f.path for f in self.manifest.files}
-        for build_id in kept:
-            referenced |= {f.path for f in self.kept_manifest(build_id).files}
+        indexes = [self.manifest, self.public] + [self.kept_manifest(build_id) for build_id in kept]
+        referenced = {f.path for manifest in indexes for f in manifest.files}
+        referenced |= {name for manifest in indexes for rel in manifest.index_files()
+                       for name in (rel, f"{META_DIR}/{rel}")}
         doomed = [o["Key"] for o in self.list_keys(Bucket=self.loc.bucket, Prefix=self.prefix_slash())
                   if self.prunable(self.loc.path(o["Key"]), referenced, kept)]
         if not dry_run:

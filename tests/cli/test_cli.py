@@ -24,8 +24,9 @@ def test_build_then_check(example):
     assert "files for 7 nodes -> build" in result.output
     # The example's Ubuntu node refers to a secret: one line says how its files are protected.
     assert result.output.splitlines()[1] == (
-        "4 files carry secrets: left out of manifest.json and SHA256SUMS, under keyed-hash paths, served by nginx "
-        "only to their node's addresses (server/nginx-secrets.conf); publish to S3 needs --allow-secrets")
+        "4 files carry secrets: left out of the public index (manifest.json, index/), under keyed-hash paths, "
+        "served by nginx only to their node's addresses (server/nginx-secrets.conf); "
+        "publish to S3 needs --allow-secrets")
     build_id = result.output.splitlines()[0].split("build ")[-1].split()[0]
     assert _run("build").output.splitlines()[0].endswith(f"unchanged (build {build_id})")
     assert _run("check").exit_code == 0
@@ -119,3 +120,31 @@ def test_internal_error_in_json_mode_prints_json(example, monkeypatch):
     result = _run("build", "--format", "json")
     assert result.exit_code == 3
     assert json.loads(result.stdout) == {"internal_error": "internal error: ZeroDivisionError: boom"}
+
+
+def test_sums_prints_sha256sums_that_sha256sum_checks(example):
+    assert _run("build").exit_code == 0
+    printed = _run("sums")
+    assert printed.exit_code == 0
+    lines = printed.output.splitlines()
+    assert [line[66:] for line in lines] == sorted(line[66:] for line in lines)  # path order
+    tree = example.out.resolve()
+    shards = "".join(p.read_text() for p in sorted((tree / "index").glob("*.sha256")))
+    assert sorted(shards.splitlines()) == sorted(lines)
+    checks = (("sha256sum --quiet -c", printed.output), ("cat index/*.sha256 | sha256sum --quiet -c", None))
+    for command, given in checks:
+        done = subprocess.run(command, shell=True, input=given, cwd=example.out, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    changed = example.out / "boot.ipxe"
+    changed.unlink()  # a hard link shared with the kept tree: replaced, never written in place
+    changed.write_text("#!ipxe\nchanged by hand\n")
+    for given in (_run("sums").output, shards):
+        done = subprocess.run(["sha256sum", "--quiet", "-c"], input=given, cwd=example.out, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and "boot.ipxe: FAILED" in done.stdout
+
+
+def test_sums_of_a_directory_without_an_index_exits_1(tmp_path):
+    result = _run("sums", str(tmp_path))
+    assert result.exit_code == 1 and "no manifest.json in the tree" in result.output

@@ -7,14 +7,14 @@ so a test can compare them with what the kernel really received.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+from bootgen.publish.manifest import load_tree
 
 BASE_ARGS = ("console=ttyS0",)
 
@@ -130,5 +130,5 @@ def build(workdir: Path, spec: SiteSpec, nodes: tuple[NodeSpec, ...], kernel: Pa
            "--nodes", str(workdir / "nodes"), "--out", str(out), "--offline"]
     done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"bootgen build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = {"files": [asdict(f) for f in load_tree(out).files]}  # the whole index as one document
     return Tree(out, spec, nodes, manifest)

@@ -8,7 +8,6 @@ it only probes for may be missing, as on a real server.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 import rig
+from bootgen.publish.manifest import load_tree
 
 SERVER_IP = "192.168.77.1"
 SERIAL = "7092246e"  # seed 003
@@ -113,7 +113,6 @@ def test_pcs_keep_their_boot_entry_first(pi_tree):
     assert services == ['pxe-service=tag:!ipxe,x86PC,"bootgen (BIOS)",lpxelinux',
                         'pxe-service=tag:!ipxe,x86PC,"Raspberry Pi Boot"']
     assert 'pxe-prompt="bootgen",0' in lines
-    manifest = json.loads((pi_tree / "manifest.json").read_text())
-    pi_files = sorted(f["path"] for f in manifest["files"] if f["path"].startswith(f"{SERIAL}/"))
+    pi_files = sorted(f.path for f in load_tree(pi_tree).files if f.path.startswith(f"{SERIAL}/"))
     assert pi_files == sorted(f"{SERIAL}/{name}" for name in (*FIRMWARE, "vmlinuz", "initrd.img", "config.txt",
                                                                  "cmdline.txt"))

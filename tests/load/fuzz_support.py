@@ -21,10 +21,12 @@ import subprocess
 import sys
 import unicodedata
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
+from bootgen.publish.manifest import load_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -280,7 +282,7 @@ def tree_digest(link: Path) -> tuple[str, dict[str, str]]:
 
 def file_kind(rel: str, manifest: dict) -> str:
     name = rel.rsplit("/", 1)[-1]
-    if rel == "SHA256SUMS":
+    if rel.endswith(".sha256"):
         return "sums"
     if rel == "manifest.json" or rel.startswith("pixiecore/") or rel.endswith((".ign", ".json")):
         return "json"
@@ -345,7 +347,7 @@ class Checker:
     def _parse(self, tree: Path, rel: str, manifest: dict):
         path = tree / rel
         kind = file_kind(rel, manifest)
-        if kind in ("binary", "sums"):  # SHA256SUMS changes with everything else; checked on its own
+        if kind in ("binary", "sums"):  # SHA256SUMS lines: checked on their own (verify_sums)
             return None
         try:
             text = path.read_bytes().decode("utf-8")
@@ -361,15 +363,17 @@ class Checker:
                                  f"{text[:4000]}") from None
 
     def verify_sums(self, tree: Path) -> None:
-        """SHA256SUMS lists every file of the tree but itself and manifest.json, each with its digest."""
-        from bootgen.plan import listing_dir
+        """The full index's SHA256SUMS lines list every file of the tree but the index's own,
+        each with its digest."""
+        from bootgen.plan import is_index_path, listing_dir
+        from bootgen.publish.manifest import tree_sums
 
         listed = {}
-        for line in (listing_dir(tree) / "SHA256SUMS").read_text().splitlines():
+        for line in tree_sums(listing_dir(tree)).splitlines():
             digest, name = line.split("  ", 1)
             listed[name] = digest
         files = {rel: hashlib.sha256((tree / rel).read_bytes()).hexdigest() for rel in _files(tree)
-                 if rel not in ("SHA256SUMS", "manifest.json")}
+                 if not is_index_path(rel)}
         assert listed == files, "SHA256SUMS does not match the tree"
 
     # -- readers --
@@ -552,7 +556,7 @@ def _sh_commands(script: str) -> list[str]:
 
 
 def _manifest(tree: Path) -> dict:
-    return {f["path"]: f for f in json.loads((tree / "manifest.json").read_text())["files"]}
+    return {f.path: asdict(f) for f in load_tree(tree).files}
 
 
 def _role(rel: str, manifest: dict) -> tuple:

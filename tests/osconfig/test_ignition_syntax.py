@@ -14,6 +14,7 @@ import pytest
 from bootgen.osconfig.ignition_syntax import decode_data_url, has_install_section, unit_problem, url_problem
 
 from .conftest import IGNVAL, ignval_output
+from bootgen.publish.manifest import load_tree
 
 needs_ignval = pytest.mark.skipif(not IGNVAL.exists(), reason=f"Ignition's validation not found at {IGNVAL}")
 
@@ -124,8 +125,7 @@ def test_example_site_ignition_passes_ignition_validation(example):
     from bootgen.build import build
 
     tree = build(example, fetch=False).write.tree
-    manifest = json.loads((tree / "manifest.json").read_text())
-    configs = [tree / f["path"] for f in manifest["files"] if f["target"] == "ignition"]
+    configs = [tree / f.path for f in load_tree(tree).files if f.target == "ignition"]
     assert configs
     for config in configs:
         assert ignval_output(config) == (0, ""), config

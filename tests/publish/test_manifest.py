@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from publish_synth import make_tree
 
 from bootgen.errors import PublishError
-from bootgen.publish.manifest import load_tree, parse_manifest, verify_tree
+from bootgen.publish.manifest import load_full, load_tree, parse_manifest, read_root, read_shard, verify_tree
 
 
 def test_intact_tree_verifies(tmp_path):
@@ -83,3 +84,86 @@ def test_progress_is_quiet_unless_asked(monkeypatch):
     bar.advance(60)
     bar.stop()
     assert bar._bar.tasks[0].completed == 100
+
+
+# --- index format 2: a root and content-addressed shards, as `bootgen build` writes them ---------
+
+def _built(example) -> Path:
+    from bootgen.build import build
+
+    return build(example, fetch=False).write.tree
+
+
+def test_a_built_tree_is_read_shard_by_shard_and_verified(example):
+    tree = _built(example)
+    root = read_root(tree)
+    manifest = load_tree(tree)
+    assert manifest.root == root and manifest.build_id == root.build_id == tree.name
+    assert root.file_count == len(manifest.files) == sum(s.count for s in root.shards)
+    index = manifest.index_files()
+    assert index[-1] == "manifest.json" and len(index) == 2 * len(root.shards) + 1
+    assert index[:2] == [f"index/{root.shards[0].id}.json", f"index/{root.shards[0].id}.sha256"]
+    assert read_shard(tree, root.shards[0])[0].path == root.shards[0].first
+    verify_tree(tree, manifest)
+    full, where = load_full(tree)  # the example has secret-bearing files: its full index is kept apart
+    verify_tree(tree, full, sums_dir=where)
+    assert len(full.files) > len(manifest.files)
+
+
+def test_a_damaged_shard_is_a_problem_naming_it(example):
+    tree = _built(example)
+    shard = tree / load_tree(tree).index_files()[0]
+    data = shard.read_bytes()
+    shard.unlink()  # shared by hard link with the kept listing: never written in place
+    shard.write_bytes(data.replace(b'"size": ', b'"size":  ', 1))
+    with pytest.raises(PublishError) as err:
+        load_tree(tree)
+    assert err.value.problems[0].location.file == str(shard)
+    assert "do not hash to its name" in err.value.problems[0].message
+
+
+def test_a_root_naming_a_missing_shard_is_a_problem_naming_it(example):
+    tree = _built(example)
+    shard = tree / load_tree(tree).index_files()[0]
+    shard.unlink()
+    with pytest.raises(PublishError) as err:
+        load_tree(tree)
+    assert (err.value.problems[0].location.file, err.value.problems[0].message) == (
+        str(shard), "manifest.json names this shard but it is missing")
+
+
+def test_shard_sums_must_agree_with_the_shard(example):
+    tree = _built(example)
+    sums = tree / load_tree(tree).index_files()[1]
+    sums.unlink()
+    sums.write_text("0" * 64 + "  boot.ipxe\n")
+    with pytest.raises(PublishError) as err:
+        verify_tree(tree, load_tree(tree))
+    assert [p.location.file for p in err.value.problems] == [str(sums)]
+    assert "does not match the entries it goes with" in err.value.problems[0].message
+
+
+def test_a_damaged_root_is_refused_with_its_field(example):
+    tree = _built(example)
+    root = tree / "manifest.json"
+    doc = json.loads(root.read_bytes())
+    doc["file_count"] += 1
+    root.unlink()
+    root.write_text(json.dumps(doc))
+    with pytest.raises(PublishError) as err:
+        load_tree(tree)
+    assert err.value.problems[0].path == "$.file_count"
+
+
+def test_publish_of_a_damaged_tree_exits_1_without_a_traceback(example, tmp_path):
+    import subprocess
+    import sys
+
+    tree = _built(example)
+    shard = tree / load_tree(tree).index_files()[0]
+    shard.unlink()
+    done = subprocess.run([sys.executable, "-m", "bootgen", "publish", str(tmp_path / "www")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{shard}: error: manifest.json names this shard but it is missing" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "www" / "current").exists()

@@ -23,7 +23,7 @@ def _build_example(tmp_path):
 def test_a_real_build_publishes_to_a_docroot_with_every_reference_served(tmp_path):
     tree = _build_example(tmp_path)
     manifest = load_tree(tree)
-    verify_tree(tree, manifest)  # build and publish agree on manifest.json and SHA256SUMS
+    verify_tree(tree, manifest)  # build and publish agree on the index: entries and SHA256SUMS lines
     report = publish(tree, str(tmp_path / "www"))
     assert report.uploaded == len(manifest.files)
     current = tmp_path / "www" / "current"
@@ -34,3 +34,30 @@ def test_a_real_build_publishes_to_a_docroot_with_every_reference_served(tmp_pat
             checked += 1
     assert checked, "no entry point named a content-addressed object; the check proved nothing"
     assert publish(tree, str(tmp_path / "www")).uploaded == 0
+
+
+def test_a_one_node_edit_uploads_only_the_shards_it_changed(example, seaweed, bucket, monkeypatch):
+    import json
+
+    import bootgen.plan as plan
+    from bootgen.build import build
+    from publish_servers import s3_client
+
+    monkeypatch.setattr(plan, "CHUNK", 4)  # the example's files in about twenty shards
+    destination = f"s3://{bucket}/site"
+    first = build(example, fetch=False).write.tree
+    publish(first, destination, endpoint_url=seaweed.endpoint, progress=False)
+    node = example.nodes / "node-2.yaml"
+    node.write_text(node.read_text() + "kernel_args: [edited=1]\n")
+    second = build(example, fetch=False).write.tree
+    report = publish(second, destination, endpoint_url=seaweed.endpoint, progress=False)
+    before, after = load_tree(first).index_files(), load_tree(second).index_files()
+    uploaded = [a.path for a in report.actions if a.verb == "upload" and (a.path.startswith("index/")
+                                                                          or a.path == "manifest.json")]
+    assert uploaded == [name for name in after if name not in before] + ["manifest.json"]
+    assert 2 < len(uploaded) < len(after) / 2
+    client = s3_client(seaweed.endpoint)
+    root = json.loads(client.get_object(Bucket=bucket, Key="site/manifest.json")["Body"].read())
+    for shard in root["shards"]:  # every shard the live root names is in the bucket, as built
+        body = client.get_object(Bucket=bucket, Key=f"site/index/{shard['id']}.json")["Body"].read()
+        assert body == (second / "index" / f"{shard['id']}.json").read_bytes()

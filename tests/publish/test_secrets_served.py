@@ -81,9 +81,12 @@ class Crawler:
     def links(self, path: str, body: bytes) -> list[str]:
         text = body.decode("utf-8", "replace")
         found = re.findall(re.escape(self.base) + r"""([^\s"'<>;\\]*)""", text)
-        if path == "SHA256SUMS":
+        if path == "SHA256SUMS" or path.endswith(".sha256"):
             found += [line[66:] for line in text.splitlines()]
-        if path == "manifest.json":
+        if path == "manifest.json":  # the index's root names its shards
+            found += [f"index/{shard['id']}{suffix}" for shard in json.loads(body)["shards"]
+                      for suffix in (".json", ".sha256")]
+        if path.startswith("index/") and path.endswith(".json"):
             found += [entry["path"] for entry in json.loads(body)["files"]]
         found += re.findall(r'href="([^"?]+)"', text)  # a directory listing, were one served
         found += [link + name for link in found if link.endswith("/") for name in NOCLOUD]  # as cloud-init asks
@@ -205,8 +208,16 @@ def test_allow_secrets_uploads_them_and_keeps_the_full_manifest_under_the_privat
         assert client.get_object(Bucket=bucket, Key=f"site/{path}")["Body"].read() == (tree / path).read_bytes()
     public = client.get_object(Bucket=bucket, Key="site/manifest.json")["Body"].read()
     assert public == (tree / "manifest.json").read_bytes()
-    archived = client.get_object(Bucket=bucket, Key=f"site/.bootgen/manifests/{report.build_id}.json")["Body"].read()
-    assert all(p.encode() in archived for p in private)
+    archived = json.loads(client.get_object(Bucket=bucket, Key=f"site/.bootgen/manifests/{report.build_id}.json")
+                          ["Body"].read())
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="site/")["Contents"]}
+    shards = b"".join(client.get_object(Bucket=bucket, Key=next(
+        k for k in (f"site/index/{s['id']}.json", f"site/.bootgen/index/{s['id']}.json") if k in keys))["Body"].read()
+        for s in archived["shards"])  # the full index: public shards, and under .bootgen/ those naming secrets
+    assert all(p.encode() in shards for p in private)
+    public_shards = b"".join(client.get_object(Bucket=bucket, Key=k)["Body"].read()
+                             for k in keys if k.startswith("site/index/"))
+    assert public_shards and not any(p.encode() in public_shards for p in private)
     policy = bucket_policy(tree, destination)
     resources = [s["Resource"] for s in policy["Statement"]]
     assert f"arn:aws:s3:::{bucket}/site/.bootgen/*" in resources

@@ -3,7 +3,6 @@
 Regenerate after an intended change with `BOOTGEN_UPDATE_GOLDEN=1 pytest tests/render`
 and review the diff like code.
 """
-import json
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bootgen.build import Paths, build
+from bootgen.publish.manifest import load_tree
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -19,24 +19,27 @@ SITES = {"example": ROOT, "tftp-local": ROOT / "tests" / "sites" / "tftp-local"}
 
 
 def _rendered(tree: Path) -> dict[str, bytes]:
-    """Every file of the tree, manifest.json and SHA256SUMS included, except the boot loader
-    binaries: those are Debian's bytes, so their digests (and the build id made from all
-    digests) are replaced by placeholders in the index files."""
-    manifest = json.loads((tree / "manifest.json").read_text())
-    loaders = {f["path"] for f in manifest["files"] if f["target"] == "bootloader"}
-    files = {f["path"]: (tree / f["path"]).read_bytes() for f in manifest["files"] if f["path"] not in loaders}
-    files["manifest.json"] = _normalised_manifest(tree / "manifest.json", manifest, loaders)
-    files["SHA256SUMS"] = b"".join(
-        (b"<debian>" + line[64:] if line[66:].decode() in loaders else line) + b"\n"
-        for line in (tree / "SHA256SUMS").read_bytes().splitlines())
+    """Every file of the tree, its index included, except the boot loader binaries: those are
+    Debian's bytes, so their digests (and the ids made from them: the build id, the shards'
+    names) are replaced by placeholders in the index files; shard i is `index/shard-i.*`."""
+    manifest = load_tree(tree)
+    loaders = {f.path: f for f in manifest.files if f.target == "bootloader"}
+    files = {f.path: (tree / f.path).read_bytes() for f in manifest.files if f.path not in loaders}
+    names = {manifest.build_id: "<build id>"}
+    names.update((shard.id, f"shard-{i}") for i, shard in enumerate(manifest.root.shards))
+    for path in manifest.index_files():
+        normal = path
+        for real, placeholder in names.items():
+            normal = normal.replace(real, placeholder)
+        files[normal] = _normalised((tree / path).read_text(), names, loaders.values())
     return files
 
 
-def _normalised_manifest(path: Path, manifest: dict, loaders: set[str]) -> bytes:
-    text = path.read_text().replace(manifest["build_id"], "<build id>")
-    for entry in manifest["files"]:
-        if entry["path"] in loaders:
-            text = text.replace(entry["sha256"], "<debian>").replace(f'"size": {entry["size"]},', '"size": 0,')
+def _normalised(text: str, names: dict[str, str], loaders) -> bytes:
+    for real, placeholder in names.items():
+        text = text.replace(real, placeholder)
+    for entry in loaders:
+        text = text.replace(entry.sha256, "<debian>").replace(f'"size": {entry.size},', '"size": 0,')
     return text.encode()
 
 

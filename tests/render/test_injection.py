@@ -810,7 +810,8 @@ def test_nginx_config_has_exactly_the_intended_location_blocks(world, field, val
     assert _shape(parsed) == _shape(nginx_parse(benign))
     server = {name: args for name, args, _ in parsed[0][2]}
     locations = [args for name, args, _ in parsed[0][2] if name == "location"]
-    assert locations == [["/configs/"], ["/images/"], ["/pxelinux.cfg/"], ["/grub/"], ["/ipxe/"], ["/server/"],
+    assert locations == [["/configs/"], ["/images/"], ["/index/"], ["/pxelinux.cfg/"], ["/grub/"], ["/ipxe/"],
+                         ["/server/"],
                          ["=", "/SHA256SUMS"], ["=", "/meta-data"], ["=", "/network-config"], ["=", "/user-data"],
                          ["=", "/vendor-data"], ["/"]]
     if field == "root":

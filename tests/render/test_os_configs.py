@@ -14,6 +14,7 @@ import pytest
 
 from bootgen.build import build
 from bootgen.plan import listing_dir
+from bootgen.publish.manifest import load_tree
 
 
 def _ubuntu_dir() -> str:
@@ -27,8 +28,7 @@ def _ubuntu_dir() -> str:
 
 def _files(tree, target):
     """Files of `target`, from the full listing (the public one leaves out secret-bearing files)."""
-    manifest = json.loads((listing_dir(tree) / "manifest.json").read_text())
-    return [tree / f["path"] for f in manifest["files"] if f["target"] == target]
+    return [tree / f.path for f in load_tree(listing_dir(tree)).files if f.target == target]
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """`bootgen watch` driven by real file edits, with bounded waits."""
-import json
 import threading
 import time
 
@@ -7,6 +6,7 @@ import pytest
 
 from bootgen.incremental import InputStamps
 from bootgen.watch import watch
+from bootgen.publish.manifest import load_tree
 
 WAIT = 30  # seconds; a rebuild takes well under one
 
@@ -71,8 +71,7 @@ def test_watch_follows_edits_deletes_and_survives_a_broken_edit(watcher):
     broken.write_text(good + "# fixed\n")
     _wait_for(lambda: any("files for" in line for line in lines[failed_at:]), "the fix to be built")
     assert _build_id(paths) == good_tree  # same inputs as the last good build: the same tree
-    manifest = json.loads((paths.out / "manifest.json").read_text())
-    assert "node-1" in {f["node"] for f in manifest["files"]}
+    assert "node-1" in {f.node for f in load_tree(paths.out).files}
 
 
 def test_a_saved_node_file_is_the_only_input_looked_at_again(watcher, monkeypatch):

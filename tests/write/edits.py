@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
+from bootgen.plan import is_index_path
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN_TEMPLATES = REPO / "bootgen" / "templates"
@@ -845,13 +846,13 @@ class CleanBuilds:
 
 
 def first_difference(expected: dict[str, bytes], actual: dict[str, bytes], actual_name: str) -> str | None:
-    """The first path where two trees differ (boot files before manifest.json and SHA256SUMS, which
-    differ whenever anything does), with a short diff and a count; None if the trees are equal."""
-    listings = ("manifest.json", "SHA256SUMS")
+    """The first path where two trees differ (boot files before the index, manifest.json and its
+    shards, which differ whenever anything does), with a short diff and a count; None if the trees
+    are equal."""
     differing = [path for path in sorted(expected.keys() | actual.keys()) if expected.get(path) != actual.get(path)]
     if not differing:
         return None
-    differing.sort(key=lambda path: path in listings)
+    differing.sort(key=is_index_path)
     path = differing[0]
     more = f" ({len(differing) - 1} more paths differ)" if len(differing) > 1 else ""
     if path not in actual:

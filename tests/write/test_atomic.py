@@ -1,5 +1,6 @@
 """The output switch: atomic, idempotent, deterministic, and safe to kill."""
 import json
+from dataclasses import asdict
 import os
 import signal
 import subprocess
@@ -12,12 +13,16 @@ import pytest
 from bootgen.build import Paths, build
 from bootgen.errors import OutputError, RenderError
 from bootgen.plan import Artifact, Plan, listing_dir
+from bootgen.plan import is_index_path
+from bootgen.publish.manifest import load_tree
 from bootgen.secrets_tree import secret_paths
 import bootgen.write as write_module
 
 
 def _manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
+    """The tree's index as one document: its root's build id and every entry of its shards."""
+    manifest = load_tree(out)
+    return {"build_id": manifest.build_id, "files": [asdict(entry) for entry in manifest.files]}
 
 
 def _mtimes(tree: Path) -> dict[str, int]:
@@ -28,11 +33,11 @@ def test_output_is_a_symlink_to_a_complete_tree(example, tree_files):
     result = build(example, fetch=False)
     assert example.out.is_symlink()
     assert example.out.resolve() == result.write.tree.resolve()
-    check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
-                           text=True, timeout=60)
+    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out,
+                           capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     listed = {f["path"] for f in _manifest(listing_dir(example.out))["files"]}  # the full listing
-    on_disk = set(tree_files(example.out)) - {"manifest.json", "SHA256SUMS"}
+    on_disk = {path for path in tree_files(example.out) if not is_index_path(path)}
     assert listed == on_disk
     public = {f["path"] for f in _manifest(example.out)["files"]}
     assert listed - public == set(secret_paths(example.out)) != set()  # the Ubuntu node's configs, the fence
@@ -115,8 +120,8 @@ def test_killed_build_leaves_previous_tree_intact(example, delay, tree_files):
     proc.wait(timeout=30)
     after = tree_files(example.out)
     assert after == before or _manifest(example.out)["build_id"] != json.loads(before["manifest.json"])["build_id"]
-    check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
-                           timeout=120)
+    check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out,
+                           capture_output=True, timeout=120)
     assert check.returncode == 0
     build(example, fetch=False)  # the next build cleans up and completes
     assert not list((example.state / "builds").glob(".partial-*"))
@@ -194,8 +199,7 @@ def test_after_a_build_from_scratch_copies_are_made_for_each_edit_until_old_tree
     write_module.wait_for_spare(example.state / "builds", timeout=WAIT)
     spares = _spares(example)
     assert len(spares) == write_module.KEPT_TREES - 1  # one for each edit before an old tree is recycled
-    live_files = {path: data for path, data in _files(example.out.resolve()).items()
-                  if path not in ("manifest.json", "SHA256SUMS")}
+    live_files = {path: data for path, data in _files(example.out.resolve()).items() if not is_index_path(path)}
     for spare in spares:
         assert spare.name.startswith(f"{write_module.SPARE_PREFIX}{first.write.build_id}.")
         assert _files(spare) == live_files
@@ -229,8 +233,8 @@ def test_a_build_started_while_a_copy_is_being_made_does_not_wait_for_it(example
         assert done.returncode == 0, done.stderr
         assert time.monotonic() - started < 20  # it made its tree itself (a wait would last SPARE_WAIT)
         assert "during.copy=1" in (example.out / "pxelinux.cfg" / "0A000047").read_text()
-        check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=example.out, capture_output=True,
-                               text=True, timeout=WAIT)
+        check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out,
+                               capture_output=True, text=True, timeout=WAIT)
         assert check.returncode == 0, check.stdout + check.stderr
         assert copier.poll() is None  # the copy was neither waited for nor taken over
     finally:

@@ -1,13 +1,16 @@
-"""The listing (manifest entries and SHA256SUMS lines in chunks): patching a few
-files, or reading a tree's listing back, gives exactly what building it anew gives."""
+"""The listing (manifest entries and SHA256SUMS lines in chunks, one shard of the tree's
+index each): patching a few files, or reading a tree's index back, gives exactly what
+building it anew gives, chunk for chunk."""
 import hashlib
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bootgen.plan as plan
-from bootgen.plan import Listing, listing_lines
+from bootgen.plan import IndexDamaged, Listing, listing_lines
+from bootgen.write import write_listing
 
 NAMES = st.text(alphabet="abcz019-._/é", min_size=1, max_size=12).filter(lambda p: not p.startswith("/"))
 
@@ -24,86 +27,116 @@ def _files(paths, version=0) -> dict:
 def _same(listing: Listing, expected: dict) -> None:
     clean = Listing.of_lines(expected)
     assert listing.checksums_bytes() == clean.checksums_bytes()
-    assert listing.manifest_bytes("x") == clean.manifest_bytes("x")
+    assert listing.root_bytes("ab" * 32) == clean.root_bytes("ab" * 32)  # the same shards
+    assert listing.entries_bytes() == clean.entries_bytes()
     assert listing.paths() == sorted(expected)
     assert len(listing) == len(expected)
-    manifest = json.loads(listing.manifest_bytes("x"))
-    assert [f["path"] for f in manifest["files"]] == sorted(expected)
+    assert listing.build_id() == clean.build_id()
+    shard_ids = json.loads(clean.root_bytes("ab" * 32))["shards"]
+    assert listing.build_id() == hashlib.sha256(
+        b"bootgen index 2\n" + b"".join(f"{s['id']}\n".encode() for s in shard_ids)).hexdigest()
+    entries = json.loads(b"[" + listing.entries_bytes() + b"]")
+    assert [f["path"] for f in entries] == sorted(expected)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.sets(NAMES, max_size=40), st.sets(NAMES, max_size=15), st.sets(NAMES, max_size=15),
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Chunks of a few files, and a low cap, so that changes cross chunk boundaries and caps."""
+    monkeypatch.setattr(plan, "CHUNK", 4)
+    monkeypatch.setattr(plan, "MAX_CHUNK_FACTOR", 2)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sets(NAMES, max_size=60), st.sets(NAMES, max_size=15), st.sets(NAMES, max_size=15),
        st.integers(min_value=1, max_value=6))
 def test_patched_equals_built_anew(before, changed, removed, chunk):
-    old_chunk, plan.CHUNK = plan.CHUNK, chunk  # small chunks: changes cross chunk boundaries
-    try:
-        listing = Listing.of_lines(_files(before))
-        upserts = _files(changed, version=1)
-        patched = listing.patched(upserts, removed - changed)
-        expected = {**{p: v for p, v in _files(before).items() if p not in removed - changed}, **upserts}
-        _same(patched, expected)
-        assert set(listing.differing(upserts)) == changed
-        assert listing.differing(_files(before)) == {}
-        assert listing.holding(changed | removed) == (changed | removed) & before
-    finally:
-        plan.CHUNK = old_chunk
+    plan.CHUNK = chunk
+    listing = Listing.of_lines(_files(before))
+    upserts = _files(changed, version=1)
+    patched = listing.patched(upserts, removed - changed)
+    expected = {**{p: v for p, v in _files(before).items() if p not in removed - changed}, **upserts}
+    _same(patched, expected)
+    assert set(listing.differing(upserts)) == changed
+    assert listing.differing(_files(before)) == {}
+    assert listing.holding(changed | removed) == (changed | removed) & before
+
+
+def test_chunks_are_cut_by_path_so_an_edit_touches_only_its_chunks():
+    plan.CHUNK, plan.MAX_CHUNK_FACTOR = 16, 8
+    paths = [f"dir{i % 7}/file-{i:05d}" for i in range(3000)]
+    listing = Listing.of_lines(_files(paths))
+    assert 3000 / 16 / 3 < len(listing.chunks) < 3000 / 16 * 3
+    assert max(chunk.count for chunk in listing.chunks) <= 16 * 8
+    edited = listing.patched(_files(["dir3/file-01234"], version=1) | _files(["dir5/new"]), ["dir1/file-00001"])
+    old_ids = {chunk.id for chunk in listing.chunks}
+    new = [chunk for chunk in edited.chunks if chunk.id not in old_ids]
+    assert 1 <= len(new) <= 6  # the chunks of three paths, and a neighbour where a cut moved
+    assert len(edited.chunks) - len(new) >= len(listing.chunks) - 6
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sets(NAMES, max_size=60), st.integers(min_value=1, max_value=7))
-def test_a_tree_listing_reads_back_as_written(tmp_path_factory, paths, chunk):
-    old_chunk, plan.CHUNK = plan.CHUNK, chunk
-    try:
-        tree = tmp_path_factory.mktemp("tree")
-        written = Listing.of_lines(_files(paths))
-        (tree / "manifest.json").write_bytes(written.manifest_bytes(written.build_id()))
-        (tree / "SHA256SUMS").write_bytes(written.checksums_bytes())
-        read = Listing.read(tree)
-        assert read is not None
-        _same(read, _files(paths))
-        assert read.build_id() == hashlib.sha256((tree / "SHA256SUMS").read_bytes()).hexdigest()
-        for path in paths:
-            assert read.lookup(path) == _lines(path, 0)
-    finally:
-        plan.CHUNK = old_chunk
+@given(st.sets(NAMES, max_size=60), st.sets(NAMES, max_size=8), st.integers(min_value=1, max_value=7))
+def test_a_tree_index_reads_back_as_written(tmp_path_factory, paths, private, chunk):
+    plan.CHUNK = chunk
+    written = Listing.of_lines(_files(paths | private))
+    tree = tmp_path_factory.mktemp("state") / "builds" / written.build_id()  # private/ is named so too
+    tree.mkdir(parents=True)
+    write_listing(tree, written, written.build_id(), private - paths, tree.parent.parent)
+    read = Listing.read(tree)
+    assert read is not None
+    _same(read, _files(paths | private))
+    assert read.build_id() == written.build_id()
+    for path in paths:
+        assert read.lookup(path) == _lines(path, 0)
+    root = json.loads((tree / "manifest.json").read_bytes())
+    shards = b"".join((tree / "index" / f"{shard['id']}.sha256").read_bytes() for shard in root["shards"])
+    assert shards == Listing.of_lines(_files(paths | private)).without(private - paths).checksums_bytes()
 
 
-def test_a_damaged_listing_is_not_trusted(tmp_path):
+def test_reading_a_tree_reads_only_the_root_and_the_shards_asked_about(tmp_path, monkeypatch):
+    plan.CHUNK = 16
+    listing = Listing.of_lines(_files([f"f{i:04d}" for i in range(2000)]))
+    write_listing(tmp_path, listing, listing.build_id(), set(), tmp_path)
+    read = Listing.read(tmp_path)
+    assert all(chunk._entries is None and chunk._sums is None for chunk in read.chunks)
+    assert read.build_id() == listing.build_id() and len(read) == 2000  # from the root alone
+    assert read.differing(_files(["f0007"], version=1)) == _files(["f0007"], version=1)
+    assert sum(chunk._entries is not None for chunk in read.chunks) == 1
+    assert read.holding(["f1999", "nope"]) == {"f1999"}
+    assert sum(chunk._sums is not None for chunk in read.chunks) == 2
+
+
+def test_a_damaged_index_is_not_trusted(tmp_path):
+    plan.CHUNK = 64
     listing = Listing.of_lines(_files([f"f{i}" for i in range(2000)]))
-    manifest, sums = listing.manifest_bytes(listing.build_id()), listing.checksums_bytes()
-    entry = listing.lookup("f1500")[0]
-    damaged = {
-        "an entry missing": (manifest.replace(entry + b",\n    ", b""), sums),
-        "a checksum changed": (manifest, sums.replace(sums[:64], b"0" * 64, 1)),
-        "not a manifest": (b"{}", sums),
-    }
-    for case, (manifest_bytes, sums_bytes) in damaged.items():
-        (tmp_path / "manifest.json").write_bytes(manifest_bytes)
-        (tmp_path / "SHA256SUMS").write_bytes(sums_bytes)
+    write_listing(tmp_path, listing, listing.build_id(), set(), tmp_path)
+    root = (tmp_path / "manifest.json").read_bytes()
+    first, second = json.loads(root)["shards"][:2]
+    shard = tmp_path / "index" / f"{second['id']}.json"
+    data = shard.read_bytes()
+    shard.unlink()
+    assert Listing.read(tmp_path) is None  # the root names a missing shard
+    shard.write_bytes(data.replace(b'"size": 0', b'"size": 1', 1))
+    damaged = Listing.read(tmp_path)  # the root alone does not show it ...
+    with pytest.raises(IndexDamaged) as caught:  # ... the shard does, when it is read
+        damaged.lookup(second["first"])
+    assert "do not hash to its name" in caught.value.problems[0].message
+    assert str(shard) == caught.value.problems[0].location.file
+    (tmp_path / "index" / f"{first['id']}.sha256").write_bytes(b"")
+    with pytest.raises(IndexDamaged):
+        Listing.read(tmp_path).holding([first["first"]])
+    for case in (b"{}", b"not json", root.replace(b'"format": 2', b'"format": 1'),
+                 root.replace(b'"file_count": 2000', b'"file_count": 1999')):
+        (tmp_path / "manifest.json").write_bytes(case)
         assert Listing.read(tmp_path) is None, case
-
-
-def test_written_in_pieces_equals_joined(tmp_path, monkeypatch):
-    import bootgen.write as write
-
-    parts = [bytes([i % 251]) * (i % 7) for i in range(3000)]  # more pieces than one writev takes
-    monkeypatch.setattr(write, "IOV_MAX", 100)
-    write.write_parts(tmp_path / "f", parts)
-    assert (tmp_path / "f").read_bytes() == b"".join(parts)
-    listing = Listing.of_lines(_files([f"p{i}" for i in range(1500)]))
-    write.write_parts(tmp_path / "m", listing.manifest_parts("x"))
-    assert (tmp_path / "m").read_bytes() == listing.manifest_bytes("x")
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.sets(NAMES, max_size=25), max_size=5), st.integers(min_value=1, max_value=5))
 def test_merged_runs_equal_one_listing_and_report_shared_paths(runs, chunk):
-    old_chunk, plan.CHUNK = plan.CHUNK, chunk
-    try:
-        listing, clashes = Listing.merged([Listing.of_lines(_files(run)) for run in runs])
-        everything = set().union(*runs)
-        _same(listing, _files(everything))
-        assert sorted(json.loads(a)["path"] for a, _ in clashes) == sorted(
-            p for p in everything for _ in range(sum(p in run for run in runs) - 1))
-    finally:
-        plan.CHUNK = old_chunk
+    plan.CHUNK = chunk
+    listing, clashes = Listing.merged([Listing.of_lines(_files(run)) for run in runs])
+    everything = set().union(*runs)
+    _same(listing, _files(everything))
+    assert sorted(json.loads(a)["path"] for a, _ in clashes) == sorted(
+        p for p in everything for _ in range(sum(p in run for run in runs) - 1))
