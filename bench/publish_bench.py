@@ -89,7 +89,9 @@ def _trees(work: Path, nodes: int) -> list[tuple[Path, list[Path]]]:
     """
     a = make_tree(work / "a", nodes)
     b = make_tree(work / "b", nodes, revisions={7: 1})
-    changed = [b.root / p for p in ("manifest.json", "SHA256SUMS")]
+    shared = set(os.listdir(a.root / "index"))  # content-addressed shards: same name, same bytes
+    changed = [b.root / "manifest.json"] + [b.root / "index" / n for n in os.listdir(b.root / "index")
+                                            if n not in shared]
     for path, content in b.files.items():
         if a.files.get(path) == content:
             stat = (a.root / path).stat()

@@ -135,7 +135,7 @@ def _reach(rel: str, listed: set[str], rules: dict[str, list[str]]) -> tuple[str
 
 def audit_bucket(destination: str, values: dict[str, str], endpoint_url: str | None = None) -> list[Hit]:
     """Hits in every object under s3://bucket/prefix; an object an anonymous GET cannot read is fenced."""
-    from bootgen.publish.s3 import S3Location, make_client
+    from bootgen.publish.stores.s3 import S3Location, make_client
 
     loc = S3Location.parse(destination)
     client = make_client(endpoint_url, 4)

@@ -133,14 +133,22 @@ def _placed_files(images: dict, site_inputs) -> list:
     from .images.secureboot import secure_boot_problems
     from .loaders import site_arches
 
-    secure_boot = site_inputs.site.secure_boot
+    signed_sets = _secure_boot_image_sets(site_inputs)
     arches = site_arches(site_inputs.image_config)
-    if secure_boot:
-        problems = secure_boot_problems(site_inputs.image_config, images)
-        if problems:
-            raise InputError(problems)
+    problems = secure_boot_problems(site_inputs.image_config, {name: images[name] for name in signed_sets
+                                                               if name in images})
+    if problems:
+        raise InputError(problems)
     return [f for image_set in images.values() for f in image_set.files] + \
-        list(boot_loader_files(secure_boot=secure_boot, arches=arches))
+        list(boot_loader_files(secure_boot=bool(signed_sets) or site_inputs.site.secure_boot, arches=arches))
+
+
+def _secure_boot_image_sets(site_inputs) -> set[str]:
+    """The x86-64 image sets of the profiles whose machines boot under Secure Boot (spec.secure_boot)."""
+    from .spec import secure_boot
+
+    return {profile.images for profile in site_inputs.profiles.values()
+            if profile.images and secure_boot(site_inputs.site, profile).value}
 
 
 def _resolve(site_inputs, paths: Paths, fetch: bool, progress: bool | None) -> dict:
@@ -540,12 +548,15 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
         return state.site_cache[1]
     from .load import Reader, load_site_with_nodes
     from .render import make_context, placed_artifact
+    from .render.targets import mixed_secure_boot
 
     site_inputs = load_site_with_nodes(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env,
                                        base_url=paths.base_url)
     images = _resolve(site_inputs, paths, fetch, progress)
     placed = [placed_artifact(f) for f in _placed_files(images, site_inputs)]
-    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url)
+    # The dnsmasq answers also depend on whether a profile's secure_boot differs from the site's.
+    key = site_key(stamps, sorted(images.items()), [(a.path, a.sha256) for a in placed], site_inputs.site.base_url,
+                   mixed_secure_boot(site_inputs))
     prepared = (make_context(site_inputs, images, Path.cwd(), paths.cache / "templates"), placed, key)
     state.site_cache = (cache_key, prepared)
     return prepared
@@ -732,7 +743,7 @@ def _render_fresh(job: tuple, path: str, staging) -> tuple[NodeRecord, dict]:
     record = NodeRecord.make(
         name=node.name, stat=stamps.nodes.get(node.name), profile=node.profile,
         profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
-        hosts=node_hosts(node), paths=tuple(a.path for a in artifacts),
+        hosts=node_hosts(node, ctx.inputs), paths=tuple(a.path for a in artifacts),
         secret_refs=tuple(sorted(map(_ref_key, node.doc.secret_refs.values()))),
         secret_paths=secret_bearing(ctx, node, artifacts))
     return record, {a.path: a.listing_lines() for a in artifacts}

@@ -112,7 +112,7 @@ def explain(site_dir: Path, nodes_dir: Path, state_dir: Path, wanted: str) -> Ex
                              "initrds": [ref.name for ref in entry.initrds], "cmdline": " ".join(entry.args)})
             continue
         spelled = for_loader(entry, loader, inputs.site)
-        for kind, first in first_files(loader, spec.arch):
+        for kind, first in first_files(loader, spec.arch, spec.secure_boot):
             firmware.append({"loader": loader, "firmware": kind, "first_loader": first, "files": list(files),
                              "local": spelled.local, "kernel": spelled.kernel, "initrds": list(spelled.initrds),
                              "cmdline": " ".join(spelled.args)})

@@ -21,7 +21,7 @@ from .schema import validate_doc
 from .secrets import resolve_doc
 from .secrets_scan import doc_problems
 from .source import SourceDoc, format_path, load_yaml_bytes
-from .spec import Layer, OsConfigLayer, first_of
+from .spec import Layer, OsConfigLayer, first_of, secure_boot_differs
 from .sshkeys import key_problem
 
 DEFAULT_IGNITION_VERSION = "3.3.0"  # Flatcar's older stable releases accept at most 3.3.0
@@ -105,6 +105,7 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | N
     profiles = {name: _build_profile(name, doc) for name, doc in sorted(profile_docs.items()) if doc}
     image_config = _image_config(site_doc, site_dir, reader)
     _check_dhcp(site, reader)
+    _check_profile_secure_boot(site, profiles, reader)
     _check_arches(site, image_config, reader)
     _check_image_references(profiles, image_config, reader)
     _check_keys(site_doc, ("defaults",), reader)
@@ -170,6 +171,25 @@ def _check_dhcp(site: Site, reader: "Reader") -> None:
         reader.fail(site.doc.locate(("dhcp", "uefi_loader")), behind_proxy, "$.dhcp.uefi_loader",
                     "set `uefi_loader: ipxe` (UEFI machines chain through ipxe.efi), or use `mode: full`, "
                     "or set next-server to this boot server on the LAN's DHCP server and `mode: none`")
+
+
+def _check_profile_secure_boot(site: Site, profiles: dict[str, Profile], reader: "Reader") -> None:
+    """A profile's secure_boot that differs from the site's: bootgen's dnsmasq must be the DHCP
+    server that hands these machines the other chain, and GRUB cannot boot behind proxyDHCP."""
+    for name, profile in sorted(profiles.items()):
+        if "secure_boot" not in profile.doc.data or not secure_boot_differs(site, profile):
+            continue
+        where = profile.doc.locate(("secure_boot",))
+        if site.dhcp.mode == "proxy" and profile.doc.data["secure_boot"]:
+            reader.fail(where, "GRUB cannot boot behind proxyDHCP: it fetches its files from the LAN's DHCP server, "
+                               "not from this boot server (Secure Boot's chain is shim, then GRUB)", "$.secure_boot",
+                        "use `dhcp.mode: full` in site.yaml, so that bootgen's dnsmasq hands this profile's "
+                        "machines shim")
+        elif site.dhcp.mode != "full":
+            reader.fail(where, f"profile '{name}' sets secure_boot to {str(profile.doc.data['secure_boot']).lower()}, "
+                               f"the site to {str(bool(site.secure_boot)).lower()}, but with dhcp.mode "
+                               f"{site.dhcp.mode} bootgen's dnsmasq does not choose the loader per machine",
+                        "$.secure_boot", "use `dhcp.mode: full`, or the same secure_boot for the whole site")
 
 
 def _check_arches(site: Site, image_config, reader: "Reader") -> None:

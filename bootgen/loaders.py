@@ -54,6 +54,10 @@ class Loader:
     choice: str | None = None  # the site setting that hands it out first (None: fetched by another loader)
     secure_boot: bool = False  # part of the signed chain; placed only for sites that ask for Secure Boot
     content_type: str = BINARY
+    # Boots when UEFI HTTP Boot loaded it: it must fetch what comes next over HTTP by itself.
+    # Debian's GRUB images cannot (no http module built in; under Secure Boot none may be
+    # loaded), and shim hands over to GRUB.
+    over_http: bool = False
 
     @property
     def client(self) -> ClientArch | None:
@@ -74,7 +78,7 @@ LOADERS: tuple[Loader, ...] = (
            "syslinux"),
     Loader("efi64/ldlinux.e64", "syslinux-common", "/usr/lib/syslinux/modules/efi64/ldlinux.e64", "x86_64", "uefi"),
     Loader("undionly.kpxe", "ipxe", "/usr/lib/ipxe/undionly.kpxe", "x86_64", "bios", "ipxe"),
-    Loader("ipxe.efi", "ipxe", "/usr/lib/ipxe/ipxe.efi", "x86_64", "uefi", "ipxe"),
+    Loader("ipxe.efi", "ipxe", "/usr/lib/ipxe/ipxe.efi", "x86_64", "uefi", "ipxe", over_http=True),
     Loader("grubnetx64.efi", "grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi",
            "x86_64", "uefi", "grub"),
     # arm64 UEFI: Debian ships no arm64 iPXE, so arm64 machines boot GRUB's network image
@@ -109,19 +113,81 @@ def first_loader(choice: str, client: ClientArch) -> Loader:
     raise KeyError(f"no {choice} loader for {client.csas[0]}")
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What DHCP hands one kind of client first: a loader (by TFTP name, or by URL to an HTTP
+    Boot client), or nothing (`loader` None: no loader of its architecture works that way)."""
+
+    client: ClientArch
+    loader: Loader | None
+    host_tags: tuple[str, ...] = ()  # dnsmasq tags of single machines it needs ("x") or excludes ("!x")
+
+    @property
+    def http(self) -> bool:
+        return self.client.firmware == "uefi-http"
+
+
+def secure_boot_host_tag(site) -> str:
+    """The dnsmasq tag of machines whose profile's secure_boot differs from the site's."""
+    return "nosecureboot" if site.secure_boot else "secureboot"
+
+
+def site_offers(site, arches: frozenset[str] = frozenset({"x86_64"}), *, mixed_secure_boot: bool = False
+                ) -> tuple[Offer, ...]:
+    """What DHCP hands each kind of client of `site` (its kernel_transport, secure_boot and
+    dhcp.uefi_loader) for the architectures it boots: one rule for server/dnsmasq.conf and for
+    the dnsmasq command line `bootgen serve` prints. With `mixed_secure_boot` (a profile's
+    secure_boot differs from the site's), x86-64 UEFI machines of such profiles, tagged by MAC
+    (secure_boot_host_tag), get the other chain: shim, or the site's uefi_loader.
+
+    An HTTP Boot client gets the loader its PXE sibling gets when that loader works over HTTP,
+    else that architecture's iPXE (x86-64: a machine with Secure Boot on refuses it and goes on
+    to its next boot option), else nothing (arm64: Debian ships no loader for it)."""
+    choices = {BIOS: "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
+               X86_64_EFI: "shim" if site.secure_boot else site.dhcp.uefi_loader}
+    if "arm64" in arches:
+        choices[ARM64_EFI] = "grub"
+    offers = []
+    for client, choice in choices.items():
+        loader = first_loader(choice, client)
+        if client is X86_64_EFI and mixed_secure_boot:
+            tag = secure_boot_host_tag(site)
+            other = site.dhcp.uefi_loader if site.secure_boot else "shim"
+            offers += [Offer(client, loader, (f"!{tag}",)), Offer(client, first_loader(other, client), (tag,))]
+        else:
+            offers.append(Offer(client, loader))
+        if client in HTTP_BOOT_CLIENTS:
+            offers.append(Offer(HTTP_BOOT_CLIENTS[client], loader if loader.over_http else _http_loader(client)))
+    return tuple(offers)
+
+
+def _http_loader(client: ClientArch) -> Loader | None:
+    return next((loader for loader in LOADERS if loader.client == client and loader.over_http), None)
+
+
 # The site choices behind each per-node target (bootgen.render.targets.TARGETS).
 _TARGET_CHOICES = {"pxelinux": ("lpxelinux", "pxelinux"), "grub": ("grub",), "ipxe": ("ipxe",)}
 
 
-def first_files(target: str, arch: str) -> tuple[tuple[str, str], ...]:
+def first_files(target: str, arch: str, secure_boot: bool = False) -> tuple[tuple[str, str], ...]:
     """(firmware, first loader files) of a per-node target on `arch`, e.g. ("BIOS", "lpxelinux.0 /
-    pxelinux.0"), as `bootgen explain` shows them (the Secure Boot chain aside)."""
+    pxelinux.0"), as `bootgen explain` shows them. Under Secure Boot an x86-64 UEFI machine reaches
+    GRUB through shim, and nothing else (the firmware refuses unsigned loaders), unless its firmware
+    has Secure Boot off and boots by HTTP: then it gets iPXE."""
     rows: dict[str, list[str]] = {}
+    signed_uefi = secure_boot and arch == "x86_64"
     for choice in _TARGET_CHOICES.get(target, ()):
         for loader in LOADERS:
             if loader.choice == choice and loader.arch == arch and not loader.secure_boot:
+                if signed_uefi and loader.firmware == "uefi":
+                    continue
                 label = "BIOS" if loader.firmware == "bios" else "UEFI" if arch == "x86_64" else f"UEFI {arch}"
                 rows.setdefault(label, []).append(loader.tree_path)
+    if signed_uefi and target == "grub":
+        rows["UEFI Secure Boot"] = [" → ".join(loader.tree_path for loader in LOADERS if loader.secure_boot)]
+    if signed_uefi:  # HTTP Boot clients get iPXE by URL in any site (site_offers): booted if Secure Boot is off
+        rows.update(("UEFI HTTP Boot with Secure Boot off", [loader.tree_path]) for loader in LOADERS
+                    if loader.over_http and loader.arch == arch and loader.choice in _TARGET_CHOICES.get(target, ()))
     return tuple((label, " / ".join(names)) for label, names in rows.items())
 
 
@@ -138,3 +204,8 @@ def site_arches(image_config) -> frozenset[str]:
     declared = {image_set.arch for image_set in image_config.images.values()
                 if not image_set.firmware} if image_config else set()
     return frozenset({"x86_64"} | declared)
+
+
+def boots_raspberry_pis(image_config) -> bool:
+    """Whether a site declares Raspberry Pi boot firmware (its DHCP answers then name the Pi's menu entry)."""
+    return any(image_set.firmware for image_set in image_config.images.values()) if image_config else False

@@ -9,7 +9,8 @@ for every field that layers: a value from a more specific layer replaces the
 less specific one key by key (`install.*`, `cloud_init.*`, `vars.*`), boot
 state and profile come from the node or else the site's defaults, and lists
 that accumulate (`kernel_args`, `ssh_authorized_keys`, OS-config layers) are
-kept in that order. Nothing after this step merges again: render reads the
+kept in that order. `secure_boot` is the profile's, else site.yaml's (bootgen's
+dnsmasq hands shim to the machines it applies to, by MAC). Nothing after this step merges again: render reads the
 typed values here, and `bootgen explain` prints them with their sources.
 """
 from __future__ import annotations
@@ -152,6 +153,7 @@ class NodeSpec:
     settings: dict[str, Setting] = field(default_factory=dict, compare=False, repr=False)
     arch: str = "x86_64"  # x86_64 | arm64: selects the profile's image set
     serial: str | None = None  # a Raspberry Pi's serial number: its boot files live in <serial>/
+    secure_boot: bool = False  # as an x86-64 UEFI machine: shim -> signed GRUB -> signed kernel
 
     @property
     def static_interfaces(self) -> tuple[Interface, ...]:
@@ -171,6 +173,18 @@ def _site_layer(site: Site) -> Layer:
     return Layer("site", site.doc.data.get("defaults", {}), site.doc, ("defaults",))
 
 
+def secure_boot(site: Site, profile: Profile) -> Setting:
+    """Whether the profile's x86-64 UEFI machines boot the signed chain: the profile's
+    `secure_boot`, else the site's (a top-level field of site.yaml, not one of its defaults)."""
+    return first_of([Layer("site", site.doc.data, site.doc, ()), Layer("profile", profile.doc.data, profile.doc, ())],
+                    "secure_boot", False)
+
+
+def secure_boot_differs(site: Site, profile: Profile) -> bool:
+    """Whether the profile turns Secure Boot on in a site without it, or off in a site with it."""
+    return bool(secure_boot(site, profile).value) != bool(site.secure_boot)
+
+
 def resolve(site: Site, profiles: dict[str, Profile], node: Node, profile_layers=None) -> NodeSpec:
     """The node's effective settings; `profile_layers` maps a profile name to its parsed
     OS-config layers (`.bu` files and `ignition`), read once per build."""
@@ -181,7 +195,8 @@ def resolve(site: Site, profiles: dict[str, Profile], node: Node, profile_layers
     profile_layer = Layer("profile", profile.doc.data, profile.doc, ())
     layers = [site_layer, profile_layer, node_layer]
     settings: dict[str, Setting] = {"profile": profile_setting,
-                                    "boot": first_of([site_layer, node_layer], "boot", "install")}
+                                    "boot": first_of([site_layer, node_layer], "boot", "install"),
+                                    "secure_boot": secure_boot(site, profile)}
     install = layered(layers, "install", {"disk": DEFAULT_DISK})
     cloud_init = layered(layers, "cloud_init")
     variables = layered(layers, "vars")
@@ -203,6 +218,7 @@ def resolve(site: Site, profiles: dict[str, Profile], node: Node, profile_layers
         settings=settings,
         arch=node.arch,
         serial=node.serial,
+        secure_boot=bool(settings["secure_boot"].value),
     )
 
 

@@ -206,7 +206,7 @@ def serve(paths: Paths, report: Callable[[str], None], *, bind: str = "127.0.0.1
         if fmt == "json":
             report(json.dumps({"event": "serving", "root": str(dev.out.absolute()), "url": dev.base_url,
                                "ipxe": f"{dev.base_url}boot.ipxe",
-                               "dnsmasq": dnsmasq_command(dev.out.absolute(), dev.base_url)}, sort_keys=True))
+                               "dnsmasq": dnsmasq_command(dev)}, sort_keys=True))
         else:
             report(serve_banner(dev))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -263,26 +263,43 @@ def _default_url(bind: str, host: str, port: int) -> str:
 def serve_banner(paths: Paths) -> str:
     """Where the development tree is served and how to point machines at it (as its own files do)."""
     root, url = paths.out.absolute(), paths.base_url
+    command = dnsmasq_command(paths)
     return "\n".join([
         f"serving {root} at {url} (rebuilt on every change; Ctrl-C to stop; build/ is left alone)",
         f"  iPXE:       chain {url}boot.ipxe",
         f"  manifest:   {url}manifest.json",
-        "  TFTP (BIOS, UEFI) from the same tree, as root:",
-        "    " + dnsmasq_command(root, url),
+        "  DHCP and TFTP from the same tree, as root:",
+        "    " + (command or "(none until the site's problems, reported below, are fixed)"),
         f"  (the site's own config, for the same URLs: {root}/server/dnsmasq.conf)",
     ])
 
 
-def dnsmasq_command(root: Path, url: str) -> str:
-    """A proxyDHCP dnsmasq for the development tree, with the generated config's iPXE guard: iPXE
-    (which says so in its user-class) gets the boot script over HTTP, not iPXE again."""
-    script = url + "boot.ipxe"
-    args = ["dnsmasq", "--keep-in-foreground", "--port=0", "--log-dhcp", "--enable-tftp", f"--tftp-root={root}",
-            "--dhcp-range=<your subnet>,proxy", "--dhcp-userclass=set:ipxe,iPXE", "--dhcp-match=set:ipxe,175",
-            "--pxe-service=tag:!ipxe,x86PC,bootgen,lpxelinux", "--pxe-service=tag:!ipxe,X86-64_EFI,bootgen,ipxe.efi",
-            f"--pxe-service=tag:ipxe,x86PC,bootgen,{script}", f"--pxe-service=tag:ipxe,X86-64_EFI,bootgen,{script}",
-            f"--dhcp-boot=tag:ipxe,{script}"]
-    return shlex.join(args)
+def dnsmasq_command(paths: Paths) -> str | None:
+    """The dnsmasq command line for the development tree: the same answers as the site's
+    generated dnsmasq.conf (its dhcp.mode, its loaders for the architectures it boots, the iPXE
+    guard), serving TFTP from the tree and naming this server as next-server. None while the
+    site itself has problems (watch reports them)."""
+    from urllib.parse import urlsplit
+
+    from .load import Reader, load_inputs, load_site
+    from .loaders import boots_raspberry_pis, site_arches
+    from .render import dhcp_hosts
+    from .render.dhcp import dnsmasq_arguments
+    from .render.targets import mixed_secure_boot
+
+    try:
+        inputs = load_site(paths.site, paths.nodes, Reader(Path.cwd()), env=paths.env, base_url=paths.base_url)
+        mixed = mixed_secure_boot(inputs)
+        hosts = ()
+        if mixed:  # which machines get the other chain: read the nodes (those with problems left out)
+            every = load_inputs(paths.site, paths.nodes, node_problems=[], env=paths.env, base_url=paths.base_url)
+            hosts = dhcp_hosts(every.nodes, every)
+    except BootgenError:
+        return None
+    images = inputs.image_config
+    return shlex.join(dnsmasq_arguments(inputs.site, site_arches(images), boots_raspberry_pis(images),
+                                        str(paths.out.absolute()), urlsplit(inputs.site.base_url).hostname or "",
+                                        mixed_secure_boot=mixed, hosts=hosts))
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -38,13 +38,14 @@ Site YAML accepted here::
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..confine import read_site_file, site_file
+from ..confine import SiteFileError, read_site_file, site_file
 from ..errors import InputError, Location, Problem
 from ..source import SourceDoc, format_path
 
@@ -79,6 +80,9 @@ class ImageSource:
     location: Location
     file_name: str | None = None  # the name as declared (a symlink's target may be named otherwise)
     size: int | None = None  # exact size in bytes, when declared
+    # A site file not in place yet: `check` takes the set as declared (the operator puts the
+    # file there before building); `fetch` and `build` report this problem at its `file` line.
+    absent: Problem | None = None
 
     @property
     def name(self) -> str:
@@ -209,6 +213,37 @@ def _check_set(image_set: ImageSet, path: tuple, doc: SourceDoc, problems: list[
                                  "a Pi loads its firmware, kernel and initrd over TFTP from its directory in the tree"))
     if image_set.iso is not None and image_set.extract is not None and image_set.kernel is not None:
         problems.append(_problem(doc, path + ("kernel",), "give either `kernel:` or `iso.extract.kernel`, not both"))
+    if image_set.firmware:
+        _check_pi_names(image_set, path, doc, problems)
+
+
+PI_WRITTEN = ("config.txt", "cmdline.txt")  # what bootgen writes into a Pi's directory itself
+
+
+def _check_pi_names(image_set: ImageSet, path: tuple, doc: SourceDoc, problems: list[Problem]) -> None:
+    """A Pi's directory, `<serial>/`, holds this set's firmware, kernel and initrds under their own
+    names beside the config.txt and cmdline.txt bootgen writes: one name for two files would leave
+    one of them unserved (the build would silently keep either)."""
+    owners: dict[str, str] = {name: "bootgen writes it" for name in PI_WRITTEN}
+    for sub, name in _pi_file_names(image_set):
+        if name in owners:
+            problems.append(_problem(doc, path + sub, f"{name!r} is a file name this Raspberry Pi set already uses "
+                                                      f"in a Pi's directory ({owners[name]})",
+                                     "give the file another name: the Pi asks for each file of its directory by name"))
+        else:
+            owners[name] = f"{format_path(path + sub)} has it too"
+
+
+def _pi_file_names(image_set: ImageSet) -> list[tuple[tuple, str]]:
+    """(field path, name in a Pi's directory) of the set's kernel, initrds and firmware."""
+    named = [(("kernel",), image_set.kernel), *((("initrds", i), s) for i, s in enumerate(image_set.initrds))]
+    names = [(sub, source.name) for sub, source in named if source is not None]
+    if image_set.iso is not None and image_set.extract is not None:
+        extract = image_set.extract
+        names += [(("iso", "extract", "kernel"), PurePosixPath(extract.kernel).name)] if extract.kernel else []
+        names += [(("iso", "extract", "initrds", i), PurePosixPath(member).name)
+                  for i, member in enumerate(extract.initrds)]
+    return names + [(("firmware", i), source.name) for i, source in enumerate(image_set.firmware)]
 
 
 def _parse_extract(raw: dict | None) -> IsoExtract | None:
@@ -222,8 +257,10 @@ def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: 
     url = _opt_str(raw.get("url"))
     declared = str(raw["file"]) if raw.get("file") is not None else None
     file = site_dir / declared if declared is not None else None
+    absent = None
     if declared is not None and mirror:
-        file = _gated(site_dir, declared, doc, path + ("file",), "image file", problems) or file
+        gated, absent = _gated_image_file(site_dir, declared, doc, path + ("file",), problems)
+        file = gated or file
     signature = _signature(raw.get("signature"), url, declared, site_dir, doc, path + ("signature",), mirror,
                            problems)
     key_names = tuple(str(k) for k in raw.get("keys") or [])
@@ -246,8 +283,23 @@ def _parse_source(path: tuple, raw: dict, doc: SourceDoc, site_dir: Path, keys: 
         role=".".join(_role_parts(path)), url=url, file=file, signature=signature, keys=key_names,
         sha256=sha256, sha512=sha512, unsigned=unsigned,
         location=doc.locate(path, key=True), file_name=PurePosixPath(declared).name if declared is not None else None,
-        size=int(raw["size"]) if raw.get("size") is not None else None,
+        size=int(raw["size"]) if raw.get("size") is not None else None, absent=absent,
     )
+
+
+def _gated_image_file(site_dir: Path, relative: str, doc: SourceDoc, path: tuple,
+                      problems: list[Problem]) -> tuple[Path | None, Problem | None]:
+    """(resolved site file, None), or (None, the problem) for a file that is not there yet: an
+    image file may be put in place after the site is written (kernels are not kept in Git), so
+    only reading its bytes needs it. Every other refusal, a dangling symlink among them, is added
+    to `problems`."""
+    try:
+        return site_file(site_dir, relative, doc.locate(path), format_path(path), what="image file"), None
+    except SiteFileError as exc:
+        if exc.reason == "missing" and not os.path.lexists(site_dir / relative):
+            return None, exc.problems[0]
+        problems.extend(exc.problems)
+        return None, None
 
 
 def _gated(site_dir: Path, relative: str, doc: SourceDoc, path: tuple, what: str,

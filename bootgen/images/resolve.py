@@ -128,6 +128,9 @@ def _resolve_set(ctx: _Context, image_set: ImageSet, problems: list[Problem]) ->
     def attempt(source: ImageSource | None, action):
         if source is None:
             return None
+        if source.absent is not None:
+            problems.append(source.absent)
+            return None
         try:
             return action(source)
         except _Failed as exc:

@@ -1,25 +1,25 @@
 """`bootgen publish`: copy a built tree to an S3 bucket or a local docroot, atomically.
 
-The tree is verified against its manifest first, so a corrupted tree is never
-published. See `bootgen.publish.s3` and `bootgen.publish.docroot` for the order
-of writes that keeps the served site consistent at every moment.
+The order of writes that keeps the served site consistent at every moment is
+`bootgen.publish.protocol`; each kind of destination is a `Store` in
+`bootgen.publish.stores`.
 """
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import replace
 from pathlib import Path
 
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.publish.docroot import publish_docroot, render_nginx_server
+from bootgen.plan import PRIVATE
+from bootgen.publish.index import Index, shard_finder
 from bootgen.publish.lock import destination_lock
-from bootgen.publish.manifest import load_full, load_tree, verify_tree
-from bootgen.publish.progress import make_progress
+from bootgen.publish.progress import Progress, make_progress
+from bootgen.publish.protocol import Options, Store, publish_listing
 from bootgen.publish.report import Action, PublishReport
+from bootgen.publish.stores import open_store, store_module
+from bootgen.publish.stores.docroot import render_nginx_server
 from bootgen.write import pinned_tree
-
-_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # a scheme, not a docroot path
 
 __all__ = ["publish", "publish_output", "PublishReport", "Action", "render_nginx_server"]
 
@@ -75,45 +75,44 @@ def publish(tree: Path, destination: str, *, endpoint_url: str | None = None, dr
             allow_secrets: bool = False) -> PublishReport:
     """Publish `tree` (output of `bootgen build`) to `s3://bucket/prefix` or a docroot path.
 
-    `keep` is the number of published builds whose objects survive: for S3 it
-    applies with `prune`, for a docroot the older releases are always removed.
+    `keep` is the number of published builds whose files survive: for a bucket
+    it applies with `prune`, for a docroot the older releases are always removed.
     `progress=None` shows a bar only when stderr is a terminal.
 
-    A tree with secret-bearing files is published from its full manifest, kept
-    outside the tree, to a docroot (served by the fenced nginx config); to S3
-    only with `allow_secrets` (a bucket cannot tell a node from a stranger
-    unless its policy says so), else the public manifest's files alone.
+    A tree with secret-bearing files is published from its full listing, kept
+    outside the tree, to a docroot (served by the fenced nginx config); to a
+    bucket only with `allow_secrets` (a bucket cannot tell a node from a stranger
+    unless its policy says so), else the public listing's files alone.
     """
     if keep < 1:
         raise PublishError(Problem(Location(destination), f"keep must be at least 1, not {keep}"))
-    if _URL_LIKE.match(destination) and not destination.startswith("s3://"):  # e.g. s3:/bucket, a typo
-        raise PublishError(Problem(Location(destination), "unsupported destination scheme",
-                                   hint="use s3://bucket/prefix or a directory path"))
-    with _pinned(Path(tree)) as held:
-        return _publish(held, destination, endpoint_url=endpoint_url, dry_run=dry_run, prune=prune, keep=keep,
-                        jobs=jobs, progress=progress, allow_secrets=allow_secrets)
+    store_module(destination)  # an unknown scheme is refused before anything is read
+    with _pinned(Path(tree)) as held, open_store(destination, endpoint_url=endpoint_url, jobs=jobs, tree=held) as store:
+        with contextlib.nullcontext() if dry_run else destination_lock(destination, endpoint_url):
+            return publish_with_store(store, held, dry_run=dry_run, prune=prune, keep=keep, jobs=jobs,
+                                      progress=make_progress(progress), allow_secrets=allow_secrets)
 
 
-def _publish(tree: Path, destination: str, *, endpoint_url, dry_run, prune, keep, jobs, progress,
-             allow_secrets) -> PublishReport:
-    public = load_tree(tree)
-    full = load_full(tree)
-    s3 = destination.startswith("s3://")
-    manifest, sums_dir = full if full is not None and (allow_secrets or not s3) else (public, None)
-    verify_tree(tree, manifest, jobs=min(jobs, 4), sums_dir=sums_dir)
-    with contextlib.nullcontext() if dry_run else destination_lock(destination, endpoint_url):
-        return _write(tree, manifest, destination, public, full is not None, endpoint_url=endpoint_url,
-                      dry_run=dry_run, prune=prune, keep=keep, jobs=jobs, progress=progress)
+def publish_with_store(store: Store, tree: Path, *, allow_secrets: bool = False, dry_run: bool = False,
+                       prune: bool = False, keep: int = 3, jobs: int = 8, progress: Progress | None = None) -> PublishReport:
+    """Publish `tree` to an open store (the caller holds the destination's lock)."""
+    from bootgen.plan import listing_dir
+
+    public = Index.local(tree)
+    full = listing_dir(tree)
+    send_full = full not in (tree, tree.resolve()) and (allow_secrets or store.fences_secrets)
+    listing = Index.local(full, private=True) if send_full else public
+    options = Options(dry_run=dry_run, prune=prune, keep=keep, jobs=max(1, jobs), progress=progress or make_progress(False))
+    return publish_listing(store, tree, listing, public, options, shard_finder(_index_dirs(tree, full)))
 
 
-def _write(tree: Path, manifest, destination: str, public, private: bool, *, endpoint_url, dry_run, prune, keep,
-           jobs, progress) -> PublishReport:
-    """The writes, under the destination's lock (one publish there at a time)."""
-    if destination.startswith("s3://"):
-        from bootgen.publish.s3 import make_client, publish_s3, translate_errors  # lazy: boto3 is slow
-
-        with translate_errors(destination):
-            client = make_client(endpoint_url, jobs)
-        return publish_s3(tree, manifest, destination, client, dry_run=dry_run, prune=prune, keep=keep,
-                          jobs=jobs, progress=make_progress(progress), public=public)
-    return publish_docroot(tree, manifest, Path(destination), dry_run=dry_run, keep=keep, private=private)
+def _index_dirs(tree: Path, full: Path) -> list[Path]:
+    """Where shards of builds published earlier may be on this machine: this tree, its full
+    listing, and, for a tree kept under `.bootgen/builds/`, the other kept trees and listings."""
+    dirs = [tree, full]
+    if tree.parent.name == "builds":
+        state = tree.parent.parent
+        for kept in (tree.parent, state / PRIVATE):
+            with contextlib.suppress(OSError):
+                dirs += sorted(p for p in kept.iterdir() if p.is_dir() and not p.name.startswith(".") and p != tree)
+    return dirs

@@ -23,7 +23,9 @@ LOCK_NAME = ".bootgen-publish.lock"
 
 
 def lock_path(destination: str, endpoint_url: str | None) -> Path:
-    if destination.startswith("s3://"):
+    from bootgen.publish.stores import is_url
+
+    if is_url(destination):  # a remote store: no file there to lock
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bootgen" / "publish-locks"
         key = hashlib.sha256(f"{endpoint_url or ''}\n{destination.rstrip('/')}".encode()).hexdigest()[:32]
         return cache / f"{key}.lock"

@@ -289,7 +289,7 @@ def verify_tree(tree: Path, manifest: Manifest, jobs: int = 4, sums_dir: Path | 
     shard's .sha256, or format 1's SHA256SUMS) in `sums_dir`, the tree by default; raise all
     problems at once."""
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        found = pool.map(lambda e: _verify_file(tree, e), manifest.files)
+        found = pool.map(lambda e: verify_file(tree, e), manifest.files)
         problems = [p for p in found if p is not None]
     if manifest.root is None:
         problems.append(_verify_sums(sums_dir or tree, SUMS, manifest.files))
@@ -300,7 +300,8 @@ def verify_tree(tree: Path, manifest: Manifest, jobs: int = 4, sums_dir: Path | 
         raise PublishError(problems)
 
 
-def _verify_file(tree: Path, entry: FileEntry) -> Problem | None:
+def verify_file(tree: Path, entry: FileEntry) -> Problem | None:
+    """A problem if the tree's file is not the one its entry lists (size, then sha256, streamed)."""
     loc = Location(str(tree / entry.path))
     try:
         size = (tree / entry.path).stat().st_size
@@ -347,3 +348,18 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_root_bytes(directory: Path) -> bytes:
+    """The exact bytes of `directory`'s manifest.json (a PublishError if there is none)."""
+    return _read(directory / MANIFEST, directory)
+
+
+def index_format(raw: bytes) -> int | None:
+    """The index format a manifest.json declares (1 when it says none), None if not JSON."""
+    return _format(raw)
+
+
+def verify_sums(directory: Path, name: str, files) -> Problem | None:
+    """`directory/name` holds the SHA256SUMS lines of these entries (a problem otherwise)."""
+    return _verify_sums(directory, name, files)

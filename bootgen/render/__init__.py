@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ..errors import Problem, RenderError
 from ..model import Inputs, Node
-from ..spec import NodeSpec, resolve
-from ..plan import Artifact, Plan
+from .. import loaders
+from ..spec import NodeSpec, resolve, secure_boot_differs
+from ..plan import Artifact, Plan, producer
 from . import osconfig
 from .boot import BootEntry, image_url, node_image_set, node_loaders
 from .exports import EXPORTS
@@ -45,7 +46,7 @@ def render(inputs: Inputs, images: dict, *, display_root: Path, extra_files=()) 
             problems.extend(exc.problems)
     if problems:
         raise RenderError(problems)
-    for artifact in render_site_files(ctx, dhcp_hosts(inputs.nodes)):
+    for artifact in render_site_files(ctx, dhcp_hosts(inputs.nodes, inputs)):
         plan.add(artifact)
     for placed in extra_files:
         plan.add(placed_artifact(placed))
@@ -64,14 +65,25 @@ def placed_artifact(placed) -> Artifact:
                     source=placed.source)
 
 
-def dhcp_hosts(nodes) -> tuple[tuple[str, str, str], ...]:
-    """(MAC, address, host name) of every static interface, for dnsmasq's dhcp-host lines."""
-    return tuple(host for node in nodes for host in node_hosts(node))
+def dhcp_hosts(nodes, inputs) -> tuple[tuple[str, str, str, str], ...]:
+    """(MAC, address, host name, tag) of every interface dnsmasq must know, for its dhcp-host lines."""
+    return tuple(host for node in nodes for host in node_hosts(node, inputs))
 
 
-def node_hosts(node: Node) -> tuple[tuple[str, str, str], ...]:
-    return tuple((iface.mac, str(iface.address.ip), node.hostname) for iface in node.interfaces
-                 if iface.address is not None)
+def node_hosts(node: Node, inputs) -> tuple[tuple[str, str, str, str], ...]:
+    """The node's interfaces with a static address ("" if none) or a dnsmasq tag ("" if none): an
+    x86-64 machine whose profile's secure_boot differs from the site's is tagged, so that DHCP
+    hands it the other chain (bootgen.loaders.site_offers)."""
+    tag = _secure_boot_tag(node, inputs)
+    return tuple((iface.mac, str(iface.address.ip) if iface.address is not None else "", node.hostname, tag)
+                 for iface in node.interfaces if iface.address is not None or (tag and iface.pxe))
+
+
+def _secure_boot_tag(node: Node, inputs) -> str:
+    profile = inputs.profiles.get(node.profile)
+    if node.arch != "x86_64" or profile is None or not secure_boot_differs(inputs.site, profile):
+        return ""
+    return loaders.secure_boot_host_tag(inputs.site)
 
 
 def node_spec(ctx: RenderContext, node: Node) -> NodeSpec:
@@ -91,7 +103,22 @@ def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:
     for name, export in EXPORTS.items():
         if ctx.inputs.site.exports.get(name):
             artifacts.extend(export(ctx, spec, entry, config))
-    return artifacts
+    return _one_file_per_path(spec, artifacts)
+
+
+def _one_file_per_path(spec: NodeSpec, artifacts: list[Artifact]) -> list[Artifact]:
+    """The node's files, each path once. Two different files of one node on one path are an error
+    (the build compares paths across nodes, not within one): placing both would write the second
+    over the first, and through the first's link into the mirrored image file it came from."""
+    by_path: dict[str, Artifact] = {}
+    for artifact in artifacts:
+        first = by_path.setdefault(artifact.path, artifact)
+        if first.sha256 != artifact.sha256:
+            raise RenderError(Problem(spec.doc.locate(()), f"node '{spec.name}': two of its files claim "
+                                      f"{artifact.path}: {producer(first)} and {producer(artifact)}",
+                                      hint="file names come from MACs, addresses, serials and image file names; "
+                                           "make them unique"))
+    return list(by_path.values())
 
 
 def boot_entry(ctx: RenderContext, spec: NodeSpec, config) -> BootEntry:

@@ -110,7 +110,7 @@ def _arg_origin(entry: BootEntry, arg: str):
 
 def _spell(ref, loader: str, site: Site, entry: BootEntry) -> str:
     # Signed GRUB may not load http.mod under Secure Boot: it reads kernels over TFTP.
-    tftp = site.kernel_transport == "tftp" or (loader == "grub" and site.secure_boot)
+    tftp = site.kernel_transport == "tftp" or (loader == "grub" and entry.node.secure_boot)
     over_tftp = ref.tree_path is not None and tftp and loader != "ipxe"
     if over_tftp:
         return ref.tree_path if loader == "pxelinux" else "/" + ref.tree_path
@@ -141,7 +141,8 @@ def _refuse(entry: BootEntry, loader: str, message: str, hint: str) -> None:
 def node_image_set(ctx, spec):
     """The resolved image set `spec` boots: the profile's set for the node's architecture.
     An arm64 node of a profile without an arm64 set is an error at the node's `arch`: it must
-    never be handed an x86 kernel."""
+    never be handed an x86 kernel. So is an arm64 UEFI node (no serial) whose set is a Raspberry
+    Pi's: the site has no arm64 UEFI loader for such a set."""
     name = spec.profile.image_set(spec.arch)
     if name is None:
         raise RenderError(Problem(spec.doc.locate(("arch",)),
@@ -149,7 +150,16 @@ def node_image_set(ctx, spec):
                                   f"{spec.arch} image set", "$.arch",
                                   f"set `images_{spec.arch}` in site/profiles/{spec.profile.name}.yaml to an image "
                                   f"set with `arch: {spec.arch}`"))
-    return ctx.images[name]
+    image_set = ctx.images[name]
+    if spec.arch == "arm64" and not spec.serial and image_set.firmware:
+        # site_arches places arm64 UEFI loaders for sets without firmware only
+        raise RenderError(Problem(spec.doc.locate(("arch",)),
+                                  f"node '{spec.name}' is an arm64 UEFI machine (it has no serial number), but "
+                                  f"profile '{spec.profile.name}' boots arm64 machines from image set '{name}', a "
+                                  "Raspberry Pi's (it has `firmware`)", "$.arch",
+                                  "if it is a Pi, set its `serial`; else use a profile whose `images_arm64` is a "
+                                  "set without `firmware`"))
+    return image_set
 
 
 # Debian ships boot loaders for arm64 UEFI only as GRUB (no arm64 iPXE or syslinux).

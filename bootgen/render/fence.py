@@ -33,7 +33,7 @@ def fence_artifact(records) -> Artifact:
 
 
 def _node_rules(record) -> list[str]:
-    addresses = sorted({address for _, address, _ in record.hosts}) if record.hosts else []
+    addresses = sorted({host[1] for host in record.hosts if host[1]}) if record.hosts else []
     rule = [f"    allow {nginx_value(address)};" for address in addresses] + ["    deny all;"]
     said = ", ".join(addresses) if addresses else "no known address: refused to everyone"
     out = ["", f"# node {record.name} ({said})"]

@@ -16,6 +16,8 @@ from ..model import Node
 from ..naming import hex_ip, mac_hyphens, pxelinux_mac_name
 from ..plan import Artifact
 from .. import loaders, quoting
+from ..spec import secure_boot_differs
+from . import dhcp
 from .boot import LOCAL, BootEntry, for_loader, node_image_set
 
 # Longest line each format's reader takes whole (longer lines are read as two).
@@ -75,8 +77,8 @@ def _check_site(site, hosts=()) -> None:
             check()
         except quoting.UnsafeValue as exc:
             problems.append(Problem(site.doc.locate(path), str(exc), "$." + ".".join(path)))
-    for mac, address, hostname in hosts:
-        for value in (mac, address, hostname):
+    for mac, address, hostname, _ in hosts:
+        for value in (mac, address or "0.0.0.0", hostname):
             try:
                 quoting.dnsmasq_token(value)
             except quoting.UnsafeValue as exc:
@@ -201,37 +203,20 @@ def chain_entries(ctx, hosts) -> list[Artifact]:
     ]
 
 
-def first_loaders(site, arches: frozenset[str] = frozenset({"x86_64"})) -> list[dict]:
-    """What DHCP hands each kind of client first (bootgen.loaders), as the dnsmasq template needs it."""
-    choices = {loaders.BIOS: "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
-               loaders.X86_64_EFI: "shim" if site.secure_boot else site.dhcp.uefi_loader}
-    if "arm64" in arches:
-        choices[loaders.ARM64_EFI] = "grub"
-    result = []
-    for client, choice in choices.items():
-        loader = loaders.first_loader(choice, client)
-        # pxe-service adds `.0` to a BIOS boot file itself
-        pxe_file = loader.tree_path.removesuffix(".0") if client is loaders.BIOS else loader.tree_path
-        result.append({"tag": client.tag, "csas": client.csas, "option93": client.option93,
-                       "label": "BIOS" if client.firmware == "bios" else f"UEFI {client.arch}",
-                       "file": loader.tree_path, "pxe_service_file": pxe_file, "default": client is loaders.BIOS,
-                       "http": False})
-        http_client = loaders.HTTP_BOOT_CLIENTS.get(client)
-        if http_client is not None:
-            result.append({"tag": http_client.tag, "csas": (), "option93": http_client.option93,
-                           "label": f"UEFI HTTP {client.arch}", "file": site.url(loader.tree_path),
-                           "pxe_service_file": None, "default": False, "http": True})
-    return result
+def mixed_secure_boot(inputs) -> bool:
+    """Whether some profile's secure_boot differs from the site's (DHCP then chooses by MAC)."""
+    return any(secure_boot_differs(inputs.site, profile) for profile in inputs.profiles.values())
 
 
 def server_configs(ctx, hosts) -> list[Artifact]:
     site = ctx.inputs.site
     context = {
         "site": site,
-        "first_loaders": first_loaders(site, loaders.site_arches(ctx.inputs.image_config)),
-        "raspberry_pi": any(s.firmware for s in ctx.inputs.image_config.images.values())
-        if ctx.inputs.image_config else False,
-        "hosts": [{"mac": mac, "address": address, "hostname": hostname} for mac, address, hostname in hosts],
+        "first_loaders": dhcp.first_loaders(site, loaders.site_arches(ctx.inputs.image_config),
+                                            mixed_secure_boot(ctx.inputs)),
+        "raspberry_pi": loaders.boots_raspberry_pis(ctx.inputs.image_config),
+        "hosts": [{"mac": mac, "address": address, "hostname": hostname, "tag": tag}
+                  for mac, address, hostname, tag in hosts],
     }
     _check_site(site, hosts)
     where = _site_place(site)

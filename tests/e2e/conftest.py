@@ -51,6 +51,16 @@ def payload(tmp_path_factory) -> Payload:
 
 
 @pytest.fixture(scope="session")
+def arm64_payload(tmp_path_factory, payload) -> Payload:
+    """Debian's arm64 kernel (scripts/e2e-deps.sh unpacks it) and an initramfs with arm64 busybox."""
+    arm64 = rig.CACHE / "arm64"
+    kernels = sorted((arm64 / "boot").glob("vmlinuz-*"))
+    assert len(kernels) == 1, f"run scripts/e2e-deps.sh: expected one arm64 vmlinuz in {arm64}/boot, found {kernels}"
+    initrd = build_initramfs(arm64, tmp_path_factory.mktemp("arm64-payload") / "initrd.img", arm64 / "bin" / "busybox")
+    return Payload(kernels[0], initrd)
+
+
+@pytest.fixture(scope="session")
 def use_namespaces() -> bool:
     """Whether the rig can make network namespaces (BOOTGEN_E2E_NO_NETNS=1 says no);
     if not, tests fall back to QEMU user-mode networking and say so."""

@@ -40,7 +40,8 @@ def parse(packet: bytes) -> dict:
         value = packet[i + 2:i + 2 + length].rstrip(b"\0")  # dnsmasq ends option 67 with a NUL
         options[str(code)] = value.decode("latin-1") if all(32 <= b < 127 for b in value) else value.hex()
         i += 2 + length
-    return {"file": file, "yiaddr": socket.inet_ntoa(packet[16:20]), "options": options}
+    return {"file": file, "yiaddr": socket.inet_ntoa(packet[16:20]), "siaddr": socket.inet_ntoa(packet[20:24]),
+            "options": options}
 
 
 def main(interface: str, mac_text: str, vendor_class: str, arch: str, timeout: float = 10) -> int:

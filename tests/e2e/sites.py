@@ -28,6 +28,7 @@ class NodeSpec:
     address: str = ""  # a.b.c.d/nn, reserved for the MAC by DHCP
     boot: str = "live"
     arch: str = ""  # "arm64" for an arm64 machine; unset means x86-64
+    secure_boot: bool = False  # of its profile (test-linux-sb), whatever the site says
 
     @property
     def own_args(self) -> tuple[str, ...]:
@@ -38,7 +39,8 @@ class NodeSpec:
         if self.address:
             interface["address"] = self.address
         arch = {"arch": self.arch} if self.arch else {}
-        return {"interfaces": [interface], "boot": self.boot, "kernel_args": list(self.own_args), **arch}
+        profile = {"profile": SECURE_BOOT_PROFILE} if self.secure_boot else {}
+        return {"interfaces": [interface], "boot": self.boot, "kernel_args": list(self.own_args), **arch, **profile}
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ PROFILE = {
 }
 
 
+SECURE_BOOT_PROFILE = "test-linux-sb"  # the same, with `secure_boot: true` (for nodes that ask for it)
+
+
 def write_site(workdir: Path, spec: SiteSpec, nodes: tuple[NodeSpec, ...], kernel: Path, initrd: Path) -> Path:
     """Write site/ and nodes/ under workdir; returns the `--out` path the servers will serve."""
     site, node_dir, out = workdir / "site", workdir / "nodes", workdir / "build"
@@ -118,6 +123,9 @@ def write_site(workdir: Path, spec: SiteSpec, nodes: tuple[NodeSpec, ...], kerne
     profile = PROFILE if spec.arch == "x86_64" else \
         {**{k: v for k, v in PROFILE.items() if k != "images"}, "images_arm64": "test-linux"}
     (site / "profiles" / "test-linux.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    if any(node.secure_boot for node in nodes):
+        (site / "profiles" / f"{SECURE_BOOT_PROFILE}.yaml").write_text(
+            yaml.safe_dump({**profile, "secure_boot": True}, sort_keys=False))
     for node in nodes:
         (node_dir / f"{node.name}.yaml").write_text(yaml.safe_dump(node.as_yaml(), sort_keys=False))
     return out

@@ -7,36 +7,23 @@ profile's `images_arm64` set. Slow (TCG emulation of another CPU), bounded.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import checks
 import rig
 import sites
-from initramfs import build_initramfs
 from sites import NodeSpec, SiteSpec
 
 SERVER_IP = "192.168.77.1"
 VM_TIMEOUT = 300  # seconds; about 17 s alone on an idle machine (TCG), far more on busy shared cores
 NODE = NodeSpec("arm64-node", "52:54:00:e2:00:41", "192.168.77.41/24", arch="arm64")
-ARM64 = rig.CACHE / "arm64"
-
-
-@pytest.fixture(scope="module")
-def arm64_payload(tmp_path_factory, payload):
-    """Debian's arm64 kernel (scripts/e2e-deps.sh unpacks it) and an initramfs with arm64 busybox."""
-    kernels = sorted((ARM64 / "boot").glob("vmlinuz-*"))
-    assert len(kernels) == 1, f"run scripts/e2e-deps.sh: expected one arm64 vmlinuz in {ARM64}/boot, found {kernels}"
-    initrd = build_initramfs(ARM64, tmp_path_factory.mktemp("arm64-payload") / "initrd.img", ARM64 / "bin" / "busybox")
-    return kernels[0], initrd
 
 
 @pytest.fixture(scope="module")
 def arm64_boot(tmp_path_factory, payload, arm64_payload, use_namespaces):
     if not use_namespaces:
         pytest.skip("needs the namespace rig: the generated dnsmasq.conf must tag the arm64 client")
-    kernel, initrd = arm64_payload
+    kernel, initrd = arm64_payload.kernel, arm64_payload.initrd
     dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
             "range": ["192.168.77.100", "192.168.77.199"]}
     spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "tftp", dhcp, arch="arm64")

@@ -74,3 +74,34 @@ def test_an_unsigned_loader_is_refused_by_the_firmware(secure_tree, tmp_path_fac
         lan.close()
     assert result.stopped_on == REFUSED, result.tail()
     assert 'failed to load Boot0002 "UEFI PXEv4' in result.serial, result.tail()
+
+
+MIXED = (NodeSpec("sb-profile-node", "52:54:00:e2:00:33", "192.168.77.33/24", secure_boot=True),
+         NodeSpec("plain-uefi-node", "52:54:00:e2:00:34", "192.168.77.34/24"))
+
+
+def test_a_secure_boot_profile_in_a_site_without_it_gets_shim_by_mac(tmp_path_factory, payload, use_namespaces):
+    """Per-profile secure_boot: one dnsmasq.conf hands the Secure Boot profile's machine shim (its MAC
+    is tagged) and the other UEFI machine the site's ipxe.efi; both boot their own command line."""
+    if not use_namespaces:
+        pytest.skip("needs the namespace rig: the generated dnsmasq.conf must tell the machines apart")
+    site = SiteSpec(_site().base_url, SERVER_IP, "http", _site().dhcp)  # no site-wide secure_boot
+    tree = sites.build(tmp_path_factory.mktemp("mixed-site"), site, MIXED, payload.kernel, payload.initrd)
+    workdir = tmp_path_factory.mktemp("mixed")
+    lan = rig.NamespaceLan.create(workdir, payload.kernel, SERVER_IP)
+    try:
+        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+        lan.start_nginx(tree.root / "server" / "nginx.conf", f"{tree.site.base_url}boot.ipxe")
+        machines = [rig.Machine(MIXED[0].name, MIXED[0].mac, "uefi-sb", memory_mb=1024),
+                    rig.Machine(MIXED[1].name, MIXED[1].mac, "uefi", memory_mb=512)]
+        results = rig.boot_all(machines, lan, workdir, VM_TIMEOUT, (REFUSED, "Security Violation", "bad shim signature"))
+    finally:
+        lan.close()
+    for node in MIXED:
+        checks.assert_booted(tree, node.name, results[node.name])
+    signed = rig.tftp_requests(workdir / "dnsmasq.log", "192.168.77.33")
+    plain = rig.tftp_requests(workdir / "dnsmasq.log", "192.168.77.34")
+    assert any(r.endswith("/shimx64.efi") for r in signed) and not any("ipxe.efi" in r for r in signed), signed
+    assert any(r.endswith("/ipxe.efi") for r in plain) and not any("shimx64" in r for r in plain), plain
+    print(f"BOOT-TIME secure-boot-per-profile: {results[MIXED[0].name].seconds:.1f} s (shim), "
+          f"{results[MIXED[1].name].seconds:.1f} s (ipxe.efi)")

@@ -122,3 +122,31 @@ images:
     mirror: true
     kernel: {url: http://example.test/vmlinuz, signature: auto}
 """)
+
+
+def test_an_image_file_not_yet_in_place_is_reported_by_resolving_not_by_parsing(site):
+    """Kernels are not kept in Git: the site parses (so `check` passes) and resolving the set,
+    as `fetch` and `build` do, names the missing file at its line. Other refusals stay at parsing."""
+    from bootgen.errors import ImageError
+    from bootgen.images import resolve_images
+
+    config = site.config("""
+images:
+  lab:
+    mirror: true
+    kernel: {file: files/vmlinuz, unsigned: true}
+""")
+    assert config.images["lab"].kernel.absent is not None
+    with pytest.raises(ImageError) as excinfo:
+        resolve_images(config, needed={"lab"}, site_dir=site.dir, cache_dir=site.cache, progress=False)
+    assert messages(excinfo) == [
+        "site/site.yaml:5:20: error at $.images.lab.kernel.file: image file 'files/vmlinuz' not found in the "
+        "site directory"]
+    with pytest.raises(InputError) as excinfo:
+        site.config("""
+images:
+  lab:
+    mirror: true
+    kernel: {file: ../vmlinuz, unsigned: true}
+""")
+    assert "leaves the site directory" in messages(excinfo)[0]

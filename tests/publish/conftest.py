@@ -48,7 +48,7 @@ def moto_client(aws_env):
     """An in-process moto S3 with a bucket named 'boot'; the client is the one publish uses."""
     from moto import mock_aws
 
-    from bootgen.publish.s3 import make_client
+    from bootgen.publish.stores.s3 import make_client
 
     with mock_aws():
         client = make_client(None, 4)

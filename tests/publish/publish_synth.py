@@ -10,11 +10,13 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
-from bootgen.content import content_type
+from bootgen.plan import Listing, listing_lines
+from bootgen.publish.manifest import load_tree, render_sums
+from bootgen.write import write_listing
 
 BASE_URL = "http://boot.test"
 _REF = re.compile(r"\b((?:configs|images)/[A-Za-z0-9._/-]+)")
@@ -24,7 +26,7 @@ _REF = re.compile(r"\b((?:configs|images)/[A-Za-z0-9._/-]+)")
 class SynthTree:
     root: Path
     build_id: str
-    files: dict[str, bytes]  # path -> content, without manifest.json and SHA256SUMS
+    files: dict[str, bytes]  # path -> content, without the index (manifest.json, index/)
     immutable: frozenset[str]
 
     def node_paths(self, node: int) -> set[str]:
@@ -35,6 +37,11 @@ class SynthTree:
 
 def mac_of(node: int) -> str:
     return "52-54-00-" + "-".join(f"{b:02x}" for b in node.to_bytes(3, "big"))
+
+
+def is_index(path: str) -> bool:
+    """The tree's index files (its root manifest.json and what it names), as opposed to its listed files."""
+    return path in ("manifest.json", "SHA256SUMS") or path.startswith("index/")
 
 
 def references(text: str) -> set[str]:
@@ -71,22 +78,29 @@ def make_tree(root: Path, nodes: int, *, revisions: dict[int, int] | None = None
 
 
 def write_tree(root: Path, files: dict[str, bytes], immutable: set[str]) -> SynthTree:
-    """Write files plus manifest.json and SHA256SUMS in the build's format."""
-    entries = []
+    """Write files plus their index (manifest.json root and index/ shards) as the build does."""
+    lines = {}
     for path in sorted(files):
         target = root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(files[path])
         node = re.search(r"configs/(node-\d+)/", path)
-        entries.append({"path": path, "size": len(files[path]), "sha256": hashlib.sha256(files[path]).hexdigest(),
-                        "immutable": path in immutable, "node": node.group(1) if node else None,
-                        "target": path.rsplit(".", 1)[-1] if "." in path else "pxelinux",
-                        "content_type": content_type(path)})
-    build_id = hashlib.sha256("".join(f"{e['path']}\0{e['sha256']}\n" for e in entries).encode()).hexdigest()
-    manifest = {"bootgen_version": "0.1.0", "build_id": build_id, "files": entries}
-    (root / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
-    (root / "SHA256SUMS").write_text("".join(f"{e['sha256']}  {e['path']}\n" for e in entries))
+        lines[path] = listing_lines(path, hashlib.sha256(files[path]).hexdigest(), len(files[path]),
+                                    path in immutable, node.group(1) if node else None,
+                                    path.rsplit(".", 1)[-1] if "." in path else "pxelinux")
+    listing = Listing.of_lines(lines)
+    build_id = listing.build_id()
+    write_listing(root, listing, build_id, set(), root)
     return SynthTree(root, build_id, dict(files), frozenset(immutable))
+
+
+def as_format_1(tree: SynthTree) -> None:
+    """Rewrite a tree's index as bootgen wrote it before shards: one manifest.json and SHA256SUMS."""
+    manifest = load_tree(tree.root)
+    doc = {"bootgen_version": "0.1.0", "build_id": manifest.build_id, "files": [asdict(f) for f in manifest.files]}
+    (tree.root / "manifest.json").write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
+    (tree.root / "SHA256SUMS").write_text(render_sums(manifest.files))
+    shutil.rmtree(tree.root / "index")
 
 
 def _config(node: int, revision: int) -> bytes:

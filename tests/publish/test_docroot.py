@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from publish_servers import free_port, http_get, start_nginx
-from publish_synth import make_tree, references
+from publish_synth import as_format_1, is_index, make_tree, references
 
 from bootgen.errors import PublishError
 from bootgen.publish import publish, render_nginx_server
@@ -28,7 +28,8 @@ def test_first_publish_creates_a_release_and_points_current_at_it(tmp_path):
     for path, content in tree.files.items():
         assert (tmp_path / "www/current" / path).read_bytes() == content
     assert (release / "manifest.json").read_bytes() == (tmp_path / "a/manifest.json").read_bytes()
-    assert (report.uploaded, report.skipped) == (len(tree.files), 0)
+    assert {a.path for a in report.actions if a.verb == "copy" and not is_index(a.path)} == set(tree.files)
+    assert report.skipped == 0
 
 
 def test_unchanged_files_are_hard_linked_and_old_objects_carried(tmp_path):
@@ -42,7 +43,7 @@ def test_unchanged_files_are_hard_linked_and_old_objects_carried(tmp_path):
     for path in b.files:
         same_inode = (old / path).exists() and (old / path).stat().st_ino == (new / path).stat().st_ino
         assert same_inode == (path not in changed), path
-    assert {x.path for x in report.actions if x.verb == "copy"} == changed
+    assert {x.path for x in report.actions if x.verb == "copy" and not is_index(x.path)} == changed
     old_config = next(p for p in a.node_paths(2) if p.startswith("configs/"))
     assert (new / old_config).stat().st_ino == (old / old_config).stat().st_ino  # for in-flight clients
 
@@ -76,6 +77,19 @@ def test_keep_one_never_deletes_current(tmp_path):
         publish(tree.root, str(www), keep=1)
         assert _current(www) == tree.build_id
         assert (www / "current/manifest.json").is_file()
+
+
+def test_a_docroot_published_before_shards_moves_to_them(tmp_path):
+    a, b = make_tree(tmp_path / "a", 3), make_tree(tmp_path / "b", 3, revisions={1: 1})
+    as_format_1(a)
+    www = tmp_path / "www"
+    publish(a.root, str(www))
+    publish(b.root, str(www))
+    current = www / "current"
+    assert _current(www) == b.build_id and not (current / "SHA256SUMS").exists()
+    assert all((current / p).read_bytes() == c for p, c in b.files.items())
+    assert (current / "manifest.json").read_bytes() == (b.root / "manifest.json").read_bytes()
+    assert {p.name for p in (current / "index").iterdir()} == set(os.listdir(b.root / "index"))
 
 
 def test_dry_run_writes_nothing(tmp_path):
@@ -113,7 +127,7 @@ def test_a_tree_that_does_not_match_its_manifest_is_refused(tmp_path):
     (tmp_path / "a/boot.ipxe").write_text("#!ipxe\nshell\n")
     with pytest.raises(PublishError, match="does not match|size is"):
         publish(tmp_path / "a", str(tmp_path / "www"))
-    assert not (tmp_path / "www").exists()
+    assert not (tmp_path / "www/current").exists() and not (tmp_path / "www/releases").exists()
 
 
 @pytest.fixture
@@ -187,3 +201,23 @@ def test_clients_never_miss_a_file_while_publishes_alternate(nginx, tmp_path):
     assert not errors
     assert publishes[0] >= 10, "the publisher hardly ran; the test proved nothing"
     assert not failures
+
+
+@pytest.mark.parametrize("inside", ["current/extra", "releases/{id}/more", "releases/new"])
+def test_a_docroot_inside_a_published_docroot_is_refused(tmp_path, inside):
+    """Publishing into another docroot's served releases would write into a tree being served."""
+    a = make_tree(tmp_path / "a", 2)
+    b = make_tree(tmp_path / "b", 2, revisions={1: 1})
+    www = tmp_path / "www"
+    publish(a.root, str(www))
+    before = sorted(str(p.relative_to(www)) for p in www.rglob("*"))
+    with pytest.raises(PublishError, match="inside the published releases"):
+        publish(b.root, str(www / inside.format(id=a.build_id)))
+    assert sorted(str(p.relative_to(www)) for p in www.rglob("*")) == before
+
+
+def test_a_docroot_inside_the_tree_being_published_is_refused(tmp_path):
+    make_tree(tmp_path / "a", 2)
+    with pytest.raises(PublishError, match="inside the tree being published"):
+        publish(tmp_path / "a", str(tmp_path / "a" / "www"))
+    assert not (tmp_path / "a" / "www").exists()

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import pytest
-from publish_synth import make_tree, references
+from publish_synth import as_format_1, is_index, make_tree, references
 
-from bootgen.publish.manifest import load_tree
-from bootgen.publish.s3 import publish_s3
+from bootgen.publish.manifest import parse_index
+from bootgen.publish.stores.s3 import publish_s3
 
 DEST = "s3://boot/site"
 ENTRY_DIRS = ("pxelinux.cfg/", "ipxe/", "boot.ipxe")
@@ -30,18 +31,25 @@ def assert_consistent(objects: dict[str, bytes]) -> None:
             missing = references(body.decode()) - objects.keys()
             assert not missing, f"{path} refers to missing {missing}"
     if "manifest.json" in objects:
-        listed = {f["path"] for f in json.loads(objects["manifest.json"])["files"]}
-        assert listed <= objects.keys()
+        index = parse_index(objects["manifest.json"], "manifest.json", lambda rel: (objects[rel], rel))
+        assert {f.path for f in index.files} | set(index.index_files()) <= objects.keys()
 
 
 def _kill_on(client, operation: str, nth: int):
     """Raise Killed at the nth call of operation; returns the function that disarms it."""
-    calls = {"n": 0}
+    return _hook(client, operation, nth, [])
 
+
+def _count(client, operation: str) -> tuple[list, Callable]:
+    calls: list = []
+    return calls, _hook(client, operation, 0, calls)
+
+
+def _hook(client, operation: str, nth: int, calls: list):
     def hook(**_kwargs):
-        calls["n"] += 1
-        if calls["n"] >= nth:
-            raise Killed(f"{operation} #{calls['n']}")
+        calls.append(1)
+        if len(calls) == nth:
+            raise Killed(f"{operation} #{nth}")
 
     event = f"before-parameter-build.s3.{operation}"
     client.meta.events.register(event, hook)
@@ -56,25 +64,33 @@ def two_builds(tmp_path):
     return a, b
 
 
-# b's writes in order: 5 objects, 10 entry points, archive copy, SHA256SUMS, manifest.json, index
+# b's writes in order: 5 objects, 10 entry points, its new shards (.json, .sha256), the archive copy of
+# its root, manifest.json, the history; a negative nth counts from the end (-1: the history)
 @pytest.mark.parametrize("operation, nth", [
     ("PutObject", 1), ("PutObject", 4), ("PutObject", 6), ("PutObject", 12), ("PutObject", 16),
-    ("PutObject", 17), ("PutObject", 18), ("PutObject", 19), ("DeleteObjects", 1)])
+    ("PutObject", -5), ("PutObject", -4), ("PutObject", -3), ("PutObject", -2), ("PutObject", -1),
+    ("DeleteObjects", 1)])
 def test_killed_publish_is_consistent_and_rerun_completes_it(moto_client, two_builds, operation, nth):
     a, b = two_builds
-    publish_s3(a.root, load_tree(a.root), DEST, moto_client, jobs=4)
+    if nth < 0:
+        publish_s3(a.root, "s3://boot/count", moto_client, jobs=4)
+        calls, disarm = _count(moto_client, operation)
+        publish_s3(b.root, "s3://boot/count", moto_client, jobs=4)
+        disarm()
+        nth += len(calls) + 1
+    publish_s3(a.root, DEST, moto_client, jobs=4)
     before = _bucket(moto_client)
     disarm = _kill_on(moto_client, operation, nth)
     with pytest.raises(Killed):
-        publish_s3(b.root, load_tree(b.root), DEST, moto_client, jobs=4)
+        publish_s3(b.root, DEST, moto_client, jobs=4)
     disarm()
     during = _bucket(moto_client)
     assert_consistent(during)
     assert json.loads(during["manifest.json"])["build_id"] in (a.build_id, b.build_id)
 
-    rerun = publish_s3(b.root, load_tree(b.root), DEST, moto_client, jobs=4)
+    rerun = publish_s3(b.root, DEST, moto_client, jobs=4)
     done_before_kill = {p for p in during if during[p] != before.get(p)}
-    redone = {x.path for x in rerun.actions if x.verb == "upload"} - {"SHA256SUMS", "manifest.json"}
+    redone = {x.path for x in rerun.actions if x.verb == "upload" and not is_index(x.path)}
     assert not redone & done_before_kill, "the rerun uploaded objects the killed run had finished"
     after = _bucket(moto_client)
     assert_consistent(after)
@@ -82,22 +98,23 @@ def test_killed_publish_is_consistent_and_rerun_completes_it(moto_client, two_bu
     assert after["manifest.json"] == (b.root / "manifest.json").read_bytes()
     assert not any(p.endswith("52-54-00-00-00-05.ipxe") or p.endswith("01-52-54-00-00-00-05") for p in after)
     assert json.loads(after[".bootgen/index.json"])["builds"] == [a.build_id, b.build_id]
-    assert publish_s3(b.root, load_tree(b.root), DEST, moto_client).requests == 2
+    assert publish_s3(b.root, DEST, moto_client).requests == 2
 
 
 def test_corrupt_remote_manifest_counts_as_empty(moto_client, two_builds):
     a, _b = two_builds
-    publish_s3(a.root, load_tree(a.root), DEST, moto_client)
+    publish_s3(a.root, DEST, moto_client)
     moto_client.put_object(Bucket="boot", Key="site/manifest.json", Body=b"{garbage")
-    report = publish_s3(a.root, load_tree(a.root), DEST, moto_client)
-    assert [x.path for x in report.actions] == ["SHA256SUMS", "manifest.json"]  # objects found by listing
+    report = publish_s3(a.root, DEST, moto_client)
+    assert report.actions and all(is_index(x.path) for x in report.actions)  # objects found by listing
+    assert report.actions[-1].path == "manifest.json"
     assert _bucket(moto_client)["manifest.json"] == (a.root / "manifest.json").read_bytes()
 
 
 def test_republishing_an_old_build_moves_it_to_the_end_of_the_index(moto_client, two_builds):
     a, b = two_builds
     for tree in (a, b, a):
-        publish_s3(tree.root, load_tree(tree.root), DEST, moto_client)
+        publish_s3(tree.root, DEST, moto_client)
     index = json.loads(_bucket(moto_client)[".bootgen/index.json"])
     assert index["builds"] == [b.build_id, a.build_id]
 
@@ -117,7 +134,7 @@ def test_server_errors_after_retries_are_a_publish_error(moto_client, two_builds
     from botocore.awsrequest import AWSResponse
 
     from bootgen.errors import PublishError
-    from bootgen.publish.s3 import make_client
+    from bootgen.publish.stores.s3 import make_client
 
     a, _b = two_builds
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # keep the backoff short
@@ -136,6 +153,44 @@ def test_server_errors_after_retries_are_a_publish_error(moto_client, two_builds
 
     client.meta.events.register("before-send.s3", broken)
     with pytest.raises(PublishError, match="InternalError"):
-        publish_s3(a.root, load_tree(a.root), DEST, client, jobs=1)
+        publish_s3(a.root, DEST, client, jobs=1)
     assert sent and all(sent.count(url) == 2 for url in sent)  # one retry each, then a clear error
     assert "manifest.json" not in _bucket(moto_client)
+
+
+def test_a_missing_published_shard_makes_the_publish_check_every_file(moto_client, two_builds):
+    a, b = two_builds
+    publish_s3(a.root, DEST, moto_client)
+    shard = next(k for k in _bucket(moto_client) if k.startswith("index/") and k.endswith(".json"))
+    moto_client.delete_object(Bucket="boot", Key=f"site/{shard}")
+    publish_s3(b.root, DEST, moto_client)
+    after = _bucket(moto_client)
+    assert_consistent(after)
+    assert {p: after[p] for p in b.files} == b.files
+
+
+def test_shards_of_trees_kept_on_this_machine_are_not_fetched(moto_client, tmp_path):
+    """Kept trees (.bootgen/builds/<id>) hold the live build's shards: same id, same bytes."""
+    builds = tmp_path / ".bootgen" / "builds"
+    make_tree(builds / "one", 40, image_size=1024)
+    two = make_tree(builds / "two", 40, image_size=1024, revisions={3: 1})
+    publish_s3(builds / "one", DEST, moto_client)
+    fetched: list[str] = []
+    moto_client.meta.events.register("before-parameter-build.s3.GetObject",
+                                     lambda params, **_: fetched.append(params["Key"]))
+    report = publish_s3(builds / "two", DEST, moto_client)
+    assert {a.path for a in report.actions if not is_index(a.path)} == two.node_paths(3)
+    assert fetched == ["site/manifest.json", "site/.bootgen/index.json"]
+
+
+def test_a_bucket_published_before_shards_moves_to_them(moto_client, two_builds):
+    a, b = two_builds
+    as_format_1(a)
+    publish_s3(a.root, DEST, moto_client)
+    assert "SHA256SUMS" in _bucket(moto_client)
+    report = publish_s3(b.root, DEST, moto_client)
+    after = _bucket(moto_client)
+    assert_consistent(after)
+    assert {p: after[p] for p in b.files} == b.files
+    assert "SHA256SUMS" not in after and "delete SHA256SUMS" in map(str, report.actions)
+    assert publish_s3(b.root, DEST, moto_client).requests == 2

@@ -1,17 +1,17 @@
 """Publishing to a real S3 server (SeaweedFS on loopback), read back by independent clients."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
 import pytest
 from publish_servers import free_port, http_get, rclone_env, rclone_s3_args, s3_client
-from publish_synth import make_tree
+from publish_synth import is_index, make_tree
 
 from bootgen.errors import PublishError
 from bootgen.publish import publish
-from bootgen.publish.manifest import load_tree
-from bootgen.publish.s3 import make_client, publish_s3
+from bootgen.publish.stores.s3 import make_client, publish_s3
 
 
 def _url(seaweed, bucket, path, prefix="site"):
@@ -21,8 +21,10 @@ def _url(seaweed, bucket, path, prefix="site"):
 def test_first_publish_is_served_over_plain_http(seaweed, bucket, tmp_path):
     tree = make_tree(tmp_path / "tree", 5, image_size=3 << 20)
     report = publish(tmp_path / "tree", f"s3://{bucket}/site", endpoint_url=seaweed.endpoint, progress=False)
-    assert report.uploaded == len(tree.files) + 2  # plus SHA256SUMS and manifest.json
-    assert [a.path for a in report.actions[-2:]] == ["SHA256SUMS", "manifest.json"]
+    assert {a.path for a in report.actions if not is_index(a.path)} == set(tree.files)
+    index = [a.path for a in report.actions if is_index(a.path)]
+    assert index[-1] == "manifest.json" and report.actions[-1].path == "manifest.json"  # the root goes last
+    assert index[:-1] and all(p.startswith("index/") for p in index[:-1])
     for path, content in tree.files.items():  # anonymous GETs, as iPXE does them
         status, _headers, body = http_get(_url(seaweed, bucket, path))
         assert (status, body) == (200, content), path
@@ -59,9 +61,8 @@ def test_rclone_check_agrees_with_the_tree(seaweed, bucket, tmp_path):
 
 def test_multipart_image_round_trips(seaweed, bucket, tmp_path):
     tree = make_tree(tmp_path / "tree", 1, image_size=11 << 20)
-    manifest = load_tree(tmp_path / "tree")
     client = make_client(seaweed.endpoint, 4)
-    publish_s3(tmp_path / "tree", manifest, f"s3://{bucket}/site", client, multipart_threshold=5 << 20)
+    publish_s3(tmp_path / "tree", f"s3://{bucket}/site", client, multipart_threshold=5 << 20)
     image = next(p for p in tree.files if p.startswith("images/"))
     head = s3_client(seaweed.endpoint).head_object(Bucket=bucket, Key=f"site/{image}")
     assert head["ETag"].strip('"').endswith("-3")  # three 5 MiB parts
@@ -73,7 +74,7 @@ def _seed_with_rclone(seaweed, bucket, tree) -> bool:
     if shutil.which("rclone") is None:
         return False
     subprocess.run(["rclone", "copy", str(tree), f":s3:{bucket}/site", "--transfers", "16", "--checkers", "16",
-                    "--exclude", "manifest.json", "--exclude", "SHA256SUMS", "--no-check-dest",
+                    "--exclude", "manifest.json", "--exclude", "index/**", "--no-check-dest",
                     "--s3-no-check-bucket", *rclone_s3_args(seaweed.endpoint)],
                    check=True, capture_output=True, timeout=120, env=rclone_env())
     return True
@@ -87,26 +88,64 @@ def test_objects_already_in_the_bucket_are_adopted_not_uploaded(seaweed, bucket,
     ipxe = "ipxe/52-54-00-00-00-04.ipxe"
     s3_client(seaweed.endpoint).put_object(Bucket=bucket, Key=f"site/{ipxe}", Body=b"stale")
     report = publish(tmp_path / "a", f"s3://{bucket}/site", endpoint_url=seaweed.endpoint, progress=False)
-    assert [a.path for a in report.actions] == [ipxe, "SHA256SUMS", "manifest.json"]
+    assert [a.path for a in report.actions if not is_index(a.path)] == [ipxe]
     assert http_get(_url(seaweed, bucket, ipxe))[2] == tree.files[ipxe]
 
 
-@pytest.mark.parametrize("nodes", [200, 2000])
-def test_noop_is_constant_and_one_node_change_is_minimal(seaweed, bucket, tmp_path, nodes):
+def _publish_counted(tree, dest, endpoint, **options) -> tuple[object, int]:
+    """Publish with a client whose requests' bodies are counted: (report, bytes sent)."""
+    client = make_client(endpoint, 4)
+    sent = []
+    client.meta.events.register("before-send.s3",
+                                lambda request, **_: sent.append(int(request.headers.get("Content-Length") or 0)))
+    report = publish_s3(tree, dest, client, **options)
+    assert len(sent) == report.requests  # the report counts every request the client made
+    return report, sum(sent)
+
+
+def _one_node_change(seaweed, bucket, tmp_path, nodes: int):
     tree = make_tree(tmp_path / "a", nodes, image_size=4096)
     dest = f"s3://{bucket}/site"
     seeded = nodes >= 1000 and _seed_with_rclone(seaweed, bucket, tmp_path / "a")
     first = publish(tmp_path / "a", dest, endpoint_url=seaweed.endpoint, jobs=12, progress=False)
-    assert first.uploaded == 2 + (0 if seeded else len(tree.files))  # always SHA256SUMS and manifest.json
-    noop = publish(tmp_path / "a", dest, endpoint_url=seaweed.endpoint, progress=False)
-    assert (noop.uploaded, noop.deleted, noop.requests) == (0, 0, 2)
+    assert {a.path for a in first.actions if not is_index(a.path)} == (set() if seeded else set(tree.files))
     changed = make_tree(tmp_path / "b", nodes, image_size=4096, revisions={7: 1})
-    report = publish(tmp_path / "b", dest, endpoint_url=seaweed.endpoint, progress=False)
-    assert {a.path for a in report.actions} == changed.node_paths(7) | {"SHA256SUMS", "manifest.json"}
+    report, sent = _publish_counted(tmp_path / "b", dest, seaweed.endpoint)
+    assert {a.path for a in report.actions if not is_index(a.path)} == changed.node_paths(7)
     assert all(a.verb == "upload" for a in report.actions)
-    assert report.requests <= 15  # 2 reads, 3 existence checks, 3+3 writes, index: independent of size
-    again = publish(tmp_path / "b", dest, endpoint_url=seaweed.endpoint, progress=False)
-    assert (again.uploaded, again.requests) == (0, 2)
+    return report, sent
+
+
+def test_a_one_node_change_costs_the_same_requests_and_bytes_at_200_and_2000_nodes(seaweed, aws_env, tmp_path,
+                                                                                  monkeypatch):
+    """Shards of 64 files instead of 512 give these small fleets the shape of large ones: a node's
+    three files (config, iPXE script, pxelinux file) fall in three different shards at both sizes."""
+    monkeypatch.setattr("bootgen.plan.CHUNK", 64)
+    costs = {}
+    for nodes in (200, 2000):
+        bucket = f"scale-{os.getpid()}-{nodes}"
+        s3_client(seaweed.endpoint).create_bucket(Bucket=bucket)
+        report, sent = _one_node_change(seaweed, bucket, tmp_path / str(nodes), nodes)
+        costs[nodes] = (report.requests, sent)
+    print(f"one-node change (requests, bytes sent): {costs}")
+    (small_requests, small_bytes), (large_requests, large_bytes) = costs[200], costs[2000]
+    assert large_requests == small_requests, costs
+    # bytes: the node's files, the three shards they fall in (whose size is set by where the cuts fall,
+    # not by the fleet) and the root (about 140 bytes per shard); never the fleet's index
+    index = sum(p.stat().st_size for p in (tmp_path / "2000/b/index").iterdir())
+    assert large_bytes < index / 10 and large_bytes < 2 * small_bytes, (costs, index)
+
+
+def test_a_noop_publish_reads_only_the_root_and_makes_at_most_three_requests(seaweed, bucket, tmp_path):
+    make_tree(tmp_path / "a", 300, image_size=4096)
+    dest = f"s3://{bucket}/site"
+    publish(tmp_path / "a", dest, endpoint_url=seaweed.endpoint, jobs=12, progress=False)
+    root_only = tmp_path / "root-only"  # the tree with nothing but its root: any other read would fail
+    root_only.mkdir()
+    shutil.copyfile(tmp_path / "a/manifest.json", root_only / "manifest.json")
+    report, _sent = _publish_counted(root_only, dest, seaweed.endpoint)
+    assert (report.uploaded, report.deleted, report.actions) == (0, 0, ())
+    assert report.requests <= 3
 
 
 def test_dry_run_lists_changes_and_only_reads(seaweed, bucket, tmp_path):
@@ -117,11 +156,12 @@ def test_dry_run_lists_changes_and_only_reads(seaweed, bucket, tmp_path):
     client = make_client(seaweed.endpoint, 4)
     methods: list[str] = []
     client.meta.events.register("before-send.s3", lambda request, **_: methods.append(request.method))
-    report = publish_s3(tmp_path / "b", load_tree(tmp_path / "b"), dest, client, dry_run=True)
+    report = publish_s3(tmp_path / "b", dest, client, dry_run=True)
     assert set(methods) <= {"GET", "HEAD"}
     uploads = {a.path for a in report.actions if a.verb == "upload"}
     deletes = {a.path for a in report.actions if a.verb == "delete"}
-    assert uploads == changed.node_paths(3) | {"SHA256SUMS", "manifest.json"}
+    assert {p for p in uploads if not is_index(p)} == changed.node_paths(3)
+    assert "manifest.json" in uploads
     assert deletes == {"ipxe/52-54-00-00-00-09.ipxe", "pxelinux.cfg/01-52-54-00-00-00-09"}
     assert http_get(_url(seaweed, bucket, "manifest.json"))[2] == (tmp_path / "a/manifest.json").read_bytes()
 
@@ -159,6 +199,10 @@ def test_prune_keeps_objects_of_the_last_k_builds(seaweed, bucket, tmp_path):
     assert {a.path for a in report.actions if a.verb == "delete"} >= gone
     archived = {k for k in keys if k.startswith(".bootgen/manifests/")}
     assert archived == {f".bootgen/manifests/{t.build_id}.json" for t in trees[2:]}
+    shards = lambda t: {f"index/{name}" for name in os.listdir(t.root / "index")}  # noqa: E731
+    assert shards(trees[2]) | shards(trees[3]) <= keys  # the index of every kept build stays whole
+    dropped = (shards(trees[0]) | shards(trees[1])) - shards(trees[2]) - shards(trees[3])
+    assert dropped and not dropped & keys
 
 
 def test_prune_after_rollback_never_touches_the_live_build(seaweed, bucket, tmp_path):

@@ -677,7 +677,7 @@ def _server_files(world, hosts=(), **site):
     return _text(files, "dnsmasq.conf"), _text(files, "nginx.conf")
 
 
-HOSTS = (("52:54:00:12:34:56", "10.0.0.70", "node-1"),)
+HOSTS = (("52:54:00:12:34:56", "10.0.0.70", "node-1", ""),)  # (MAC, address, host name, dnsmasq tag)
 SITE_FIELDS = {
     "root": lambda v: {"root": f"/srv/{v}"},
     "base_url": lambda v: {"base_url": f"http://10.0.0.5:8080/{v}/"},
