@@ -840,7 +840,7 @@ def _copy_tree(builds: Path, build_id: str, watch: "_BuildWatch | None") -> bool
         return False
     name = f"{build_id}.{secrets.token_hex(4)}"
     work = builds / f".sparework-{name}"
-    if _link_tree(Staging(work, builds / build_id), paths, watch):
+    if _link_tree(Staging(work, builds / build_id), paths, watch) and _link_index(builds / build_id, work):
         # Flushed here, in the background: 100,000 new links left dirty would make the
         # next build's flush take a second.
         sync_filesystem(work)
@@ -849,6 +849,22 @@ def _copy_tree(builds: Path, build_id: str, watch: "_BuildWatch | None") -> bool
     with contextlib.suppress(OSError):
         discard(builds, [work])
     return False
+
+
+def _link_index(tree: Path, copy: Path) -> bool:
+    """Link the shards of the tree's index into its copy, so the build that takes the copy
+    finds them in place as in any recycled tree (only its root is written anew). A shard
+    changed since its root was written is left out: that build writes it afresh."""
+    finished: dict[Path, int] = {}
+    try:
+        names = os.listdir(tree / INDEX)
+        (copy / INDEX).mkdir()
+        for name in names:
+            if _linkable(tree / INDEX / name, finished):
+                _link(str(tree / INDEX / name), str(copy / INDEX / name))
+        return True
+    except OSError:
+        return False
 
 
 def _link_tree(staging: Staging, paths: list[str], watch: "_BuildWatch | None") -> bool:
