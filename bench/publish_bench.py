@@ -13,6 +13,16 @@ would), the most favourable case for mtime-based tools. rclone runs with
 bucket afterwards (0 means the bucket serves the tree). Not part of pytest. Usage:
 
     python bench/publish_bench.py [--nodes 10000] [--tools bootgen,aws,rclone] [--jobs 16]
+
+With --fleet, it measures the publish targets of the speed issue instead, on
+real `bootgen build` trees of synthetic fleets (bench/build_bench.py's sites)
+published by `bootgen publish` as a fresh process: the bytes the server
+received (SeaweedFS_s3_bucket_traffic_received_bytes_total) and the requests
+it served (SeaweedFS_s3_request_total) for a one-node change at each fleet
+size, and a no-op publish's requests and wall time. build_bench.py --publish
+prints the same rows within its run.
+
+    python bench/publish_bench.py --fleet 10000 100000
 """
 from __future__ import annotations
 
@@ -26,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +50,14 @@ from bootgen.publish import publish  # noqa: E402
 
 STEPS = ("first", "no-op", "one node")
 _COUNTER = re.compile(r'^SeaweedFS_s3_request_total\{bucket="([^"]+)",code="[^"]*",type="[^"]*"\} (\d+)', re.M)
+_RECEIVED = re.compile(r'^SeaweedFS_s3_bucket_traffic_received_bytes_total\{bucket="([^"]+)"\} (\S+)', re.M)
 
 
 def main() -> None:
     args = _arguments()
+    if args.fleet:
+        _fleet_main(args.fleet)
+        return
     work = Path(tempfile.mkdtemp(prefix="publish-bench-"))
     try:
         trees = _trees(work, args.nodes)
@@ -62,6 +77,7 @@ def _arguments():
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--jobs", type=int, default=16, help="bootgen workers; aws/rclone get as many")
     parser.add_argument("--tools", default="bootgen,aws,rclone", type=lambda s: [t for t in s.split(",") if t])
+    parser.add_argument("--fleet", type=int, nargs="+", help="fleet sizes: the publish targets, on built sites")
     return parser.parse_args()
 
 
@@ -121,11 +137,11 @@ def _rclone(tree: Path, bucket: str, endpoint: str, jobs: int) -> None:
 RUNNERS = {"bootgen": _bootgen, "aws": _aws, "rclone": _rclone}
 
 
-def _run(argv: list[str], extra_env: dict[str, str]) -> None:
+def _run(argv: list[str], extra_env: dict[str, str], cwd: Path | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1",
                **extra_env)
-    subprocess.run(argv, check=True, env=env, timeout=1800, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, env=env, timeout=3600, stdout=subprocess.DEVNULL, cwd=cwd)
 
 
 def _differences(tree: Path, bucket: str, endpoint: str) -> int:
@@ -137,8 +153,102 @@ def _differences(tree: Path, bucket: str, endpoint: str) -> int:
 
 
 def _server_requests(port: int, bucket: str) -> int:
+    return _server_counts(port, bucket)[0]
+
+
+def _server_counts(port: int, bucket: str) -> tuple[int, int]:
+    """(requests served, bytes received) for `bucket`, from the server's own counters."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(int(n) for b, n in _COUNTER.findall(text) if b == bucket)
+    return (sum(int(n) for b, n in _COUNTER.findall(text) if b == bucket),
+            sum(int(float(n)) for b, n in _RECEIVED.findall(text) if b == bucket))
+
+
+def _fleet_main(sizes: list[int]) -> None:
+    from build_bench import make_site, print_table, remove_in_background, run_build
+
+    work = Path(tempfile.mkdtemp(prefix="publish-fleet-"))
+    rows = []
+    try:
+        sites = {}
+        for nodes in sizes:
+            sites[nodes] = work / f"site-{nodes}"
+            make_site(sites[nodes], nodes)
+            run_build(sites[nodes])
+        rows = fleet_publish_rows(sites)
+    finally:
+        print_table(rows)
+        remove_in_background(str(work))
+
+
+def fleet_publish_rows(sites: dict[int, Path]) -> list:
+    """The publish rows of the targets table for built sites of several fleet sizes (see --fleet)."""
+    from build_bench import Row, edit_and_build
+
+    work = Path(tempfile.mkdtemp(prefix="publish-fleet-seaweed-"))
+    metrics = free_port()
+    server = start_seaweedfs(work, metrics_port=metrics)
+    measured = {}
+    try:
+        for nodes, site in sorted(sites.items()):
+            bucket = f"bench-fleet-{nodes}"
+            s3_client(server.endpoint).create_bucket(Bucket=bucket)
+            step = _FleetStep(site, bucket, server.endpoint, metrics)
+            first = step.publish()
+            noop = step.publish()
+            edit_and_build(site, 900)
+            change = step.publish()
+            measured[nodes] = (first, noop, change)
+            print(f"published {nodes:,} nodes", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for nodes, (first, noop, change) in measured.items():
+        rows.append(Row(f"publish, first, {nodes:,} nodes", f"{first.seconds:.1f} s, {first.requests:,} requests, "
+                        f"{first.received / 1e6:,.1f} MB"))
+        rows.append(Row(f"publish of a one-node change, {nodes:,} nodes", f"{change.seconds:.2f} s, "
+                        f"{change.requests:,} requests, {change.received:,} bytes"))
+    small, large = min(measured), max(measured)
+    for what in ("received", "requests"):
+        a, b = getattr(measured[small][2], what), getattr(measured[large][2], what)
+        name = "bytes uploaded" if what == "received" else "requests made"
+        if small == large:
+            rows.append(Row(f"publish of a one-node change, {name}", f"{b:,}", "", "", "needs two fleet sizes"))
+            continue
+        ratio = b / a if a else float("inf")
+        rows.append(Row(f"publish of a one-node change, {name}, {large:,} vs {small:,} nodes", f"{b:,}",
+                        f"at {small:,} nodes {a:,}", f"{ratio:.2f}x", "0.9x to 1.1x", 0.9 <= ratio <= 1.1))
+    noop = measured[large][1]
+    rows.append(Row(f"no-op publish, requests, {large:,} nodes", f"{noop.requests}", "", "", "<= 3",
+                    noop.requests <= 3))
+    rows.append(Row(f"no-op publish, wall time of the command, {large:,} nodes", f"{noop.seconds * 1000:.0f} ms",
+                    "", "", "< 300 ms", noop.seconds < 0.3))
+    return rows
+
+
+@dataclass
+class _Counted:
+    seconds: float
+    requests: int
+    received: int
+
+
+@dataclass
+class _FleetStep:
+    site: Path
+    bucket: str
+    endpoint: str
+    metrics: int
+
+    def publish(self) -> _Counted:
+        """`bootgen publish` of the site's live tree, as a fresh process, counted by the server."""
+        requests, received = _server_counts(self.metrics, self.bucket)
+        started = time.perf_counter()
+        _run([sys.executable, "-m", "bootgen", "publish", f"s3://{self.bucket}/site", "--endpoint-url",
+              self.endpoint], {"PYTHONPATH": str(ROOT)}, cwd=self.site)
+        seconds = time.perf_counter() - started
+        after_requests, after_received = _server_counts(self.metrics, self.bucket)
+        return _Counted(seconds, after_requests - requests, after_received - received)
 
 
 def _print_table(nodes: int, rows: list[tuple[str, list]]) -> None:

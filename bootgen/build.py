@@ -435,7 +435,7 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
                           private=secret_paths(outcome))
     parent = state.build_id
     if write.changed:
-        prepare_next(paths.out, paths.state, write.build_id, len(change.listing))
+        prepare_next(paths.out, paths.state, write.build_id, len(change.listing), paths.repository_state)
         _record(paths, write.build_id, parent, change, outcome, git=durable)
     _adopt(state, change, outcome)
     state.files, state.listing = len(change.listing), change.listing

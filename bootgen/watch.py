@@ -33,6 +33,7 @@ from .content import content_type
 from .build import BuildResult, Paths, build, warm_up
 from .errors import BootgenError, Location, OutputError, Problem, format_problems
 from .incremental import BuildState, InputStamps
+from .write import build_lock, live_build_id
 
 QUIET_SECONDS = 0.03  # editors write a file as a burst of events within a few milliseconds
 SETTLED_SECONDS = 0.005  # after a file is closed or renamed into place, the save is usually done
@@ -59,6 +60,10 @@ class Rebuilder:
 
         Problems are reported, never raised (the last good tree stays)."""
         paths = self.paths
+        if self.state.build_id and live_build_id(paths.out, paths.state) != self.state.build_id:
+            # Another process built or rolled back: its saved state (checked under the build
+            # lock) describes the live tree; this one's would make the build start from scratch.
+            self.state, self.dirty_state = BuildState.load_stamp(paths.state), False
         known = self.stamps is not None and changed is not None
         stamps = self.stamps.updated(paths.site, paths.nodes, changed) if known else None
         try:
@@ -91,8 +96,16 @@ class Rebuilder:
             warm_up(self.paths, self.state, self.stamps, fetch=self.fetch)
 
     def save_state(self) -> None:
-        if self.dirty_state:
-            self.state.save(self.paths.state)
+        """Save the state for the next `bootgen build`, under the build lock, unless it describes
+        a tree that is no longer live (another process built or rolled back meanwhile: its own
+        state, or none, is right). While another process builds, the save waits for the next pause."""
+        if not self.dirty_state:
+            return
+        with build_lock(self.paths.repository_state, wait=False) as held:
+            if not held:
+                return
+            if live_build_id(self.paths.out, self.paths.state) == self.state.build_id:
+                self.state.save(self.paths.state)
             self.dirty_state = False
 
     def missed_changes(self) -> bool:

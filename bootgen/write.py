@@ -47,10 +47,13 @@ KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for req
 # One more old tree is kept beyond the releases, for the next build to recycle as its staging
 # tree: a build that fails after taking it then costs no rollback point.
 KEPT_TREES = KEEP_BUILDS + 1
-SPARE_PREFIX = ".spare-"  # .spare-<build id>: a hard-linked copy of that tree, for the next build to recycle
+SPARE_PREFIX = ".spare-"  # .spare-<build id>.<n>: a hard-linked copy of that tree, for a later build to recycle
 SPARE_MIN_FILES = 20_000  # smaller trees are linked anew in well under a second: no copy in the background
-SPARE_WAIT = 300  # seconds a build waits for a copy being made before making a new tree itself
+SPARE_WAIT = 300  # seconds wait_for_spare (benchmarks, tests) waits for the copies being made; builds never wait
+SPARE_CHUNK = 1000  # links per thread a background copy makes between looks at whether a build is running
+SPARE_SYNC_EVERY = 20_000  # links a background copy leaves unflushed at most (see _link_tree)
 _SPARE_LOCK = ".sparework.lock"
+BUSY_NAME = "busy"  # <repository state>/busy: held exclusively by a build, probed by background copies
 RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
 
 
@@ -72,18 +75,20 @@ _HELD: dict[str, int] = {}  # build locks this process holds: lock path -> depth
 
 
 @contextlib.contextmanager
-def build_lock(state_dir: Path, waiting=None):
+def build_lock(state_dir: Path, waiting=None, *, wait: bool = True):
     """One build of a repository at a time, from reading the saved state to the switch.
 
     A second build waits (calling `waiting()` once, so the user knows why)
     instead of interleaving with the first: a build that read the state
     before another one switched would otherwise commit a tree made for a live
-    tree that is gone. Re-entrant within a process."""
+    tree that is gone. Re-entrant within a process. Yields True; with
+    `wait=False`, yields False at once instead of waiting (for work that can
+    as well be done later, such as watch saving its state)."""
     path = str((state_dir / "lock").absolute())
     if path in _HELD:
         _HELD[path] += 1
         try:
-            yield
+            yield True
         finally:
             _HELD[path] -= 1
         return
@@ -97,14 +102,29 @@ def build_lock(state_dir: Path, waiting=None):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             if waiting is not None:
                 waiting()
             fcntl.flock(handle, fcntl.LOCK_EX)
         _HELD[path] = 1
         try:
-            yield
+            with _busy(state_dir):
+                yield True
         finally:
             del _HELD[path]
+
+
+@contextlib.contextmanager
+def _busy(state_dir: Path):
+    """Tell background copies that a build is running: they pause until it ends (see
+    _BuildWatch). A copy holds this lock shared only for the instant of a look, so taking it
+    costs a build nothing; it is a lock of its own so that the look never makes the build
+    lock look taken (which would print "waiting for another build")."""
+    with open(state_dir / BUSY_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 PIN_PREFIX = ".pin-"  # .pin-<build id>: shared-locked by a publish reading that tree
@@ -466,12 +486,7 @@ class TreeWriter:
         live tree, or None."""
         trees = self._trees()
         if len(trees) < KEPT_TREES - 1:  # only the tree beyond the releases may be taken
-            wait_for_spare(self.builds)
-            spare = self.builds / f"{SPARE_PREFIX}{self.live}"
-            if not spare.is_dir():
-                return None
-            os.rename(spare, staging_path)  # a copy of the live tree (see make_spare)
-            return set()
+            return self._take_spare(staging_path, drift)
         oldest = trees[-1]
         paths = drift(oldest.name)
         if paths is None:
@@ -483,6 +498,20 @@ class TreeWriter:
         for name in (MANIFEST, CHECKSUMS):  # the index is written anew; SHA256SUMS: a tree of index format 1
             (staging_path / name).unlink(missing_ok=True)
         return paths
+
+    def _take_spare(self, staging_path: Path, drift) -> set[str] | None:
+        """Take a finished copy made in the background (see make_spares) as the staging tree:
+        one of the live tree, else of an older kept tree whose drift is known. A copy still
+        being made is never waited for: without a finished one the build makes a new tree."""
+        spares = sorted(_finished_spares(self.builds), key=lambda p: _spared_id(p) != self.live)
+        for spare in spares:
+            paths = drift(_spared_id(spare))
+            if paths is None:  # a copy of a tree no longer reachable in the build history
+                self._discard([spare])
+                continue
+            os.rename(spare, staging_path)
+            return paths
+        return None
 
     def _trees(self) -> list[Path]:
         return _old_trees(self.out, self.builds)
@@ -553,7 +582,7 @@ class TreeWriter:
                 with _unpinned(old) as free:
                     if free:  # a tree a publish is reading is pruned by a later build
                         self._discard([old])
-        self._discard(p for p in self.builds.glob(f"{SPARE_PREFIX}*") if p.name != f"{SPARE_PREFIX}{keep.name}")
+        self._discard(p for p in _finished_spares(self.builds) if not (self.builds / _spared_id(p)).is_dir())
         kept = self.builds.parent / "private"
         if kept.is_dir():  # full listings of trees that are gone
             for old in kept.iterdir():
@@ -709,88 +738,172 @@ def _old_trees(out: Path, builds: Path) -> list[Path]:
     return sorted(trees, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def prepare_next(out: Path, state_dir: Path, live: str, files: int) -> None:
-    """After the switch to tree `live` of `files` files: if the next build would have to make
-    a whole new tree (too few old trees to recycle, no copy of the live one), start copying it."""
+def prepare_next(out: Path, state_dir: Path, live: str, files: int, busy: Path | None = None) -> None:
+    """After the switch to tree `live` of `files` files: if the next builds would have to make
+    whole new trees (too few old trees to recycle), start copying the live tree in the
+    background. `busy` is the state directory whose build lock the copies yield to
+    (`state_dir` by default)."""
     builds = state_dir / "builds"
-    if files >= SPARE_MIN_FILES and len(_old_trees(out, builds)) < KEPT_TREES - 1 \
-            and not (builds / f"{SPARE_PREFIX}{live}").is_dir():
-        start_spare(state_dir, live)
+    if files >= SPARE_MIN_FILES and _spares_wanted(out, builds) > 0:
+        start_spare(out, state_dir, busy or state_dir)
 
 
-def start_spare(state_dir: Path, build_id: str) -> None:
-    """Copy the kept tree `build_id` in a detached process (see make_spare).
+def _spares_wanted(out: Path, builds: Path) -> int:
+    """Copies still to make so that each of the next builds finds a tree to recycle: until
+    KEPT_TREES - 1 old trees exist, every build takes a copy (see TreeWriter._recycle)."""
+    kept = {p.name for p in _old_trees(out, builds)} | {out.resolve().name}
+    usable = [p for p in _finished_spares(builds) if _spared_id(p) in kept]
+    return KEPT_TREES - 1 - len(kept - {out.resolve().name}) - len(usable)
 
-    The copy's lock is taken here and handed to the process, so a build or
-    benchmark that looks right after this returns already sees it held."""
+
+def _finished_spares(builds: Path) -> list[Path]:
+    return [p for p in builds.glob(f"{SPARE_PREFIX}*") if p.is_dir()]
+
+
+def _spared_id(spare: Path) -> str:
+    """The build id of the tree a copy was made of (.spare-<build id>.<n>)."""
+    return spare.name[len(SPARE_PREFIX):].split(".")[0]
+
+
+def start_spare(out: Path, state_dir: Path, busy: Path) -> subprocess.Popen | None:
+    """Make the copies the next builds want in a detached process (see make_spares); the
+    process, or None if one is at work already.
+
+    The copies' lock is taken here and handed to the process, so a benchmark
+    or test that looks right after this returns already sees it held."""
     builds = state_dir / "builds"
     lock = open(builds / _SPARE_LOCK, "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        return  # a copy is being made already
+        return None  # copies are being made already; that process looks again for what is wanted
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     with lock:  # the child keeps the lock through its copy of the descriptor
-        subprocess.Popen([sys.executable, "-c", "import sys, pathlib\nfrom bootgen.write import make_spare\n"
-                          "make_spare(pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]))",
-                          str(state_dir), build_id, str(lock.fileno())], pass_fds=(lock.fileno(),),
-                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, env=env)
+        return subprocess.Popen([sys.executable, "-c", "import sys, pathlib\nfrom bootgen.write import make_spares\n"
+                          "make_spares(*map(pathlib.Path, sys.argv[1:4]), int(sys.argv[4]))",
+                          str(out.absolute()), str(state_dir.absolute()), str(busy.absolute()), str(lock.fileno())],
+                         pass_fds=(lock.fileno(),), start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
-def make_spare(state_dir: Path, build_id: str, locked_fd: int | None = None) -> bool:
-    """Hard-link a copy of the kept tree `build_id` for the next build to recycle while
-    that tree is live. True if the copy is ready.
+def make_spares(out: Path, state_dir: Path, busy: Path, locked_fd: int) -> int:
+    """Copy the live tree until the next builds each have a tree to recycle; the number made.
 
-    After a build from scratch there is no old tree to recycle, so the next
-    edit would make a whole new tree: one link per file, seconds at 10,000
-    nodes. A build that leaves too few old trees starts this copy in the
-    background; the next build waits for it if it is still being made
-    (finishing it costs less than starting a new tree). It holds a lock of
-    its own (`locked_fd` if the caller took it), not the build lock: kept
-    trees are never written to, and the copy gets its final name only when
-    complete."""
+    After a build from scratch there is no old tree to recycle, and until
+    KEPT_TREES - 1 old trees exist every edit would make a whole new tree: one
+    link per file, seconds at 10,000 nodes. So the copies for all of those
+    edits are made at once, in the background, at low priority, pausing
+    whenever a build runs: a build never waits for a copy (it takes a finished
+    one, or makes its tree itself), and an edit made at once after another
+    finds the copy made for it after the build from scratch."""
     builds = state_dir / "builds"
-    lock = open(builds / _SPARE_LOCK, "a") if locked_fd is None else os.fdopen(locked_fd, "a")
-    with lock:
-        if locked_fd is None:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # another copy is being made
-        spare = builds / f"{SPARE_PREFIX}{build_id}"
-        if spare.is_dir():
-            return True
+    with os.fdopen(locked_fd, "a"), _BuildWatch(busy) as watch:
+        os.nice(10)
         with contextlib.suppress(OSError):
             discard(builds, builds.glob(".sparework-*"))  # left by a copy that was killed
+        made = 0
+        while _spares_wanted(out, builds) > 0:
+            watch.pause()  # the live tree is read after any build that was running
+            live = live_build_id(out, state_dir)
+            if live is None or not _copy_tree(builds, live, watch):
+                break
+            made += 1
+        return made
+
+
+def make_spare(state_dir: Path, build_id: str) -> bool:
+    """Make one copy of the kept tree `build_id` now, in this process (see make_spares);
+    False if copies are being made already, or the tree is gone or changed."""
+    builds = state_dir / "builds"
+    with open(builds / _SPARE_LOCK, "a") as lock:
         try:
-            listing = Listing.read(builds / build_id)
-            paths = listing.paths() if listing is not None else None
-        except IndexDamaged:
-            paths = None
-        if paths is None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             return False
-        work = builds / f".sparework-{build_id}"
-        if _link_tree(Staging(work, builds / build_id), paths):
-            # Flushed here, in the background: 100,000 new links left dirty would make the
-            # next build's flush take a second.
-            sync_filesystem(work)
-            os.rename(work, spare)
-            return True
-        with contextlib.suppress(OSError):
-            discard(builds, [work])
+        return _copy_tree(builds, build_id, None)
+
+
+def _copy_tree(builds: Path, build_id: str, watch: "_BuildWatch | None") -> bool:
+    """Hard-link a copy of the kept tree `build_id` as .spare-<build id>.<n>; True if made.
+
+    Kept trees are never written to, so this needs no build lock: the copy
+    gets its final name only when complete, and a build only ever takes a
+    complete one."""
+    try:
+        listing = Listing.read(builds / build_id)
+        paths = listing.paths() if listing is not None else None
+    except IndexDamaged:
+        paths = None
+    if paths is None:
+        return False
+    name = f"{build_id}.{secrets.token_hex(4)}"
+    work = builds / f".sparework-{name}"
+    if _link_tree(Staging(work, builds / build_id), paths, watch) and _link_index(builds / build_id, work):
+        # Flushed here, in the background: 100,000 new links left dirty would make the
+        # next build's flush take a second.
+        sync_filesystem(work)
+        os.rename(work, builds / f"{SPARE_PREFIX}{name}")
+        return True
+    with contextlib.suppress(OSError):
+        discard(builds, [work])
+    return False
+
+
+def _link_index(tree: Path, copy: Path) -> bool:
+    """Link the shards of the tree's index into its copy, so the build that takes the copy
+    finds them in place as in any recycled tree (only its root is written anew). A shard
+    changed since its root was written is left out: that build writes it afresh."""
+    finished: dict[Path, int] = {}
+    try:
+        names = os.listdir(tree / INDEX)
+        (copy / INDEX).mkdir()
+        for name in names:
+            if _linkable(tree / INDEX / name, finished):
+                _link(str(tree / INDEX / name), str(copy / INDEX / name))
+        return True
+    except OSError:
         return False
 
 
-def _link_tree(staging: Staging, paths: list[str]) -> bool:
-    """Link every path of the source tree into the new directory `staging`; False if any is missing."""
+def _link_tree(staging: Staging, paths: list[str], watch: "_BuildWatch | None") -> bool:
+    """Link every path of the source tree into the new directory `staging`, a chunk at a time,
+    pausing while a build runs; False if any is missing."""
+    batch = SPARE_CHUNK * RELINK_THREADS
     try:
         staging.path.mkdir()
-        return not staging.link_all_live(paths)
+        for start in range(0, len(paths), batch):
+            if watch is not None:
+                watch.pause()
+                if start and start % SPARE_SYNC_EVERY < batch:
+                    # A build flushes the whole file system before it switches: what the copy
+                    # left unwritten would be flushed (and waited for) by that build.
+                    sync_filesystem(staging.path)
+            if staging.link_all_live(paths[start:start + batch]):
+                return False
+        return True
     except OSError:
         return False  # the tree was pruned by another build, or the disk is full: no copy this time
+
+
+class _BuildWatch:
+    """Pauses background work while a build of the repository runs (it holds `busy` exclusively)."""
+
+    def __init__(self, state_dir: Path):
+        self._path = state_dir / BUSY_NAME
+
+    def __enter__(self) -> "_BuildWatch":
+        self._handle = open(self._path, "a")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._handle.close()
+
+    def pause(self) -> None:
+        """Return at once if no build is running, else when it has finished."""
+        fcntl.flock(self._handle, fcntl.LOCK_SH)
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
 
 
 def wait_for_spare(builds: Path, timeout: float | None = None) -> None:

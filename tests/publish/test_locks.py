@@ -77,3 +77,43 @@ def test_a_tree_being_published_is_neither_recycled_nor_pruned(example):
     assert len(_trees(example)) == KEPT_TREES
     assert not any(p.name.startswith(".pin-") and p.name[5:] == oldest.name
                    for p in (example.state / "builds").iterdir())
+
+
+def _served_as(seaweed, bucket: str, tree) -> bool:
+    """Whether the bucket serves every public file of `tree` (below its index) with its bytes."""
+    from publish_servers import http_get
+
+    from bootgen.secrets_tree import secret_paths
+
+    secret = set(secret_paths(tree))
+    for path, data in _files(tree).items():
+        if "/" in path and path not in secret:
+            status, _headers, body = http_get(f"{seaweed.endpoint}/{bucket}/site/{path}")
+            if (status, body) != (200, data):
+                return False
+    return True
+
+
+def test_two_publishes_to_one_bucket_take_turns_and_leave_one_whole_tree(example, seaweed, bucket):
+    """Two `bootgen publish` processes of different trees to one bucket prefix at once."""
+    build(example, fetch=False)
+    older = example.out.resolve()
+    _edit(example, 1)
+    build(example, fetch=False)
+    newer = example.out.resolve()
+    destination = f"s3://{bucket}/site"
+    argv = [sys.executable, "-m", "bootgen", "publish", destination, "--endpoint-url", seaweed.endpoint]
+    with destination_lock(destination, seaweed.endpoint):  # both start while a publish is in progress
+        procs = [subprocess.Popen(argv + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for extra in (["--release", older.name], [])]
+        try:
+            for proc in procs:
+                assert proc.stderr.readline() == f"waiting for another publish to {destination} to finish\n"
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+            raise
+    for proc in procs:
+        out, err = proc.communicate(timeout=WAIT)
+        assert proc.returncode == 0, out + err
+    assert _served_as(seaweed, bucket, older) or _served_as(seaweed, bucket, newer)

@@ -3,6 +3,8 @@ with its file and line, and the process keeps serving the last good tree. Every 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from bootgen.incremental import BuildState
 
 WAIT = 60
 
@@ -138,3 +142,67 @@ def test_user_template_runtime_error_exits_1_in_build(example, tmp_path):
     assert "site/templates/grub.cfg-node.j2:2" in done.stderr
     assert "node" in done.stderr
     assert "bug in bootgen" not in done.stderr and "Traceback" not in done.stderr
+
+
+# Beside other bootgen processes on one repository: the state watch keeps in memory never
+# overwrites the saved state of a tree another process switched to, and watch continues from
+# that process's state instead of rebuilding every node.
+
+def _other_bootgen(root, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "bootgen", *args], cwd=root, capture_output=True, text=True,
+                          timeout=WAIT)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _edit(example, name: str, value: str) -> None:
+    node = example.nodes / name
+    kept = [line for line in node.read_text().splitlines(keepends=True) if "other.process=" not in line]
+    node.write_text("".join(kept) + f"kernel_args: [other.process={value}]\n")
+
+
+def _built(watcher: WatchProcess, start: int) -> str:
+    return watcher.wait_for(lambda line: "files for" in line, "a build", start=start)
+
+
+def _watch_stopped_before_saving(example, tmp_path) -> tuple[WatchProcess, str]:
+    """Build from the command line, then let watch build two edits and stop it (SIGSTOP) at once
+    after the second, before it saves its state at the next pause; returns it and its tree's id."""
+    _other_bootgen(tmp_path, "build", "--offline")
+    watcher = WatchProcess(tmp_path)
+    _built(watcher, 0)
+    for name in ("node-1.yaml", "node-2.yaml"):  # the first may be seen only by the idle check
+        before = example.out.resolve().name[:12]
+        _edit(example, name, "1")
+        watcher.wait_for(lambda line: "-> build " in line and f"-> build {before}" not in line, f"{name} built")
+    os.kill(watcher.proc.pid, signal.SIGSTOP)
+    return watcher, example.out.resolve().name
+
+
+def test_watch_does_not_save_its_state_over_a_tree_another_process_switched_to(example, tmp_path):
+    watcher, built_by_watch = _watch_stopped_before_saving(example, tmp_path)
+    try:
+        _other_bootgen(tmp_path, "rollback")
+    finally:
+        os.kill(watcher.proc.pid, signal.SIGCONT)
+    watcher.stop()  # saves its state on the way out
+    assert watcher.proc.returncode == 0
+    live = example.out.resolve().name
+    assert live != built_by_watch
+    assert BuildState.load_stamp(example.state).build_id != built_by_watch  # a state for a tree not live
+
+
+def test_watch_continues_from_the_state_of_a_build_another_process_made(example, tmp_path):
+    watcher, _ = _watch_stopped_before_saving(example, tmp_path)
+    try:
+        seen = len(watcher.lines)
+        try:
+            _edit(example, "node-1.yaml", "2")
+            _other_bootgen(tmp_path, "build", "--offline")
+        finally:
+            os.kill(watcher.proc.pid, signal.SIGCONT)
+        line = _built(watcher, seen)  # the edit's events, seen once it runs again
+        rendered = int(re.search(r"\((\d+) nodes rendered", line).group(1)) if "rendered" in line else 0
+        assert rendered == 0, line  # the tree is the other process's; not every node rendered again
+    finally:
+        watcher.stop()
+    assert BuildState.load_stamp(example.state).build_id == example.out.resolve().name

@@ -188,38 +188,77 @@ def _wait_for(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_after_a_build_from_scratch_a_copy_of_the_tree_is_made_for_the_next_edit(example, tmp_path, monkeypatch):
+def _spares(example) -> list[Path]:
+    return sorted((example.state / "builds").glob(f"{write_module.SPARE_PREFIX}*"))
+
+
+def test_after_a_build_from_scratch_copies_are_made_for_each_edit_until_old_trees_can_be_recycled(
+        example, tmp_path, monkeypatch):
     monkeypatch.setattr(write_module, "SPARE_MIN_FILES", 0)  # the example is small; 10,000 nodes are not
     first = build(example, fetch=False)  # from scratch: the only tree, nothing to recycle
-    spare = example.state / "builds" / f"{write_module.SPARE_PREFIX}{first.write.build_id}"
-    _wait_for(spare.is_dir, "the copy made in the background")
-    assert _files(spare) == {path: data for path, data in _files(example.out.resolve()).items()
-                             if not is_index_path(path)}
+    write_module.wait_for_spare(example.state / "builds", timeout=WAIT)
+    spares = _spares(example)
+    assert len(spares) == write_module.KEPT_TREES - 1  # one for each edit before an old tree is recycled
+    live_files = {path: data for path, data in _files(example.out.resolve()).items() if path != "manifest.json"}
+    assert any(is_index_path(path) for path in live_files)  # its shards too: the index's root alone is new
+    for spare in spares:
+        assert spare.name.startswith(f"{write_module.SPARE_PREFIX}{first.write.build_id}.")
+        assert _files(spare) == live_files
 
     node = example.nodes / "node-2.yaml"
-    node.write_text(node.read_text() + "kernel_args: [spare=1]\n")
-    result = build(example, fetch=False)
-    assert not spare.exists()  # recycled as the staging tree
-    assert result.write.linked < 10  # the node's changed files, not one link per file of the tree
+    original = node.read_text()
+    for round_ in range(write_module.KEPT_TREES - 1):  # one edit at once after another
+        node.write_text(original + f"kernel_args: [spare={round_}]\n")
+        result = build(example, fetch=False)
+        assert result.write.linked < 10  # a copy recycled: the drift and this node, not a link per file
+        assert len(_spares(example)) == write_module.KEPT_TREES - 2 - round_  # and no new copy wanted
     clean = Paths(example.site, example.nodes, tmp_path / "clean" / "build")
     build(clean, fetch=False)
     assert _files(example.out.resolve()) == _files(clean.out.resolve())  # what a clean build makes
 
 
-def test_a_build_waits_for_a_copy_being_made_rather_than_start_a_new_tree(example):
-    import fcntl
-    import threading
+WAIT = 60  # seconds: every wait below is bounded
+
+
+def test_a_build_started_while_a_copy_is_being_made_does_not_wait_for_it(example, tmp_path):
+    build(example, fetch=False)
+    copier = write_module.start_spare(example.out, example.state, example.state)
+    assert copier is not None
+    os.kill(copier.pid, signal.SIGSTOP)  # a copy in progress that will not finish by itself
+    try:
+        node = example.nodes / "node-2.yaml"
+        node.write_text(node.read_text() + "kernel_args: [during.copy=1]\n")
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "bootgen", "build", "--offline"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=WAIT)
+        assert done.returncode == 0, done.stderr
+        assert time.monotonic() - started < 20  # it made its tree itself (a wait would last SPARE_WAIT)
+        assert "during.copy=1" in (example.out / "pxelinux.cfg" / "0A000047").read_text()
+        check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out,
+                               capture_output=True, text=True, timeout=WAIT)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert copier.poll() is None  # the copy was neither waited for nor taken over
+    finally:
+        os.kill(copier.pid, signal.SIGCONT)
+        copier.wait(timeout=WAIT)
+    write_module.wait_for_spare(example.state / "builds", timeout=WAIT)
+
+
+def test_copies_pause_while_a_build_runs(example):
+    from bootgen.write import build_lock
 
     build(example, fetch=False)
-    builds = example.state / "builds"
-    lock = open(builds / ".sparework.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)  # as if a copy were being made
-    assert not write_module.make_spare(example.state, example.out.resolve().name)  # one copy at a time
-    threading.Timer(0.3, lock.close).start()
-    started = time.monotonic()
-    write_module.wait_for_spare(builds, timeout=30)
-    assert 0.2 < time.monotonic() - started < 10
-    write_module.wait_for_spare(builds, timeout=0)  # nobody copying: returns at once
+    with build_lock(example.state):  # a build is running
+        copier = write_module.start_spare(example.out, example.state, example.state)
+        try:
+            time.sleep(1.5)
+            assert copier.poll() is None and not _spares(example)  # paused before its first link
+            assert not list((example.state / "builds").glob(".sparework-*"))
+        except BaseException:
+            copier.kill()
+            raise
+    assert copier.wait(timeout=WAIT) == 0
+    assert len(_spares(example)) == write_module.KEPT_TREES - 1
 
 
 def test_the_copy_is_locked_before_the_build_that_started_it_returns(example, monkeypatch):
@@ -233,10 +272,9 @@ def test_the_copy_is_locked_before_the_build_that_started_it_returns(example, mo
             held = False
         except BlockingIOError:
             held = True
-    spare = example.state / "builds" / f"{write_module.SPARE_PREFIX}{example.out.resolve().name}"
-    assert held or spare.is_dir()  # being made, or already done: never a moment when neither shows
-    write_module.wait_for_spare(example.state / "builds", timeout=30)
-    assert spare.is_dir()
+    assert held or _spares(example)  # being made, or already done: never a moment when neither shows
+    write_module.wait_for_spare(example.state / "builds", timeout=WAIT)
+    assert _spares(example)
 
 
 def test_state_paths_that_are_not_directories_are_a_user_error(example):
