@@ -140,7 +140,8 @@ def _placed_files(images: dict, site_inputs) -> list:
     if problems:
         raise InputError(problems)
     return [f for image_set in images.values() for f in image_set.files] + \
-        list(boot_loader_files(secure_boot=bool(signed_sets) or site_inputs.site.secure_boot, arches=arches))
+        list(boot_loader_files(secure_boot=bool(signed_sets) or site_inputs.site.secure_boot, arches=arches,
+                               boot_configs=site_inputs.site.boot_configs))
 
 
 def _secure_boot_image_sets(site_inputs) -> set[str]:

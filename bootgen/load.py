@@ -107,6 +107,7 @@ def load_site(site_dir: Path, nodes_dir: Path, reader: "Reader", *, env: str | N
     _check_dhcp(site, reader)
     _check_profile_secure_boot(site, profiles, reader)
     _check_arches(site, image_config, reader)
+    _check_boot_configs(site, profiles, image_config, reader)
     _check_image_references(profiles, image_config, reader)
     _check_keys(site_doc, ("defaults",), reader)
     reader.raise_if_any()
@@ -204,6 +205,55 @@ def _check_arches(site: Site, image_config, reader: "Reader") -> None:
                     "iPXE), and GRUB cannot boot behind proxyDHCP", f"$.images.{name}.arch",
                     "use `dhcp.mode: full`, or set next-server to this boot server on the LAN's DHCP server "
                     "and `dhcp.mode: none`")
+
+
+# The per-node boot config each site-wide choice of first loader reads (syslinux.efi reads pxelinux.cfg/).
+_UEFI_LOADER_CONFIGS = {"ipxe": "ipxe", "grub": "grub", "syslinux": "pxelinux"}
+
+
+def _check_boot_configs(site: Site, profiles: dict[str, Profile], image_config, reader: "Reader") -> None:
+    """`boot_configs` leaves out only configs no machine of the site reads: GRUB's for Secure Boot
+    (shim loads GRUB) and arm64 (GRUB only), the Pi's for Raspberry Pi image sets, the one the
+    UEFI loader reads, and BIOS needs pxelinux or iPXE (undionly.kpxe). Each profile keeps one."""
+    from .loaders import boots_raspberry_pis
+    from .spec import secure_boot
+
+    chosen = site.boot_configs
+    if "boot_configs" not in site.doc.data:
+        return
+    where = site.doc.locate(("boot_configs",))
+
+    def need(config: str, why: str, hint: str = "") -> None:
+        if config not in chosen:
+            reader.fail(where, f"boot_configs leaves out {config}, but {why}", "$.boot_configs",
+                        hint or f"add {config} to boot_configs")
+
+    signed = [name for name, profile in profiles.items() if secure_boot(site, profile).value]
+    if site.secure_boot or signed:
+        who = "the site sets secure_boot" if site.secure_boot else f"profile '{signed[0]}' sets secure_boot"
+        need("grub", f"{who}, and Secure Boot machines boot shim, which loads GRUB")
+    if not site.secure_boot:
+        loader = site.dhcp.uefi_loader
+        config = _UEFI_LOADER_CONFIGS[loader]
+        need(config, f"UEFI machines are handed {loader} first (dhcp.uefi_loader), which reads it",
+             f"add {config} to boot_configs, or set `dhcp.uefi_loader` to a loader whose config it has "
+             f"(ipxe, grub; syslinux reads pxelinux's)")
+    if "pxelinux" not in chosen and "ipxe" not in chosen:
+        need("ipxe", "BIOS machines need pxelinux or iPXE (undionly.kpxe)")
+    if image_config is not None:
+        arm64 = next((name for name, image_set in image_config.images.items()
+                      if image_set.arch == "arm64" and not image_set.firmware), None)
+        if arm64:
+            need("grub", f"image set '{arm64}' is for arm64 machines, which boot through GRUB only")
+        if boots_raspberry_pis(image_config):
+            pi = next(name for name, image_set in image_config.images.items() if image_set.firmware)
+            need("raspberrypi", f"image set '{pi}' has Raspberry Pi firmware, and Pis read their own config")
+    for name, profile in profiles.items():
+        if not set(profile.loaders) & set(chosen):
+            field = ("loaders",) if "loaders" in profile.doc.data else ()
+            reader.fail(profile.doc.locate(field), f"profile '{name}' has loaders {', '.join(profile.loaders)}, "
+                        f"none of them in site.yaml's boot_configs ({', '.join(chosen)})",
+                        "$.loaders", "add one of the site's boot_configs to the profile's loaders")
 
 
 def _profile_layers(profile: Profile, site_dir: Path, reader: "Reader") -> tuple[OsConfigLayer, ...]:
@@ -370,6 +420,7 @@ def _build_site(doc: SourceDoc, site_dir: Path) -> Site:
         doc=doc,
         exports=data.get("exports", {}),
         secure_boot=data.get("secure_boot", False),
+        boot_configs=tuple(data.get("boot_configs", Site.boot_configs)),
     )
 
 

@@ -60,6 +60,11 @@ class Loader:
     over_http: bool = False
 
     @property
+    def boot_config(self) -> str:
+        """The per-node boot config (site.yaml `boot_configs`) this loader reads: placed only with it."""
+        return _PACKAGE_CONFIGS[self.package]
+
+    @property
     def client(self) -> ClientArch | None:
         """The DHCP client kind that is handed this loader first, if any."""
         if self.choice is None:
@@ -67,6 +72,9 @@ class Loader:
         return next(c for c in CLIENT_ARCHES if (c.arch, c.firmware) == (self.arch, self.firmware))
 
 
+_PACKAGE_CONFIGS = {"pxelinux": "pxelinux", "syslinux-common": "pxelinux", "syslinux-efi": "pxelinux", "ipxe": "ipxe",
+                    "grub-efi-amd64-bin": "grub", "grub-efi-arm64-bin": "grub", "shim-signed": "grub",
+                    "grub-efi-amd64-signed": "grub"}
 _SYSLINUX_BIOS = ("ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32", "vesamenu.c32")
 
 LOADERS: tuple[Loader, ...] = (
@@ -143,7 +151,7 @@ def site_offers(site, arches: frozenset[str] = frozenset({"x86_64"}), *, mixed_s
     An HTTP Boot client gets the loader its PXE sibling gets when that loader works over HTTP,
     else that architecture's iPXE (x86-64: a machine with Secure Boot on refuses it and goes on
     to its next boot option), else nothing (arm64: Debian ships no loader for it)."""
-    choices = {BIOS: "lpxelinux" if site.kernel_transport == "http" else "pxelinux",
+    choices = {BIOS: _bios_choice(site),
                X86_64_EFI: "shim" if site.secure_boot else site.dhcp.uefi_loader}
     if "arm64" in arches:
         choices[ARM64_EFI] = "grub"
@@ -157,12 +165,21 @@ def site_offers(site, arches: frozenset[str] = frozenset({"x86_64"}), *, mixed_s
         else:
             offers.append(Offer(client, loader))
         if client in HTTP_BOOT_CLIENTS:
-            offers.append(Offer(HTTP_BOOT_CLIENTS[client], loader if loader.over_http else _http_loader(client)))
+            offers.append(Offer(HTTP_BOOT_CLIENTS[client], loader if loader.over_http else _http_loader(site, client)))
     return tuple(offers)
 
 
-def _http_loader(client: ClientArch) -> Loader | None:
-    return next((loader for loader in LOADERS if loader.client == client and loader.over_http), None)
+def _bios_choice(site) -> str:
+    """pxelinux (lpxelinux.0 when kernels come over HTTP); iPXE's undionly.kpxe in a site that writes
+    no pxelinux configs (it then fetches boot.ipxe, by the iPXE guard of the DHCP config)."""
+    if "pxelinux" not in site.boot_configs:
+        return "ipxe"
+    return "lpxelinux" if site.kernel_transport == "http" else "pxelinux"
+
+
+def _http_loader(site, client: ClientArch) -> Loader | None:
+    return next((loader for loader in LOADERS if loader.client == client and loader.over_http
+                 and loader.boot_config in site.boot_configs), None)
 
 
 # The site choices behind each per-node target (bootgen.render.targets.TARGETS).
@@ -191,11 +208,17 @@ def first_files(target: str, arch: str, secure_boot: bool = False) -> tuple[tupl
     return tuple((label, " / ".join(names)) for label, names in rows.items())
 
 
-def placed_loaders(*, secure_boot: bool, arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[Loader, ...]:
+ALL_BOOT_CONFIGS = ("pxelinux", "grub", "ipxe", "raspberrypi")
+
+
+def placed_loaders(*, secure_boot: bool, arches: frozenset[str] = frozenset({"x86_64"}),
+                   boot_configs: tuple[str, ...] = ALL_BOOT_CONFIGS) -> tuple[Loader, ...]:
     """The loaders a site's tree holds: those for the architectures it boots (x86-64 always),
-    the signed chain only if the site boots with Secure Boot."""
+    the signed chain only if the site boots with Secure Boot, and only those whose boot config
+    the site writes (site.yaml `boot_configs`)."""
     return tuple(loader for loader in LOADERS
-                 if (secure_boot or not loader.secure_boot) and (loader.arch == "x86_64" or loader.arch in arches))
+                 if (secure_boot or not loader.secure_boot) and (loader.arch == "x86_64" or loader.arch in arches)
+                 and loader.boot_config in boot_configs)
 
 
 def site_arches(image_config) -> frozenset[str]:

@@ -107,6 +107,8 @@ class Site:
     doc: SourceDoc = field(compare=False, repr=False)
     exports: dict = field(default_factory=dict)  # {"pixiecore": bool, "tinkerbell": {...}}
     secure_boot: bool = False  # UEFI machines boot shim -> signed GRUB -> signed kernel (bootgen.loaders)
+    # the per-node boot configs written (bootgen.render.targets.TARGETS); the loaders DHCP hands out follow
+    boot_configs: tuple[str, ...] = ("pxelinux", "grub", "ipxe", "raspberrypi")  # loaders.ALL_BOOT_CONFIGS
 
     def url(self, tree_path: str) -> str:
         """The HTTP URL of a file in the tree."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ImageError, Location, Problem
-from ..loaders import GRUB_MODULE_SOURCES, placed_loaders
+from ..loaders import ALL_BOOT_CONFIGS, GRUB_MODULE_SOURCES, placed_loaders
 from .digests import hash_file
 from .placed import PlacedFile
 
@@ -19,14 +19,16 @@ GRUB_NET_MODULES = ("http",)  # modules grub.cfg will `insmod`
 
 
 def boot_loader_files(*, search_dirs: dict[str, Path] | None = None, secure_boot: bool = False,
-                      arches: frozenset[str] = frozenset({"x86_64"})) -> tuple[PlacedFile, ...]:
+                      arches: frozenset[str] = frozenset({"x86_64"}),
+                      boot_configs: tuple[str, ...] = ALL_BOOT_CONFIGS) -> tuple[PlacedFile, ...]:
     """Boot loaders to place in the tree, sorted by tree path.
 
     `search_dirs` maps a Debian package name to a directory to read its files
     from instead of `/` (its files keep their installed paths below it). The
     signed Secure Boot chain is placed only when `secure_boot` is set. A missing
     file raises ImageError naming the package to install. Loaders for an
-    architecture other than x86-64 are placed only if it is in `arches`.
+    architecture other than x86-64 are placed only if it is in `arches`, and those (GRUB's modules
+    among them) of a boot config the site does not write (`boot_configs`) not at all.
     """
     search_dirs = search_dirs or {}
 
@@ -34,10 +36,10 @@ def boot_loader_files(*, search_dirs: dict[str, Path] | None = None, secure_boot
         return Path(search_dirs.get(package, "/")) / path.lstrip("/")
 
     wanted = {loader.tree_path: (loader.package, installed(loader.package, loader.source))
-              for loader in placed_loaders(secure_boot=secure_boot, arches=arches)}
+              for loader in placed_loaders(secure_boot=secure_boot, arches=arches, boot_configs=boot_configs)}
     problems: list[Problem] = []
     for platform, (package, directory, arch) in GRUB_MODULE_SOURCES.items():
-        if arch not in arches:
+        if arch not in arches or "grub" not in boot_configs:
             continue
         grub_dir = installed(package, directory)
         try:

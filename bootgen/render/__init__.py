@@ -55,8 +55,10 @@ def render(inputs: Inputs, images: dict, *, display_root: Path, extra_files=()) 
 
 
 def render_site_files(ctx: RenderContext, hosts) -> list[Artifact]:
-    """Entry points shared by all nodes, and the dnsmasq/nginx configs (which list `hosts`)."""
-    return [artifact for target in SITE_TARGETS.values() for artifact in target(ctx, hosts)]
+    """Entry points shared by all nodes (of the boot configs the site writes), and the dnsmasq/nginx
+    configs (which list `hosts`)."""
+    return [artifact for target in SITE_TARGETS.values() for artifact in target(ctx, hosts)
+            if artifact.target not in TARGETS or artifact.target in ctx.inputs.site.boot_configs]
 
 
 def placed_artifact(placed) -> Artifact:
@@ -99,7 +101,8 @@ def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:
     entry = boot_entry(ctx, spec, config)
     artifacts = list(config.artifacts) if config else []
     for loader in node_loaders(spec):
-        artifacts.extend(TARGETS[loader](ctx, entry))
+        if loader in ctx.inputs.site.boot_configs:
+            artifacts.extend(TARGETS[loader](ctx, entry))
     for name, export in EXPORTS.items():
         if ctx.inputs.site.exports.get(name):
             artifacts.extend(export(ctx, spec, entry, config))

@@ -15,7 +15,8 @@ from bootgen.publish.manifest import load_tree
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 GOLDEN = HERE / "golden"
-SITES = {"example": ROOT, "tftp-local": ROOT / "tests" / "sites" / "tftp-local"}
+SITES = {"example": ROOT, "tftp-local": ROOT / "tests" / "sites" / "tftp-local",
+         "ipxe-only": ROOT / "tests" / "sites" / "ipxe-only"}
 
 
 def _rendered(tree: Path) -> dict[str, bytes]:
