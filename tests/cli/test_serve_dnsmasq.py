@@ -19,6 +19,8 @@ SITES = {  # name: (site dir, nodes dir, what DHCP hands x86-64 UEFI machines)
     "proxy-ipxe": (ROOT / "site", ROOT / "nodes", "ipxe.efi"),
     "full-grub": (ROOT / "tests" / "sites" / "tftp-local" / "site", ROOT / "tests" / "sites" / "tftp-local" / "nodes",
                   "grubnetx64.efi"),
+    "full-ipxe-only": (ROOT / "tests" / "sites" / "ipxe-only" / "site", ROOT / "tests" / "sites" / "ipxe-only" / "nodes",
+                       "ipxe.efi"),
     "full-secure-boot-arm64-pi": (ROOT / "examples" / "datacenter" / "site", ROOT / "examples" / "datacenter" / "nodes",
                                   "shimx64.efi"),
 }
@@ -73,3 +75,19 @@ def test_a_site_with_problems_gets_no_line(tmp_path, monkeypatch):
     (site / "site.yaml").write_text("name: broken\nbase_url: 12\n")
     monkeypatch.chdir(tmp_path)
     assert dnsmasq_command(Paths(site, tmp_path / "nodes", tmp_path / "build", base_url=URL)) is None
+
+
+def test_the_ipxe_only_site_hands_bios_undionly_in_the_line_and_the_config_dnsmasq_accepts(tmp_path, monkeypatch):
+    site, nodes, _ = SITES["full-ipxe-only"]
+    monkeypatch.chdir(tmp_path)
+    paths = Paths(site, nodes, tmp_path / "build", base_url=URL)
+    args = shlex.split(dnsmasq_command(paths))
+    boots = [a for a in args if a.startswith("--dhcp-boot=tag:!ipxe")]
+    assert "--dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:!noloader,undionly.kpxe,,127.0.0.1" in boots
+    assert not any("pxelinux" in a or "grub" in a for a in args), args
+    _, plan = plan_build(paths, fetch=False)
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_bytes(plan.artifacts["server/dnsmasq.conf"].data)
+    assert "undionly.kpxe,,10.10.10.1\n" in conf.read_text().replace("\n", "\\n")
+    checked = subprocess.run(["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
