@@ -88,6 +88,7 @@ def test_the_ipxe_only_site_hands_bios_undionly_in_the_line_and_the_config_dnsma
     _, plan = plan_build(paths, fetch=False)
     conf = tmp_path / "dnsmasq.conf"
     conf.write_bytes(plan.artifacts["server/dnsmasq.conf"].data)
-    assert "undionly.kpxe,,10.10.10.1\n" in conf.read_text().replace("\n", "\\n")
+    assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:!noloader,undionly.kpxe,,10.10.10.1" \
+        in conf.read_text().splitlines()
     checked = subprocess.run(["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
