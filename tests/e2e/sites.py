@@ -54,6 +54,7 @@ class SiteSpec:
     http_port: int = 80
     secure_boot: bool = False
     arch: str = "x86_64"  # the test image set's architecture
+    boot_configs: tuple[str, ...] = ()  # site.yaml boot_configs (empty: not set, every config)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def _site_yaml(spec: SiteSpec, out: Path) -> dict:
         "kernel_transport": spec.kernel_transport,
         "dhcp": spec.dhcp,
         **({"secure_boot": True} if spec.secure_boot else {}),
+        **({"boot_configs": list(spec.boot_configs)} if spec.boot_configs else {}),
         "server": {"root": str(out), "http_port": spec.http_port},
         "defaults": {"profile": "test-linux", "boot": "live", "kernel_args": list(BASE_ARGS)},
         "images": {"test-linux": {
