@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -91,4 +92,18 @@ def test_the_ipxe_only_site_hands_bios_undionly_in_the_line_and_the_config_dnsma
     assert "dhcp-boot=tag:!ipxe,tag:!efi64,tag:!efihttp64,tag:!noloader,undionly.kpxe,,10.10.10.1" \
         in conf.read_text().splitlines()
     checked = subprocess.run(["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_behind_proxy_dhcp_an_ipxe_only_site_offers_bios_undionly_in_its_pxe_menu(tmp_path, monkeypatch):
+    """pxe-service adds `.0` to a BIOS boot file without a suffix of its own, not to undionly.kpxe."""
+    shutil.copytree(ROOT / "site", tmp_path / "site")
+    site = tmp_path / "site" / "site.yaml"
+    site.write_text("boot_configs: [ipxe]\n" + site.read_text())
+    monkeypatch.chdir(tmp_path)
+    args = shlex.split(dnsmasq_command(Paths(tmp_path / "site", ROOT / "nodes", tmp_path / "build", base_url=URL)))
+    assert "--pxe-service=tag:!ipxe,x86PC,bootgen (BIOS),undionly.kpxe" in args
+    assert not any("pxelinux" in a for a in args), args
+    checked = subprocess.run([args[0], "--test", "--conf-file=/dev/null", *args[1:]], capture_output=True, text=True,
+                             timeout=30)
     assert checked.returncode == 0, checked.stderr
