@@ -83,3 +83,14 @@ def test_an_unknown_boot_config_is_a_schema_error(site):
     _edit(site, "boot_configs: [ipxe]", "boot_configs: [ipxe, petitboot]")
     problems = _problems()
     assert len(problems) == 1 and problems[0].startswith("site/site.yaml:6:")
+
+
+def test_raspberry_pi_image_sets_need_the_pis_configs(site):
+    (site.parent / "images" / "start4.elf").write_bytes(b"firmware stand-in")
+    site.write_text(site.read_text() + "  pi:\n    arch: arm64\n    mirror: true\n    firmware:\n"
+                    "      - {file: images/start4.elf, unsigned: true}\n"
+                    "    kernel: {file: images/vmlinuz, unsigned: true}\n")
+    assert _problems() == [f"{WHERE} raspberrypi, but image set 'pi' has Raspberry Pi firmware, and Pis read their "
+                           "own config\n  hint: add raspberrypi to boot_configs"]
+    _edit(site, "boot_configs: [ipxe]", "boot_configs: [ipxe, raspberrypi]")
+    plan_build(Paths(Path("site"), Path("nodes"), Path("build")), fetch=False)
