@@ -94,7 +94,7 @@ def _address(text: str):
 
 def explain(site_dir: Path, nodes_dir: Path, state_dir: Path, wanted: str) -> Explanation:
     from .render import boot_entry, node_spec, osconfig, render_node
-    from .render.boot import for_loader, node_loaders
+    from .render.boot import for_loader, written_loaders
 
     inputs, ctx = _site_context(site_dir, nodes_dir, state_dir)
     node = find_node(inputs, wanted)
@@ -103,7 +103,7 @@ def explain(site_dir: Path, nodes_dir: Path, state_dir: Path, wanted: str) -> Ex
     entry = boot_entry(ctx, spec, config)
     artifacts = render_node(ctx, node)
     firmware = []
-    for loader in node_loaders(spec):
+    for loader in written_loaders(spec, inputs.site):
         files = tuple(a.path for a in artifacts if a.target == loader)
         if loader == "raspberrypi":  # the Pi's firmware reads the image set's file names from <serial>/
             firmware.append({"loader": loader, "firmware": "Raspberry Pi", "first_loader": f"{spec.serial}/start4.elf",

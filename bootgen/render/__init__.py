@@ -16,7 +16,7 @@ from .. import loaders
 from ..spec import NodeSpec, resolve, secure_boot_differs
 from ..plan import Artifact, Plan, producer
 from . import osconfig
-from .boot import BootEntry, image_url, node_image_set, node_loaders
+from .boot import BootEntry, image_url, node_image_set, written_loaders
 from .exports import EXPORTS
 from .targets import TARGETS, SITE_TARGETS
 from .templating import Templates
@@ -100,9 +100,8 @@ def render_node(ctx: RenderContext, node: Node) -> list[Artifact]:
     config = osconfig.render(ctx, spec)
     entry = boot_entry(ctx, spec, config)
     artifacts = list(config.artifacts) if config else []
-    for loader in node_loaders(spec):
-        if loader in ctx.inputs.site.boot_configs:
-            artifacts.extend(TARGETS[loader](ctx, entry))
+    for loader in written_loaders(spec, ctx.inputs.site):
+        artifacts.extend(TARGETS[loader](ctx, entry))
     for name, export in EXPORTS.items():
         if ctx.inputs.site.exports.get(name):
             artifacts.extend(export(ctx, spec, entry, config))

@@ -184,3 +184,8 @@ def node_loaders(spec) -> tuple[str, ...]:
                                   f"'{spec.profile.name}' has no grub in its loaders", "$.arch",
                                   "add grub to the profile's `loaders`"))
     return usable
+
+
+def written_loaders(spec, site) -> tuple[str, ...]:
+    """The node's loaders whose configs the site writes (site.yaml `boot_configs`)."""
+    return tuple(loader for loader in node_loaders(spec) if loader in site.boot_configs)

@@ -65,3 +65,13 @@ def test_explain_names_the_layer_a_setting_came_from_and_what_it_overrides(examp
     line = next(line for line in result.output.splitlines() if line.strip().startswith("install.disk"))
     assert line.strip().startswith("install.disk = /dev/sda  (site/profiles/flatcar-install.yaml:8:9, overrides ")
     assert "site/site.yaml:" in line and "<built-in default>" in line
+
+
+def test_explain_in_an_ipxe_only_site_shows_the_ipxe_entry_that_bios_and_uefi_both_reach(example):
+    site = example.site / "site.yaml"
+    site.write_text("boot_configs: [ipxe]\n" + site.read_text())
+    result = _run("explain", "node-1", "--format", "json")
+    assert result.exit_code == 0, result.output
+    firmware = json.loads(result.stdout)["firmware"]
+    assert [(row["loader"], row["firmware"], row["first_loader"]) for row in firmware] == [
+        ("ipxe", "BIOS", "undionly.kpxe"), ("ipxe", "UEFI", "ipxe.efi")]
