@@ -12,6 +12,7 @@ payload (tests/e2e/payload/) prints `BOOTGEN-CMDLINE:` and
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -519,3 +520,23 @@ def tftp_requests(dnsmasq_log: Path, client_ip: str) -> list[str]:
         if match and client_ip in (match.group(2), match.group(3)):
             names.append(match.group(1))
     return names
+
+
+def offered_boot_file(offer: dict) -> str | None:
+    """The boot file as firmware reads it from an offer: option 67 (sent when asked for), else the
+    BOOTP file field."""
+    return offer.get("options", {}).get("67") or offer.get("file")
+
+
+@contextlib.contextmanager
+def lan_serving(workdir: Path, tree, kernel: Path, server_ip: str, *, http: bool = False):
+    """A namespace LAN whose dnsmasq serves the built `tree`'s own dnsmasq.conf (and, with `http`,
+    its nginx.conf); closed on exit."""
+    lan = NamespaceLan.create(workdir, kernel, server_ip)
+    try:
+        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+        if http:
+            lan.start_nginx(tree.root / "server" / "nginx.conf", f"{tree.site.base_url}boot.ipxe")
+        yield lan
+    finally:
+        lan.close()

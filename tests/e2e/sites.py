@@ -19,6 +19,12 @@ from bootgen.publish.manifest import load_tree
 BASE_ARGS = ("console=ttyS0",)
 
 
+def full_dhcp(**extra) -> dict:
+    """site.yaml `dhcp` for a full-DHCP site on the namespace LAN (bridge br0, 192.168.77.0/24)."""
+    return {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
+            "range": ["192.168.77.100", "192.168.77.199"], **extra}
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """One machine of a test site."""

@@ -24,8 +24,7 @@ def arm64_boot(tmp_path_factory, payload, arm64_payload, use_namespaces):
     if not use_namespaces:
         pytest.skip("needs the namespace rig: the generated dnsmasq.conf must tag the arm64 client")
     kernel, initrd = arm64_payload.kernel, arm64_payload.initrd
-    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
-            "range": ["192.168.77.100", "192.168.77.199"]}
+    dhcp = sites.full_dhcp()
     spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "tftp", dhcp, arch="arm64")
     tree = sites.build(tmp_path_factory.mktemp("arm64-site"), spec, (NODE,), kernel, initrd)
     workdir = tmp_path_factory.mktemp("arm64")

@@ -25,8 +25,7 @@ NODE = NodeSpec("http-boot", "52:54:00:e2:00:51", "192.168.77.51/24")
 def http_boot(tmp_path_factory, payload, use_namespaces):
     if not use_namespaces:
         pytest.skip("needs the namespace rig: QEMU user-mode DHCP cannot send option 60")
-    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
-            "range": ["192.168.77.100", "192.168.77.199"]}
+    dhcp = sites.full_dhcp()
     spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "http", dhcp)
     tree = sites.build(tmp_path_factory.mktemp("http-boot-site"), spec, (NODE,), payload.kernel, payload.initrd)
     workdir = tmp_path_factory.mktemp("http-boot")
@@ -58,27 +57,17 @@ def both_arches_lan(tmp_path_factory, payload, use_namespaces):
     """The generated dnsmasq.conf of a site with x86-64 and arm64 image sets, serving a LAN."""
     if not use_namespaces:
         pytest.skip("needs the namespace rig")
-    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
-            "range": ["192.168.77.100", "192.168.77.199"]}
+    dhcp = sites.full_dhcp()
     spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "tftp", dhcp, arch="arm64")
     arm_node = NodeSpec("arm-http", "52:54:00:e2:00:61", "192.168.77.61/24", arch="arm64")
     tree = sites.build(tmp_path_factory.mktemp("http-offer-site"), spec, (arm_node,), payload.kernel, payload.initrd)
-    lan = rig.NamespaceLan.create(tmp_path_factory.mktemp("http-offer"), payload.kernel, SERVER_IP)
-    try:
-        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+    with rig.lan_serving(tmp_path_factory.mktemp("http-offer"), tree, payload.kernel, SERVER_IP) as lan:
         yield lan
-    finally:
-        lan.close()
-
-
-def _boot_file(offer: dict) -> str | None:
-    """The boot file as firmware reads it: option 67 (sent when asked for), else the BOOTP file field."""
-    return offer.get("options", {}).get("67") or offer.get("file")
 
 
 def test_x86_64_http_clients_get_a_url_and_option_60(both_arches_lan):
     offer = both_arches_lan.dhcp_offer("52:54:00:e2:00:61", "HTTPClient:Arch:00016:UNDI:003000", 16)
-    assert _boot_file(offer) == "http://192.168.77.1/ipxe.efi", offer
+    assert rig.offered_boot_file(offer) == "http://192.168.77.1/ipxe.efi", offer
     assert offer["options"].get("60") == "HTTPClient", offer
 
 
@@ -87,7 +76,7 @@ def test_arm64_http_clients_get_an_address_but_no_boot_file(both_arches_lan):
     goes on to PXE instead of loading a GRUB that cannot read its configuration."""
     offer = both_arches_lan.dhcp_offer("52:54:00:e2:00:61", "HTTPClient:Arch:00019:UNDI:003000", 19)
     assert offer.get("yiaddr"), offer
-    assert not _boot_file(offer) and offer["options"].get("60") != "HTTPClient", offer
+    assert not rig.offered_boot_file(offer) and offer["options"].get("60") != "HTTPClient", offer
 
 
 @pytest.mark.parametrize("vendor_class, arch, loader", [
@@ -96,7 +85,7 @@ def test_arm64_http_clients_get_an_address_but_no_boot_file(both_arches_lan):
 ])
 def test_pxe_clients_get_a_tftp_file_and_no_option_60_http(both_arches_lan, vendor_class, arch, loader):
     offer = both_arches_lan.dhcp_offer("52:54:00:e2:00:62", vendor_class, arch)
-    assert _boot_file(offer) == loader, offer
+    assert rig.offered_boot_file(offer) == loader, offer
     assert offer["options"].get("60") != "HTTPClient", offer
 
 
@@ -107,8 +96,7 @@ def test_grub_loaded_by_http_boot_cannot_read_its_config(tmp_path_factory, paylo
     boots this way, this fails, and its registry entry should say it works over HTTP."""
     if not use_namespaces:
         pytest.skip("needs the namespace rig: QEMU user-mode DHCP cannot send option 60")
-    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
-            "range": ["192.168.77.100", "192.168.77.199"], "uefi_loader": "grub"}
+    dhcp = sites.full_dhcp(uefi_loader="grub")
     node = NodeSpec("grub-over-http", "52:54:00:e2:00:52", "192.168.77.52/24")
     tree = sites.build(tmp_path_factory.mktemp("grub-http-site"), SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "http",
                                                                            dhcp), (node,), payload.kernel,
@@ -137,16 +125,11 @@ def x86_only_lan(tmp_path_factory, payload, use_namespaces):
     """The generated dnsmasq.conf of a full-DHCP site with x86-64 image sets only, serving a LAN."""
     if not use_namespaces:
         pytest.skip("needs the namespace rig")
-    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
-            "range": ["192.168.77.100", "192.168.77.199"]}
+    dhcp = sites.full_dhcp()
     spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "tftp", dhcp)
     tree = sites.build(tmp_path_factory.mktemp("x86-offer-site"), spec, (NODE,), payload.kernel, payload.initrd)
-    lan = rig.NamespaceLan.create(tmp_path_factory.mktemp("x86-offer"), payload.kernel, SERVER_IP)
-    try:
-        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
+    with rig.lan_serving(tmp_path_factory.mktemp("x86-offer"), tree, payload.kernel, SERVER_IP) as lan:
         yield lan
-    finally:
-        lan.close()
 
 
 @pytest.mark.parametrize("vendor_class, arch", [
@@ -159,9 +142,9 @@ def test_a_uefi_architecture_the_site_has_no_loader_for_gets_no_boot_file(x86_on
     offered pxelinux.0, which it cannot run."""
     offer = x86_only_lan.dhcp_offer("52:54:00:e2:00:63", vendor_class, arch)
     assert offer.get("yiaddr"), offer
-    assert not _boot_file(offer), offer
+    assert not rig.offered_boot_file(offer), offer
 
 
 def test_bios_clients_still_get_pxelinux_in_an_x86_only_site(x86_only_lan):
     offer = x86_only_lan.dhcp_offer("52:54:00:e2:00:64", "PXEClient:Arch:00000:UNDI:002001", 0)
-    assert _boot_file(offer) == "pxelinux.0", offer
+    assert rig.offered_boot_file(offer) == "pxelinux.0", offer

@@ -20,22 +20,12 @@ NODE = NodeSpec("ipxe-only", "52:54:00:e2:00:71", "192.168.77.71/24")
 def ipxe_only_lan(tmp_path_factory, payload, use_namespaces):
     if not use_namespaces:
         pytest.skip("needs the namespace rig")
-    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
-            "range": ["192.168.77.100", "192.168.77.199"]}
+    dhcp = sites.full_dhcp()
     spec = SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "http", dhcp, boot_configs=("ipxe",))
     tree = sites.build(tmp_path_factory.mktemp("ipxe-only-site"), spec, (NODE,), payload.kernel, payload.initrd)
     workdir = tmp_path_factory.mktemp("ipxe-only")
-    lan = rig.NamespaceLan.create(workdir, payload.kernel, SERVER_IP)
-    try:
-        lan.start_dnsmasq(tree.root / "server" / "dnsmasq.conf")
-        lan.start_nginx(tree.root / "server" / "nginx.conf", f"{tree.site.base_url}boot.ipxe")
+    with rig.lan_serving(workdir, tree, payload.kernel, SERVER_IP, http=True) as lan:
         yield tree, lan, workdir
-    finally:
-        lan.close()
-
-
-def _boot_file(offer: dict) -> str | None:
-    return offer.get("options", {}).get("67") or offer.get("file")
 
 
 def test_the_tree_has_no_pxelinux_or_grub_files(ipxe_only_lan):
@@ -49,13 +39,13 @@ def test_a_bios_pxe_client_is_offered_undionly_kpxe(ipxe_only_lan):
     _, lan, _ = ipxe_only_lan
     offer = lan.dhcp_offer("52:54:00:e2:00:72", "PXEClient:Arch:00000:UNDI:002001", 0)
     assert offer.get("yiaddr"), offer
-    assert _boot_file(offer) == "undionly.kpxe", offer
+    assert rig.offered_boot_file(offer) == "undionly.kpxe", offer
 
 
 def test_a_uefi_pxe_client_is_offered_ipxe_efi(ipxe_only_lan):
     _, lan, _ = ipxe_only_lan
     offer = lan.dhcp_offer("52:54:00:e2:00:73", "PXEClient:Arch:00007:UNDI:003016", 7)
-    assert _boot_file(offer) == "ipxe.efi", offer
+    assert rig.offered_boot_file(offer) == "ipxe.efi", offer
 
 
 def test_a_seabios_vm_boots_the_node_through_ipxe(ipxe_only_lan):

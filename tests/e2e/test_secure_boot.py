@@ -23,8 +23,7 @@ REFUSED = "Access Denied"
 
 
 def _site() -> SiteSpec:
-    dhcp = {"mode": "full", "subnet": "192.168.77.0/24", "interface": "br0",
-            "range": ["192.168.77.100", "192.168.77.199"]}
+    dhcp = sites.full_dhcp()
     return SiteSpec(f"http://{SERVER_IP}/", SERVER_IP, "http", dhcp, secure_boot=True)
 
 
