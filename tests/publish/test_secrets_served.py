@@ -143,14 +143,19 @@ def in_netns(function, *args):
     return value
 
 
-def _crawl_nginx(tree: Path, port: int, workdir: Path, seeds: list[str]) -> tuple[dict, dict]:
-    server = start_nginx(workdir, f"include {tree}/server/nginx.conf;", port)
+def _crawl(server_block: str, port: int, workdir: Path, seeds: list[str]) -> tuple[dict, dict]:
+    """What a stranger and the node each find crawling nginx serving `server_block`."""
+    server = start_nginx(workdir, server_block, port)
     try:
         base = f"http://127.0.0.1:{port}/"
         return (Crawler(base, _nginx_get(port, STRANGER)).run(seeds),
                 Crawler(base, _nginx_get(port, NODE)).run(seeds))
     finally:
         server.stop()
+
+
+def _crawl_nginx(tree: Path, port: int, workdir: Path, seeds: list[str]) -> tuple[dict, dict]:
+    return _crawl(f"include {tree}/server/nginx.conf;", port, workdir, seeds)
 
 
 def test_a_stranger_crawling_nginx_finds_no_secret_and_the_node_gets_its_config(fenced_site, tmp_path,
@@ -249,13 +254,7 @@ def test_audit_of_the_bucket_fails_once_secrets_are_readable_anonymously(fenced_
 def _crawl_docroot(docroot: Path, port: int, workdir: Path, seeds: list[str]) -> tuple[dict, dict]:
     from bootgen.publish import render_nginx_server
 
-    server = start_nginx(workdir, render_nginx_server(docroot, listen=port), port)
-    try:
-        base = f"http://127.0.0.1:{port}/"
-        return (Crawler(base, _nginx_get(port, STRANGER)).run(seeds),
-                Crawler(base, _nginx_get(port, NODE)).run(seeds))
-    finally:
-        server.stop()
+    return _crawl(render_nginx_server(docroot, listen=port), port, workdir, seeds)
 
 
 def test_a_docroot_publish_is_fenced_by_its_server_block_too(fenced_site, tmp_path, example_secrets):
