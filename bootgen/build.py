@@ -216,13 +216,16 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
     extras = paths.stamp_extras()
     stamp = ""  # the digest of all inputs; watch leaves it to be worked out when it saves the state
     if stamps is None:  # a fresh process: a build with nothing to do stops here
-        stamps = InputStamps.take(paths.site, paths.nodes)
+        stamps = _fresh_stamps(paths, state, live)
         stamp = stamps.digest(*extras)
-    if len(stamps.node_files) != len(stamps.nodes):  # two files for one node name: x.yaml and x.yml
+    if stamps.scanned and len(stamps.node_files) != len(stamps.nodes):  # two files for one node: x.yaml, x.yml
         raise InputError(node_file_problems(path for _, path in stamps.node_files))
     state.attempt = (stamps, extras, stamp)  # becomes state.inputs if the build succeeds
     if live is not None and stamp and state.stamp == stamp and live == state.build_id and not secrets_changed:
+        token_moved = state.next_token != state.monitor_token
         state.succeeded()
+        if token_moved and save_state:  # a first number from a new monitor: the next build need not scan
+            state.save_stamp(paths.state)
         write = WriteResult(live, paths.out.resolve(), False, 0, 0)
         return BuildResult(write, len(stamps.nodes), state.files, 0, time.perf_counter() - started)
     _load_state(state, paths, live)
@@ -247,6 +250,29 @@ def _build(paths: Paths, fetch: bool, progress: bool | None, jobs: int | None, s
         for artifact in change.shared:
             writer.staging.put(artifact)
         return _commit(writer, state, change, outcome, paths, started, save_state, durable)
+
+
+def _fresh_stamps(paths: Paths, state: BuildState, live: str | None) -> InputStamps:
+    """The inputs' stamps for a fresh process: from the node files the monitor says changed
+    since the live tree's records were made (bootgen.monitor), else from a scan of nodes/."""
+    from . import monitor
+
+    answer = monitor.ask(paths.repository_state, paths.nodes, state.monitor_token)
+    state.next_token = answer.token if answer is not None else ""
+    if answer is not None and answer.changed is not None and live is not None and live == state.build_id:
+        state.load_records(paths.state)
+        if state.records:
+            changed = {os.path.join(paths.nodes, name) for name in answer.changed}
+            return InputStamps.of_records(paths.site, paths.nodes, state, changed)
+    stamps = InputStamps.take(paths.site, paths.nodes)
+    if answer is None and len(stamps.nodes) >= monitor.MONITOR_MIN_NODES:
+        # Start one for the next builds, and take its first number now: the stamps taken
+        # after it are then what its later answers are relative to (one scan more, once).
+        answer = monitor.start_and_ask(paths.repository_state, paths.nodes)
+        if answer is not None:
+            state.next_token = answer.token
+            stamps = InputStamps.take(paths.site, paths.nodes)
+    return stamps
 
 
 def warm_up(paths: Paths, state: BuildState, stamps: InputStamps, *, fetch: bool = True) -> None:
@@ -298,8 +324,8 @@ class _Change:
 
 def _assemble(ctx, outcome: "_Outcome", state: BuildState, placed: list[Artifact], key: str) -> _Change:
     """Fleet-wide checks, then the new listing: the live one patched, or a new one."""
-    records = state.records or {}
-    deleted = [records[name] for name in sorted(records.keys() - outcome.by_name.keys())]
+    deleted = outcome.deleted
+    outcome.live_secretive = state.secretive
     _check_claims(outcome, state, deleted)
     shared, shared_hashes, shared_key = _shared_files(ctx, outcome, state, placed, key, deleted)
     shared, shared_hashes = _with_fence(outcome, shared, shared_hashes)
@@ -320,7 +346,7 @@ def _with_fence(outcome: "_Outcome", shared: list[Artifact], hashes: dict) -> tu
     """Add the nginx fence of the secret-bearing files (bootgen.render.fence) when it changed."""
     from .render.fence import fence_artifact
 
-    fence = fence_artifact(outcome.by_name.values())
+    fence = fence_artifact(outcome.secretive.values())
     if hashes.get(fence.path) == fence.sha256:
         return shared, hashes
     return [a for a in shared if a.path != fence.path] + [fence], {**hashes, fence.path: fence.sha256}
@@ -338,7 +364,7 @@ def _patch(state: BuildState, outcome: "_Outcome", deleted, shared_lines: dict, 
 
 
 def _old_paths(state: BuildState, name: str) -> tuple[str, ...]:
-    record = (state.records or {}).get(name)
+    record = state.records.get(name) if state.records is not None else None
     return record.paths if record is not None else ()
 
 
@@ -346,16 +372,21 @@ def _check_claims(outcome: "_Outcome", state: BuildState, deleted) -> None:
     """MACs, addresses and host names stay unique: checked against the index of every claim,
     updated for the nodes that changed; on a conflict the full check words the problem."""
     from .load import Reader, check_claims
+    from .shards import Overlay
 
-    index = dict(state.claims)
-    for record in [*(state.records.get(name) for name in outcome.rendered_names), *deleted]:
+    index = Overlay(state.claims)  # only the claims of the nodes that changed are looked up
+    before = outcome.records.base
+    for record in [*(before.get(name) for name in outcome.rendered_names), *deleted]:
         for kind, value, node, *_ in record.claims if record is not None else ():
             if index.get((kind, value)) == node:
-                del index[(kind, value)]
+                index.set((kind, value), None)
     conflict = False
     for name in outcome.rendered_names:
         for kind, value, node, *_ in outcome.by_name[name].claims:
-            conflict |= index.setdefault((kind, value), node) != node
+            holder = index.get((kind, value))
+            if holder is None:
+                index.set((kind, value), node)
+            conflict |= holder is not None and holder != node
     reader = Reader(Path.cwd())
     if conflict:
         check_claims([claim for record in outcome.sorted_records() for claim in record.claims], reader)
@@ -373,7 +404,7 @@ def _shared_files(ctx, outcome: "_Outcome", state: BuildState, placed: list[Arti
     from .render import render_site_files
 
     hosts_changed = any(record.hosts for record in deleted) or any(
-        outcome.by_name[name].hosts != getattr(state.records.get(name), "hosts", ())
+        outcome.by_name[name].hosts != getattr(outcome.records.base.get(name), "hosts", ())
         for name in outcome.rendered_names)
     if state.listing is not None and state.shared_key == key and not hosts_changed:
         return [], state.shared, key
@@ -444,7 +475,7 @@ def _commit(writer: TreeWriter, state: BuildState, change: _Change, outcome: "_O
         state.remember(write.build_id, parent, change.changed)
     if save_state:
         state.save(paths.state)
-    return BuildResult(write, len(outcome.by_name), len(change.listing), outcome.rendered,
+    return BuildResult(write, len(state.records), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
 
 
@@ -462,7 +493,7 @@ def secret_paths(outcome: "_Outcome") -> set[str]:
     nginx fence that names them."""
     from .plan import FENCE
 
-    paths = {path for record in outcome.by_name.values() for path in record.secret_paths}
+    paths = {path for record in outcome.secretive.values() for path in record.secret_paths}
     return paths | {FENCE} if paths else paths
 
 
@@ -477,7 +508,7 @@ def _fill_from_live(staging: Staging, change: _Change, outcome: "_Outcome") -> N
         _put_shared_again(staging, change, outcome, [path for path in missing if change.listing.node(path) is None])
         owners.discard(None)
     for name in sorted(owners):
-        _render_fresh(outcome.job, dict(outcome.job[1].node_files)[name], staging)
+        _render_fresh(outcome.job, outcome.job[1].file_of(name), staging)
         outcome.rendered += 1
 
 
@@ -501,14 +532,14 @@ def _unchanged(state: BuildState, change: _Change, outcome: "_Outcome", paths: P
     if save_state:
         state.save(paths.state)
     write = WriteResult(state.build_id, paths.out.resolve(), False, 0, 0)
-    return BuildResult(write, len(outcome.by_name), len(change.listing), outcome.rendered,
+    return BuildResult(write, len(state.records), len(change.listing), outcome.rendered,
                        time.perf_counter() - started)
 
 
 def _adopt(state: BuildState, change: _Change, outcome: "_Outcome") -> None:
     """The build succeeded: its inputs, records, claims and shared files now describe the live tree."""
     state.succeeded()
-    state.records, state.claims = outcome.by_name, outcome.claims
+    state.adopt_records(outcome.records, outcome.claims)
     state.shared, state.shared_key = change.shared_hashes, change.shared_key
     state.secret_refs = _secret_refs(outcome)
     from .secrets import stamp_digest
@@ -537,7 +568,7 @@ def _secret_refs(outcome: "_Outcome") -> tuple:
     docs = [inputs.site.doc] + [profile.doc for profile in inputs.profiles.values()]
     docs += [layer.doc for layers in inputs.profile_layers.values() for layer in layers]
     refs = {_ref_key(ref) for doc in docs for ref in doc.secret_refs.values()}
-    refs.update(ref for record in outcome.by_name.values() for ref in record.secret_refs)
+    refs.update(ref for record in outcome.secretive.values() for ref in record.secret_refs)
     return tuple(sorted(refs, key=repr))
 
 
@@ -567,7 +598,7 @@ def _prepare_site(paths: Paths, stamps: InputStamps, state: BuildState, fetch: b
 class _Outcome:
     """Node work: every node's record, and the listing lines of the nodes rendered."""
 
-    by_name: dict  # node name -> record, reused or made by this build
+    by_name: dict  # node name -> record made by this build
     problems: list = field(default_factory=list)
     input_problem: bool = False
     rendered: int = 0
@@ -577,11 +608,29 @@ class _Outcome:
     path_problems: list = field(default_factory=list)  # two rendered nodes on one path
     rendered_names: list = field(default_factory=list)
     runs: list = field(default_factory=list)  # sorted Listings of workers' lines, in the parent (see _run_nodes)
-    claims: dict = field(default_factory=dict)  # (kind, value) -> node name, once checked
+    claims: object = None  # Overlay of (kind, value) -> node name, once checked
     job: tuple = ()  # (render context, input stamps, site key), in the parent process only
+    # In the parent process only: every node's record (the live ones with this build's on top),
+    # the records of the nodes whose files are gone, and the live records that hold secrets.
+    records: object = None  # bootgen.shards.Overlay
+    deleted: list = field(default_factory=list)
+    live_secretive: dict = field(default_factory=dict)
 
     def sorted_records(self) -> list[NodeRecord]:
-        return [self.by_name[name] for name in sorted(self.by_name)]
+        """Every node's record, in name order (reads every shard of the records)."""
+        return [self.records[name] for name in sorted(self.records)]
+
+    @property
+    def secretive(self) -> dict:
+        """name -> record of the nodes with secret references or secret-bearing files, without
+        reading every record: the live ones, updated with this build's."""
+        found = dict(self.live_secretive)
+        for name, record in self.records.changes.items():
+            if record is not None and record.secretive:
+                found[name] = record
+            else:
+                found.pop(name, None)
+        return found
 
     def add_rendered(self, record: NodeRecord, lines: dict) -> None:
         self.by_name[record.name] = record
@@ -629,6 +678,7 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
             outcome.written = outcome.linked = 0  # counted by `staging` itself, in this process
         else:
             chunks = [fresh[i::jobs * 4] for i in range(jobs * 4)]
+            staging.tracked = False  # the workers' writes are not seen here: the commit flushes everything
             outcome = _Outcome({})
             with _collecting_gc(), _worker_pool(jobs) as pool:
                 for part in _results(pool, chunks):
@@ -637,7 +687,9 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
                     outcome.merge(part)
     finally:
         _WORKER.clear()
-    outcome.by_name.update(work.reused)
+    for name, record in outcome.by_name.items():
+        work.records.set(name, record)
+    outcome.records, outcome.deleted = work.records, work.deleted
     outcome.job = (ctx, stamps, key)
     return outcome
 
@@ -746,7 +798,7 @@ def _render_fresh(job: tuple, path: str, staging) -> tuple[NodeRecord, dict]:
         profile_stat=stamps.profiles.get(node.profile), site_key=key, claims=tuple(map(tuple, node_claims(node))),
         hosts=node_hosts(node, ctx.inputs), paths=tuple(a.path for a in artifacts),
         secret_refs=tuple(sorted(map(_ref_key, node.doc.secret_refs.values()))),
-        secret_paths=secret_bearing(ctx, node, artifacts))
+        secret_paths=secret_bearing(ctx, node, artifacts), file=os.path.basename(path))
     return record, {a.path: a.listing_lines() for a in artifacts}
 
 

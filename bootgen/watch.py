@@ -11,8 +11,8 @@ Watch builds switch to a new tree without first flushing it to disk (the
 kernel writes it back within seconds): a power cut in that window can leave
 the newest tree incomplete on disk. `bootgen build` always flushes first.
 When edits pause, every input is stat'ed again, so an event the watcher
-missed is caught within seconds, and the state is saved for the next
-`bootgen build`.
+missed is caught within seconds, the state is saved and the live tree
+flushed, so the next `bootgen build` need flush only what it changes.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from .content import content_type
 from .build import BuildResult, Paths, build, warm_up
 from .errors import BootgenError, Location, OutputError, Problem, format_problems
 from .incremental import BuildState, InputStamps
-from .write import build_lock, live_build_id
+from .write import build_lock, live_build_id, make_live_durable
 
 QUIET_SECONDS = 0.03  # editors write a file as a burst of events within a few milliseconds
 SETTLED_SECONDS = 0.005  # after a file is closed or renamed into place, the save is usually done
@@ -106,6 +106,9 @@ class Rebuilder:
                 return
             if live_build_id(self.paths.out, self.paths.state) == self.state.build_id:
                 self.state.save(self.paths.state)
+                # Watch switches without flushing; flushed now, the next `bootgen build` need
+                # flush only what it changes.
+                make_live_durable(self.paths.out, self.paths.state)
             self.dirty_state = False
 
     def missed_changes(self) -> bool:

@@ -53,6 +53,7 @@ SPARE_WAIT = 300  # seconds wait_for_spare (benchmarks, tests) waits for the cop
 SPARE_CHUNK = 1000  # links per thread a background copy makes between looks at whether a build is running
 SPARE_SYNC_EVERY = 20_000  # links a background copy leaves unflushed at most (see _link_tree)
 _SPARE_LOCK = ".sparework.lock"
+DURABLE_PREFIX = ".durable-"  # builds/.durable-<build id>: that kept tree is wholly on disk
 BUSY_NAME = "busy"  # <repository state>/busy: held exclusively by a build, probed by background copies
 RELINK_THREADS = 4  # link(2) and mkdir(2) release the GIL; the kernel work overlaps
 
@@ -194,7 +195,14 @@ class Staging:
         self.live_hashes: dict[str, str] = {}  # path -> sha256 of live files known to the caller
         self.recycled = drift is not None
         self.drift = drift or set()
-        self._dirs: set[str] = set()
+        self._dirs: set[str] = set()  # directories (relative) this build put entries in
+        # What this build changed on disk, for a flush of just that (see flush_changes): files
+        # written, directories whose entries changed. Only known when every write is made by
+        # this process (forked render workers write too: then `tracked` is False).
+        self.base_durable = False  # the tree it started from is on disk (a finished copy, a durable tree)
+        self.tracked = True
+        self._written_files: list[str] = []
+        self._emptied: set[str] = set()
         self._live_done: int | None = None  # mtime_ns of the live tree's manifest, written after every file
         self._live_sizes: dict[str, int] | None = None  # path -> size, from the live tree's manifest
         self._copies: dict[tuple[str, str], str] = {}  # (source, sha256) -> where this tree has a verified copy
@@ -224,9 +232,11 @@ class Staging:
                 raise OutputError(Problem(Location(str(artifact.source)), "the file to copy disappeared during "
                                           "the build", hint="build again; the previous tree is untouched")) from None
             self._copies[key] = target
+            self._written_files.append(target)
             self.written += 1
         elif artifact.data is not None:
             write_bytes(target, artifact.data)
+            self._written_files.append(target)
             self.written += 1
         else:
             raise OutputError(Problem(Location(artifact.path), "the file to copy disappeared during the build",
@@ -332,6 +342,7 @@ class Staging:
             except FileNotFoundError:
                 pass
             parents.add(os.path.dirname(path))
+        self._emptied |= parents
         for parent in sorted(parents, key=len, reverse=True):
             while parent:
                 try:
@@ -339,6 +350,32 @@ class Staging:
                 except OSError:
                     break  # not empty (or gone): its ancestors are not empty either
                 parent = os.path.dirname(parent)
+                self._emptied.add(parent)
+
+    def flush_changes(self, restricted=()) -> None:
+        """Make what this build changed durable: the files it wrote, then every directory
+        whose entries it changed and their ancestors (a new directory is an entry of its
+        parent). Enough when the tree it started from and every file it linked are on disk
+        already (see TreeWriter.commit); an fsync each, instead of flushing the whole file
+        system, which also waits for every other process's unwritten data."""
+        for path in self._written_files:
+            _fsync_path(path)
+        for path in restricted:  # their mode and group were just set (bootgen.secrets_tree.restrict)
+            _fsync_path(os.path.join(self.root, path))
+        index = os.path.join(self.root, INDEX)
+        for name in os.listdir(index):  # shards written by this build (the others are links)
+            if os.stat(os.path.join(index, name)).st_nlink == 1:
+                _fsync_path(os.path.join(index, name))
+        _fsync_path(os.path.join(self.root, MANIFEST))
+        directories = {INDEX}
+        for relative in self._dirs | self._emptied:
+            while relative and relative not in directories:
+                directories.add(relative)
+                relative = os.path.dirname(relative)
+        for relative in sorted(directories, key=len, reverse=True):
+            if os.path.isdir(os.path.join(self.root, relative)):
+                _fsync_path(os.path.join(self.root, relative))
+        _fsync_path(self.root)
 
 
 _SIZE_OF_ENTRY = re.compile(rb'"path": ("(?:[^"\\]|\\.)*"), "sha256": "[0-9a-f]{64}", "size": (\d+)')
@@ -447,6 +484,25 @@ def _copy_hashed(src: int, dst: int) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
+def _flush_private(keep: Path) -> None:
+    """The full index kept in .bootgen/private/<build id>/: its files written (not linked)
+    by this build, then its directories."""
+    for directory in (keep / INDEX, keep):
+        for entry in os.scandir(directory):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_nlink == 1:
+                _fsync_path(entry.path)
+        _fsync_path(str(directory))
+    _fsync_path(str(keep.parent))
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes(target: str, data: bytes) -> None:
     """Write a new file (staging files are never rewritten, so no temp-and-rename is needed)."""
     with open(target, "wb") as handle:
@@ -468,10 +524,12 @@ class TreeWriter:
         self._discard(self.builds.glob(".partial-*"))  # left by a build that was killed midway
         self.live = live_build_id(out, state_dir)
         staging_path = self.builds / f".partial-{os.getpid()}"
+        self._base_durable = False
         drift = self._recycle(staging_path, drift) if self.live and drift else None
         if drift is None:
             staging_path.mkdir()
         self.staging = Staging(staging_path, out.resolve() if self.live else None, drift)
+        self.staging.base_durable = self._base_durable and is_durable(self.builds, self.live)
 
     def _recycle(self, staging_path: Path, drift) -> set[str] | None:
         """Reuse the oldest kept tree, the one beyond the releases, as the staging tree.
@@ -494,6 +552,8 @@ class TreeWriter:
         with _unpinned(oldest) as free:
             if not free:  # a publish is reading it: a new tree, rather than waiting
                 return None
+            self._base_durable = is_durable(self.builds, oldest.name)
+            _forget_durable(self.builds, oldest.name)  # the tree of that id is changed from here on
             os.rename(oldest, staging_path)
         for name in (MANIFEST, CHECKSUMS):  # the index is written anew; SHA256SUMS: a tree of index format 1
             (staging_path / name).unlink(missing_ok=True)
@@ -510,6 +570,7 @@ class TreeWriter:
                 self._discard([spare])
                 continue
             os.rename(spare, staging_path)
+            self._base_durable = True  # a copy is flushed before it gets its finished name
             return paths
         return None
 
@@ -536,7 +597,9 @@ class TreeWriter:
         `changed` holds the paths whose bytes differ from the live tree and
         `placed` the ones this build put in staging (a recycled tree needs both).
         `durable` flushes the tree to disk before the switch, so that not even a
-        power cut can leave the output pointing at a tree with missing bytes.
+        power cut can leave the output pointing at a tree with missing bytes: just
+        what this build changed when it started from a tree on disk and linked only
+        from a live tree on disk, else the whole file system.
         `private` holds the secret-bearing paths: the tree's own manifest.json and
         SHA256SUMS leave them out, and the full pair is kept in `.bootgen/private/`."""
         build_id = listing.build_id()
@@ -557,10 +620,18 @@ class TreeWriter:
                     from .secrets_tree import restrict
 
                     restrict(staging.path, private)
-                if durable:
-                    sync_filesystem(staging.path)  # on disk before any server is switched to it
+                if durable:  # on disk before any server is switched to it
+                    if staging.base_durable and staging.tracked:
+                        staging.flush_changes(private)
+                        if private:
+                            _flush_private(self.builds.parent / PRIVATE / build_id)
+                    else:
+                        sync_filesystem(staging.path)
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
+                if durable:
+                    fsync_dir(self.builds)
+                    mark_durable(self.builds, build_id)
             os.utime(final)  # newest, so pruning keeps it
             listing.kept_in(listing_dir(final))
             self._switch(final)
@@ -583,6 +654,9 @@ class TreeWriter:
                     if free:  # a tree a publish is reading is pruned by a later build
                         self._discard([old])
         self._discard(p for p in _finished_spares(self.builds) if not (self.builds / _spared_id(p)).is_dir())
+        for marker in self.builds.glob(f"{DURABLE_PREFIX}*"):  # of trees that are gone
+            if not (self.builds / marker.name[len(DURABLE_PREFIX):]).is_dir():
+                marker.unlink(missing_ok=True)
         kept = self.builds.parent / "private"
         if kept.is_dir():  # full listings of trees that are gone
             for old in kept.iterdir():
@@ -631,6 +705,33 @@ while True:
         shutil.rmtree(path, True)
     before = trash
 """
+
+
+def is_durable(builds: Path, build_id: str | None) -> bool:
+    """Whether tree `build_id` was flushed to disk whole when it was finished (see mark_durable)."""
+    return bool(build_id) and os.path.exists(builds / f"{DURABLE_PREFIX}{build_id}")
+
+
+def mark_durable(builds: Path, build_id: str) -> None:
+    """Record that kept tree `build_id` is on disk, every byte and entry of it. Made only after
+    the flush: lost in a crash, the next build merely flushes the whole file system again."""
+    with open(builds / f"{DURABLE_PREFIX}{build_id}", "wb"):
+        pass
+
+
+def _forget_durable(builds: Path, build_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(builds / f"{DURABLE_PREFIX}{build_id}")
+
+
+def make_live_durable(out: Path, state_dir: Path) -> None:
+    """Flush the live tree (switched to without a flush, by watch) and record it as on disk,
+    so that the next build flushes only what it changes. Under the build lock."""
+    live = live_build_id(out, state_dir)
+    builds = state_dir / "builds"
+    if live and not is_durable(builds, live):
+        sync_filesystem(builds / live)
+        mark_durable(builds, live)
 
 
 def fsync_dir(path: Path) -> None:
