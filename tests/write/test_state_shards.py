@@ -135,3 +135,23 @@ def test_a_build_from_scratch_flushes_the_file_system(example, monkeypatch):
     syncs = _count_syncs(monkeypatch)
     build(example, fetch=False)
     assert len(syncs) == 1
+
+
+def test_a_scan_reads_only_the_record_shards_whose_stats_changed(example, monkeypatch):
+    """Without a monitor, the node files are stat'ed, but the records of a shard are read only
+    when the digest of that shard's stats differs from the saved one."""
+    monkeypatch.setenv("BOOTGEN_MONITOR", "0")
+    build(example, fetch=False)
+    _edit(example, "node-2", 1)
+    loaded = []
+    real = ShardedMap._load
+
+    def counting(self, index):
+        if index not in self._loaded and self._table[index] is not None:
+            loaded.append((self._directory.name if self._directory else None, index))
+        return real(self, index)
+
+    monkeypatch.setattr(ShardedMap, "_load", counting)
+    assert build(example, fetch=False).rendered == 1
+    assert shard_of("node-2") in {index for _, index in loaded}
+    assert len(loaded) <= 4  # its record shard, and the shards of its three claims (7 nodes, 21 claims)
