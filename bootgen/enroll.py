@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import InputError, Location, OutputError, Problem
 from .naming import NODE_FILE_SUFFIXES, is_dns_label, normalize_mac
-from .write import fsync_dir
+from .write import fsync_path
 
 BOOT_STATES = ("local", "install", "live")
 DEFAULT_BOOT = "local"
@@ -152,7 +152,7 @@ def _link_into_place(staged: Path, target: Path, nodes_dir: Path, name: str) -> 
     except FileExistsError:
         _refuse_existing(nodes_dir, name)
         raise
-    fsync_dir(nodes_dir)
+    fsync_path(nodes_dir)
 
 
 def _refuse_existing(nodes_dir: Path, name: str) -> None:

@@ -359,14 +359,14 @@ class Staging:
         already (see TreeWriter.commit); an fsync each, instead of flushing the whole file
         system, which also waits for every other process's unwritten data."""
         for path in self._written_files:
-            _fsync_path(path)
+            fsync_path(path)
         for path in restricted:  # their mode and group were just set (bootgen.secrets_tree.restrict)
-            _fsync_path(os.path.join(self.root, path))
+            fsync_path(os.path.join(self.root, path))
         index = os.path.join(self.root, INDEX)
         for name in os.listdir(index):  # shards written by this build (the others are links)
             if os.stat(os.path.join(index, name)).st_nlink == 1:
-                _fsync_path(os.path.join(index, name))
-        _fsync_path(os.path.join(self.root, MANIFEST))
+                fsync_path(os.path.join(index, name))
+        fsync_path(os.path.join(self.root, MANIFEST))
         directories = {INDEX}
         for relative in self._dirs | self._emptied:
             while relative and relative not in directories:
@@ -374,8 +374,8 @@ class Staging:
                 relative = os.path.dirname(relative)
         for relative in sorted(directories, key=len, reverse=True):
             if os.path.isdir(os.path.join(self.root, relative)):
-                _fsync_path(os.path.join(self.root, relative))
-        _fsync_path(self.root)
+                fsync_path(os.path.join(self.root, relative))
+        fsync_path(self.root)
 
 
 _SIZE_OF_ENTRY = re.compile(rb'"path": ("(?:[^"\\]|\\.)*"), "sha256": "[0-9a-f]{64}", "size": (\d+)')
@@ -490,17 +490,9 @@ def _flush_private(keep: Path) -> None:
     for directory in (keep / INDEX, keep):
         for entry in os.scandir(directory):
             if entry.is_file(follow_symlinks=False) and entry.stat().st_nlink == 1:
-                _fsync_path(entry.path)
-        _fsync_path(str(directory))
-    _fsync_path(str(keep.parent))
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+                fsync_path(entry.path)
+        fsync_path(str(directory))
+    fsync_path(str(keep.parent))
 
 
 def write_bytes(target: str, data: bytes) -> None:
@@ -630,7 +622,7 @@ class TreeWriter:
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same id
                 os.rename(staging.path, final)
                 if durable:
-                    fsync_dir(self.builds)
+                    fsync_path(self.builds)
                     mark_durable(self.builds, build_id)
             os.utime(final)  # newest, so pruning keeps it
             listing.kept_in(listing_dir(final))
@@ -734,8 +726,8 @@ def make_live_durable(out: Path, state_dir: Path) -> None:
         mark_durable(builds, live)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the entries of directory `path` (a rename, a new link) durable."""
+def fsync_path(path: Path | str) -> None:
+    """Make a file's bytes, or a directory's entries (a rename, a new link), durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

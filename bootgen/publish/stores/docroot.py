@@ -32,7 +32,7 @@ from bootgen.publish.manifest import MANIFEST, FileEntry
 from bootgen.publish.progress import Progress
 from bootgen.publish.protocol import Store
 from bootgen.publish.report import Action
-from bootgen.write import fsync_dir
+from bootgen.write import fsync_path
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -156,7 +156,7 @@ class DocrootStore(Store):
         temp.unlink(missing_ok=True)
         os.symlink(f"{RELEASES}/{build_id}", temp)
         os.replace(temp, self.current)
-        fsync_dir(self.root)
+        fsync_path(self.root)
 
     def record(self, history: tuple[str, ...]) -> None:
         _write_atomic(self.releases / HISTORY, (json.dumps(list(history), indent=2) + "\n").encode())
