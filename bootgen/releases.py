@@ -221,9 +221,18 @@ def _rolled_back_to(state_dir: Path) -> str | None:
 
 def _built_from_current_inputs(state_dir: Path, build_id: str, paths) -> bool:
     """Whether the last build of this output made `build_id` from the inputs as they are now."""
+    from . import monitor
     from .incremental import BuildState, InputStamps
 
     state = BuildState.load_stamp(state_dir)
     if state.build_id != build_id or not state.stamp:
         return False
+    # As a build does: the node files the monitor says changed, else a stat of every one.
+    answer = monitor.ask(paths.repository_state, paths.nodes, state.monitor_token)
+    if answer is not None and answer.changed is not None:
+        state.load_records(state_dir)
+        if state.records:
+            changed = {os.path.join(paths.nodes, name) for name in answer.changed}
+            stamps = InputStamps.of_records(paths.site, paths.nodes, state, changed)
+            return stamps.digest(*paths.stamp_extras()) == state.stamp
     return InputStamps.take(paths.site, paths.nodes).digest(*paths.stamp_extras()) == state.stamp

@@ -142,3 +142,19 @@ def test_a_failed_build_keeps_the_number_of_the_live_state(monitored, monkeypatc
         _no_scan(mp)
         assert build(monitored, fetch=False).rendered == 1
     assert _tree(monitored.out) == _clean(monitored, tmp_path)
+
+
+def test_publish_sees_an_edit_through_the_monitor(monitored, tmp_path, monkeypatch):
+    """`publish` refuses a tree whose inputs changed since it was built, also when it is told
+    what changed instead of scanning."""
+    from bootgen.errors import PublishError
+    from bootgen.releases import check_publishable
+
+    _first_monitored_build(monitored)
+    edited = monitored.nodes / "node-2.yaml"
+    with monkeypatch.context() as mp:
+        _no_scan(mp)
+        check_publishable(monitored.out, monitored, env=None, chosen=False)  # current
+        edited.write_text(edited.read_text() + "kernel_args: [quiet]\n")
+        with pytest.raises(PublishError, match="inputs changed"):
+            check_publishable(monitored.out, monitored, env=None, chosen=False)
