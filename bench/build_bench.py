@@ -5,6 +5,7 @@
     python3 bench/build_bench.py --nodes 10000 100000     # edit and watch rows at both sizes
     python3 bench/build_bench.py --publish                # also the publish rows (SeaweedFS)
     python3 bench/build_bench.py --large 1000000          # by hand: a cold build of a million nodes
+    python3 bench/build_bench.py --large 1000000 --large-only   # that run and its base alone
 
 Generates synthetic nodes of realistic shape (the example site's profiles in
 turn, one or two interfaces, static addresses) and prints one row per target:
@@ -361,6 +362,8 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=0, help="also a cold build of this many nodes (by hand)")
     parser.add_argument("--saves", type=int, default=20, help="saves in watch")
     parser.add_argument("--publish", action="store_true", help="also publish to SeaweedFS at every size")
+    parser.add_argument("--large-only", action="store_true",
+                        help="with --large: only the large run and its base (no edit, watch or publish rows)")
     parser.add_argument("--rss-limit", type=float, default=8.0, help="GiB: stop a build whose memory passes it")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bootgen-bench-"))
@@ -373,6 +376,8 @@ def main() -> None:
 
 
 def measure(tmp: Path, args) -> list[Row]:
+    if args.large and args.large_only:
+        return large_rows(tmp, args.large, args.nodes[0], int(args.rss_limit * GIB))
     rows, fleets, base, base_cold = [], [], None, 0.0
     for index, nodes in enumerate(args.nodes):
         fleet = Fleet(tmp, nodes)
