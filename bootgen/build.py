@@ -637,6 +637,7 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
             outcome = _Outcome({})
             with _frozen_heap(), _collecting_gc(), _worker_pool(jobs) as pool:
                 for part in _results(pool, (fresh[i::tasks] for i in range(tasks)), queued=2 * jobs):
+                    _share_stats(part, stamps)
                     if sorted_runs:
                         outcome.runs.append(Listing.of_lines(part.lines, consume=True, packed=packed))
                     outcome.merge(part)
@@ -645,6 +646,16 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
     outcome.by_name.update(work.reused)
     outcome.job = (ctx, stamps, key)
     return outcome
+
+
+def _share_stats(part: _Outcome, stamps) -> None:
+    """A worker's records carry copies of their node files' stats, which the input stamps here
+    hold already: keep those instead (a tuple of three ints less per node in memory)."""
+    held = stamps.nodes
+    for name, record in part.by_name.items():
+        stat = held.get(name)
+        if stat == record.stat:
+            part.by_name[name] = record._replace(stat=stat)
 
 
 @contextlib.contextmanager
