@@ -5,6 +5,7 @@
     python3 bench/build_bench.py --nodes 10000 100000     # edit and watch rows at both sizes
     python3 bench/build_bench.py --publish                # also the publish rows (SeaweedFS)
     python3 bench/build_bench.py --large 1000000          # by hand: a cold build of a million nodes
+    python3 bench/build_bench.py --large 1000000 --large-only   # that run and its base alone
 
 Generates synthetic nodes of realistic shape (the example site's profiles in
 turn, one or two interfaces, static addresses) and prints one row per target:
@@ -53,12 +54,28 @@ STEADY_EDITS = 5  # edits whose median is the steady state
 GIB = 1 << 30
 
 
-def make_site(directory: Path, count: int) -> None:
+LEAN = "boot_configs: [ipxe], no Pixiecore or Tinkerbell exports"  # the large run's site, as printed
+
+
+def make_site(directory: Path, count: int, lean: bool = False) -> None:
+    """The example site with `count` nodes; `lean`: iPXE as the only boot config and no
+    Pixiecore or Tinkerbell files (the fewest files per node a site can choose)."""
     shutil.copytree(ROOT / "site", directory / "site")
+    if lean:
+        lean_site(directory / "site" / "site.yaml")
     nodes = directory / "nodes"
     nodes.mkdir()
     for i in range(count):
         nodes.joinpath(f"n{i:06d}.yaml").write_text(node_text(i))
+
+
+def lean_site(site_yaml: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(site_yaml.read_text())
+    config["boot_configs"] = ["ipxe"]
+    config.pop("exports", None)
+    site_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def node_text(i: int, extra: str = "") -> str:
@@ -277,10 +294,10 @@ def limit_row(case: str, value: float, limit: float, unit: str, note: str = "") 
 class Fleet:
     """One synthetic site of `nodes` nodes and what was measured on it."""
 
-    def __init__(self, tmp: Path, nodes: int):
+    def __init__(self, tmp: Path, nodes: int, lean: bool = False):
         self.nodes = nodes
-        self.site = tmp / f"site-{nodes}"
-        make_site(self.site, nodes)
+        self.site = tmp / f"site-{nodes}{'-lean' if lean else ''}"
+        make_site(self.site, nodes, lean)
         self.builds = self.site / ".bootgen" / "builds"
 
     def cold(self) -> Run:
@@ -345,6 +362,8 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=0, help="also a cold build of this many nodes (by hand)")
     parser.add_argument("--saves", type=int, default=20, help="saves in watch")
     parser.add_argument("--publish", action="store_true", help="also publish to SeaweedFS at every size")
+    parser.add_argument("--large-only", action="store_true",
+                        help="with --large: only the large run and its base (no edit, watch or publish rows)")
     parser.add_argument("--rss-limit", type=float, default=8.0, help="GiB: stop a build whose memory passes it")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bootgen-bench-"))
@@ -357,6 +376,8 @@ def main() -> None:
 
 
 def measure(tmp: Path, args) -> list[Row]:
+    if args.large and args.large_only:
+        return large_rows(tmp, args.large, args.nodes[0], int(args.rss_limit * GIB))
     rows, fleets, base, base_cold = [], [], None, 0.0
     for index, nodes in enumerate(args.nodes):
         fleet = Fleet(tmp, nodes)
@@ -387,7 +408,9 @@ def measure(tmp: Path, args) -> list[Row]:
     rows.append(Row(f"edit at once after a cold build (copies not made yet), {fleets[0].nodes:,} nodes",
                     f"{at_once:.3f} s", "", "", "no wait for the copies"))
     if args.large:
-        rows += large_rows(tmp, args.large, fleets[0].nodes, base_cold, int(args.rss_limit * GIB))
+        for fleet in fleets:  # the disk is the large fleet's now
+            shutil.rmtree(fleet.site)
+        rows += large_rows(tmp, args.large, fleets[0].nodes, int(args.rss_limit * GIB))
     return rows
 
 
@@ -404,15 +427,56 @@ def scale_rows(nodes: int, run: Run, base_nodes: int, base_seconds: float, targe
     ]
 
 
-def large_rows(tmp: Path, nodes: int, base_nodes: int, base_cold_seconds: float, rss_limit: int) -> list[Row]:
-    """A cold build of `nodes` nodes: per-node time against the base size's, and peak memory."""
-    fleet = Fleet(tmp, nodes)
+def large_rows(tmp: Path, nodes: int, base_nodes: int, rss_limit: int) -> list[Row]:
+    """A cold build of `nodes` nodes of the lean site (the fewest files per node a site can
+    choose) against one of `base_nodes` nodes of the same site: per-node time, peak memory,
+    and the base's ratio to its write floor."""
+    base = Fleet(tmp, base_nodes, lean=True)
+    base_run = run_build(base.site, sample=True)
+    stop_spares(base.site)
+    floor, files = write_floor((base.site / "build").resolve(), tmp / "floor-lean")
+    rows = [Row(f"site of the large run: {LEAN}", "")]
+    rows.append(ratio_row(f"cold build, {base_nodes:,} nodes, that site ({files:,} files, "
+                          f"{files / base_nodes:.2f} per node)", base_run.seconds, floor, "write floor", 2.0))
+    rows.append(Row(f"peak memory, cold build, {base_nodes:,} nodes, that site", f"{base_run.peak_bytes / GIB:.2f} GiB"))
+    shutil.rmtree(base.site)
+    shutil.rmtree(tmp / "floor-lean")
+    fleet = Fleet(tmp, nodes, lean=True)
     print(f"generated {nodes:,} nodes", file=sys.stderr, flush=True)
     try:
         run = run_build(fleet.site, rss_limit=rss_limit, sample=True)
     except MemoryLimit as exc:
-        return [Row(f"cold build, {nodes:,} nodes", str(exc), "", "", "peak < 4 GiB", False)]
-    return scale_rows(nodes, run, base_nodes, base_cold_seconds, target=True)
+        return rows + [Row(f"cold build, {nodes:,} nodes", str(exc), "", "", "peak < 4 GiB", False)]
+    finally:
+        stop_spares(fleet.site)
+    count = tree_files(fleet.site / "build")
+    rows.append(Row(f"files, cold build, {nodes:,} nodes", f"{count:,}", f"{count / nodes:.2f} per node"))
+    return rows + scale_rows(nodes, run, base_nodes, base_run.seconds, target=True)
+
+
+def tree_files(out: Path) -> int:
+    """The files a tree lists, from its root (the full listing's, if it keeps a private one)."""
+    import json
+
+    from bootgen.plan import MANIFEST, listing_dir
+
+    return json.loads((listing_dir(out.resolve()) / MANIFEST).read_bytes())["file_count"]
+
+
+def stop_spares(site: Path) -> None:
+    """Stop the background copies a cold build started for the next edits (none follow here;
+    at a million nodes they would be millions of links, and the site is deleted next)."""
+    state = str((site / ".bootgen").absolute())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"make_spares" in arg for arg in argv) and state.encode() in argv:
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
 
 
 def print_table(rows: list[Row]) -> None:

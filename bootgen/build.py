@@ -33,6 +33,9 @@ from .write import LiveTreeChanged, Staging, TreeWriter, WriteResult, build_lock
 # build with nothing to do answers at once.
 
 PARALLEL_THRESHOLD = 400  # below this many nodes to render, forking costs more than it saves
+TASK_NODES = 2_000  # at most this many nodes per worker task: a task's files and records are held twice
+# (made, then pickled) in its worker until it returns, so tasks stay small at any fleet size
+PACKED_LISTING_NODES = 50_000  # a build rendering this many nodes holds its listing compressed
 
 
 @dataclass(frozen=True)
@@ -667,7 +670,8 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
 
     With `sorted_runs` (a build from scratch), each worker's listing lines are
     sorted into a run of chunks as they arrive, to be merged at the end: a
-    million lines are never held as separate objects at once."""
+    million lines are never held as separate objects at once (and, from
+    PACKED_LISTING_NODES nodes on, are held compressed)."""
     jobs = jobs or (os.cpu_count() or 1)
     fresh = work.fresh
     _WORKER.update(job=(ctx, stamps, key), staging=staging)
@@ -677,13 +681,15 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
                 outcome = _process(fresh)
             outcome.written = outcome.linked = 0  # counted by `staging` itself, in this process
         else:
-            chunks = [fresh[i::jobs * 4] for i in range(jobs * 4)]
+            packed = len(fresh) >= PACKED_LISTING_NODES
+            tasks = max(jobs * 4, -(-len(fresh) // TASK_NODES))
             staging.tracked = False  # the workers' writes are not seen here: the commit flushes everything
             outcome = _Outcome({})
-            with _collecting_gc(), _worker_pool(jobs) as pool:
-                for part in _results(pool, chunks):
+            with _frozen_heap(), _collecting_gc(), _worker_pool(jobs) as pool:
+                for part in _results(pool, (fresh[i::tasks] for i in range(tasks)), queued=2 * jobs):
+                    _share_stats(part, stamps)
                     if sorted_runs:
-                        outcome.runs.append(Listing.of_lines(part.lines, consume=True))
+                        outcome.runs.append(Listing.of_lines(part.lines, consume=True, packed=packed))
                     outcome.merge(part)
     finally:
         _WORKER.clear()
@@ -692,6 +698,28 @@ def _run_nodes(ctx, work: NodeWork, stamps, key, staging, jobs: int | None, sort
     outcome.records, outcome.deleted = work.records, work.deleted
     outcome.job = (ctx, stamps, key)
     return outcome
+
+
+def _share_stats(part: _Outcome, stamps) -> None:
+    """A worker's records carry copies of their node files' stats, which the input stamps here
+    hold already: keep those instead (a tuple of three ints less per node in memory)."""
+    held = stamps.nodes
+    for name, record in part.by_name.items():
+        stat = held.get(name)
+        if stat == record.stat:
+            part.by_name[name] = record._replace(stat=stat)
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """Every object made so far out of the collector's sight while the workers run: a forked
+    worker that collects would otherwise touch, and so copy, the whole heap it shares with
+    this process (the input stamps of a million nodes, say)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager
@@ -716,14 +744,27 @@ def _worker_pool(jobs: int):
         pool.shutdown(wait=True)
 
 
-def _results(pool, chunks):
-    """Each chunk's outcome as it is done; a worker that died is a build failure with a reason."""
-    from concurrent.futures import as_completed
+def _results(pool, tasks, queued: int):
+    """Each task's outcome as it is done, let go of once taken (the pool holds no finished
+    outcome); a worker that died is a build failure with a reason. At most `queued` tasks
+    are submitted at once, so pickled tasks and outcomes do not pile up."""
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    tasks = iter(tasks)
+    pending = set()
     try:
-        for future in as_completed([pool.submit(_process, chunk) for chunk in chunks]):
-            yield future.result()
+        while True:
+            for task in tasks:
+                pending.add(pool.submit(_process, task))
+                if len(pending) >= queued:
+                    break
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+            del done, future
     except BrokenProcessPool:
         raise OutputError(Problem(Location("build"), "a render worker died before finishing its nodes "
                                   "(killed, or out of memory); nothing was switched",

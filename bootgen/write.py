@@ -751,23 +751,28 @@ def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str]
     secret-bearing `private` paths, the full index (and the list of those paths) goes to
     .bootgen/private/<build id>/, readable by its owner only, and the tree gets the public
     index without them. Shards the tree holds already (a recycled tree), or the live tree
-    holds, are kept or linked; shards no longer listed are removed. Returns the bytes written."""
+    holds, are kept or linked; shards no longer listed are removed. Returns the bytes written.
+
+    With no live tree (a first build), no other listing shares a chunk of this one: each
+    chunk forgets its lines once its shard is on disk (a million nodes' lines are gigabytes)."""
     sources = [live / INDEX, private_dir(live) / INDEX] if live is not None else []
     public = listing.without(private)
-    written = _write_shards(tree, public, sources)
+    written = _write_shards(tree, public, sources, release=live is None)
     if private:
         keep = state_dir / PRIVATE / build_id
         keep.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(keep.parent, 0o700)
-        written += _write_shards(keep, listing, sources, fresh=tree / INDEX)
+        written += _write_shards(keep, listing, sources, fresh=tree / INDEX, release=live is None)
         (keep / SECRET_PATHS).write_text(json.dumps(sorted(private), indent=1) + "\n")
         written += _write_root(keep, listing, build_id)
     return written + _write_root(tree, public, build_id)
 
 
-def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh: Path | None = None) -> int:
+def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh: Path | None = None,
+                  release: bool = False) -> int:
     """Bring directory/index/ level with `listing`'s shards, linking those a source index holds
-    as it was written (see _linkable) or the `fresh` index just written; returns the bytes written."""
+    as it was written (see _linkable) or the `fresh` index just written; returns the bytes written.
+    With `release`, a chunk whose shard this writes keeps only its name (see _Chunk.release)."""
     index = directory / INDEX
     index.mkdir(exist_ok=True)
     present = set(os.listdir(index))
@@ -786,6 +791,8 @@ def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh:
             data = chunk.shard_bytes() if suffix == ".json" else chunk.sums
             write_bytes(target, data)
             written += len(data)
+        if release and chunk.source is None:
+            chunk.release(directory)
     for stale in present - wanted:  # shards of the recycled tree this one does not list
         os.unlink(index / stale)
     return written

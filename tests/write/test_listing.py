@@ -140,3 +140,54 @@ def test_merged_runs_equal_one_listing_and_report_shared_paths(runs, chunk):
     _same(listing, _files(everything))
     assert sorted(json.loads(a)["path"] for a, _ in clashes) == sorted(
         p for p in everything for _ in range(sum(p in run for run in runs) - 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sets(NAMES, max_size=25), min_size=1, max_size=5), st.sets(NAMES, max_size=8),
+       st.integers(min_value=1, max_value=5))
+def test_a_packed_listing_holds_fewer_bytes_and_gives_the_same_shards(runs, changed, chunk):
+    plan.CHUNK = chunk
+    packed, _ = Listing.merged([Listing.of_lines(_files(run), packed=True) for run in runs])
+    everything = set().union(*runs)
+    assert all(c.packed for c in packed.chunks)
+    _same(packed, _files(everything))
+    for path in everything:
+        assert packed.lookup(path) == _lines(path, 0)
+    upserts = _files(changed, version=1)
+    assert set(packed.differing(upserts)) == changed
+    _same(packed.patched(upserts, ()), {**_files(everything), **upserts})
+
+
+def test_packing_shrinks_a_large_listing_to_a_third():
+    plan.CHUNK = 512
+    files = _files([f"nodes/n{i:06d}/ignition.json" for i in range(20_000)])
+    plain, packed = Listing.of_lines(files), Listing.of_lines(files, packed=True)
+    held = lambda listing: sum(len(c._entries) + len(c._sums) for c in listing.chunks)  # noqa: E731
+    assert held(packed) * 2.5 < held(plain)
+    assert packed.build_id() == plain.build_id()
+
+
+def test_a_first_build_forgets_its_lines_once_written_and_reads_them_back(tmp_path):
+    plan.CHUNK = 16
+    paths = [f"f{i:04d}" for i in range(500)]
+    listing = Listing.of_lines(_files(paths), packed=True)
+    tree = tmp_path / "builds" / listing.build_id()
+    tree.mkdir(parents=True)
+    write_listing(tree, listing, listing.build_id(), {"f0003"}, tmp_path)  # no live tree
+    assert all(c._entries is None and c._sums is None for c in listing.chunks)
+    listing.kept_in(tmp_path / "private" / listing.build_id())  # as TreeWriter.commit does
+    _same(listing, _files(paths))
+    assert listing.lookup("f0003") == _lines("f0003", 0)
+
+
+def test_a_build_with_a_live_tree_keeps_its_lines(tmp_path):
+    """Its listing shares chunks with the live tree's listing, which must stay as it was if
+    this build fails."""
+    plan.CHUNK = 16
+    listing = Listing.of_lines(_files([f"f{i:04d}" for i in range(200)]))
+    live = tmp_path / "live"
+    live.mkdir()
+    tree = tmp_path / "new"
+    tree.mkdir()
+    write_listing(tree, listing, listing.build_id(), set(), tmp_path, live=live)
+    assert all(c._entries is not None and c.source is None for c in listing.chunks)
