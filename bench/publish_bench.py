@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,10 @@ def main() -> None:
     if args.fleet:
         _fleet_main(args.fleet)
         return
+    if args.index_bytes:
+        for tree in args.index_bytes:
+            print_index_bytes(tree.resolve())
+        return
     work = Path(tempfile.mkdtemp(prefix="publish-bench-"))
     try:
         trees = _trees(work, args.nodes)
@@ -81,6 +86,8 @@ def _arguments():
     parser.add_argument("--jobs", type=int, default=16, help="bootgen workers; aws/rclone get as many")
     parser.add_argument("--tools", default="bootgen,aws,rclone", type=lambda s: [t for t in s.split(",") if t])
     parser.add_argument("--fleet", type=int, nargs="+", help="fleet sizes: the publish targets, on built sites")
+    parser.add_argument("--index-bytes", type=Path, nargs="+", metavar="TREE",
+                        help="built trees: the index bytes a one-node publish sends, today and in a paged layout")
     return parser.parse_args()
 
 
@@ -319,6 +326,62 @@ def _children_cpu() -> float:
     the machine stretches a command's wall time much more than its CPU time."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+_REF_BYTES = 150  # one shard reference in a root or page: {"count": ..., "first": "<path>", "id": "<64 hex>"}
+
+
+def print_index_bytes(tree: Path) -> None:
+    """What the index part of a one-node publish weighs, taking each entry point of the tree in turn as
+    the changed file: the shard it falls in (JSON and .sha256) and the root, today; then computed for a
+    layout whose shards are cut in a narrower band and whose root names pages of shard references."""
+    from bootgen.publish.manifest import load_tree
+
+    manifest = load_tree(tree)
+    sizes = [(_file_size(tree / f"index/{ref.id}.json") + _file_size(tree / f"index/{ref.id}.sha256"), count)
+             for ref, count in ((ref, ref.count) for ref in manifest.root.shards)]
+    print(f"{tree}: {len(manifest.files):,} files, {len(sizes)} shards, root {len(manifest.raw):,} bytes")
+    _print_layout("today", [size for size, count in sizes for _ in range(count)], manifest, len(manifest.raw))
+    lines = [_entry_bytes(entry) for entry in manifest.files]
+    for floor, chance, fanout in ((448, 64, 32), (448, 64, 64)):
+        chunks = _cut(lines, floor, chance)
+        pages = _cut([(bytes.fromhex(f"{i:08x}"), 0) for i in range(len(chunks))], fanout // 2, fanout // 2,
+                     key=lambda item: zlib.crc32(item[0]))
+        page_of_shard = [len(page) * _REF_BYTES for page in pages for _ in page]
+        per_file = [sum(b for _, b in chunk) + page_of_shard[i] for i, chunk in enumerate(chunks) for _ in chunk]
+        _print_layout(f"shards cut after {floor} files at 1 in {chance}, pages of ~{fanout} shards",
+                      per_file, manifest, 200 + _REF_BYTES * len(pages))
+
+
+def _print_layout(name: str, per_file: list[int], manifest, root: int) -> None:
+    entry_points = sorted(size for size, entry in zip(per_file, manifest.files) if not entry.immutable)
+    at = lambda q: entry_points[int(q * (len(entry_points) - 1))]  # noqa: E731
+    print(f"  {name}: shard (and page) of an entry point: median {at(0.5):,} bytes (10th percentile "
+          f"{at(0.1):,}, 90th {at(0.9):,}); root {root:,}; a one-node publish's index: about {at(0.5) + root:,}")
+
+
+def _entry_bytes(entry) -> tuple[bytes, int]:
+    from bootgen.plan import listing_lines
+
+    json_line, sum_line = listing_lines(entry.path, entry.sha256, entry.size, entry.immutable, entry.node,
+                                        entry.target)
+    return entry.path.encode(), len(json_line) + 6 + len(sum_line)  # 6: the separator between entries
+
+
+def _cut(items: list, floor: int, chance: int, key=lambda item: zlib.crc32(item[0])) -> list[list]:
+    """Content-defined runs, as bootgen/plan.py cuts shards: after an item whose hash says so, once a run
+    holds `floor` items (or at 8 times the mean)."""
+    runs, run = [], []
+    for item in items:
+        run.append(item)
+        if len(run) >= 8 * (floor + chance) or (len(run) >= floor and key(item) % chance == 0):
+            runs.append(run)
+            run = []
+    return runs + [run] if run else runs
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size
 
 
 def _print_table(nodes: int, rows: list[tuple[str, list]]) -> None:
