@@ -186,3 +186,23 @@ def test_a_noop_publish_as_a_fresh_process_makes_two_requests(seaweed, bucket, t
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert '"requests": 2' in done.stdout and '"uploaded": 0' in done.stdout
+
+
+@pytest.mark.parametrize("status, body", [(503, b"<Error><Code>SlowDown</Code></Error>"),
+                                          (403, b"<Error><Code>AccessDenied</Code></Error>"),
+                                          (301, b""), (404, b"<Error><Code>NoSuchBucket</Code></Error>")])
+def test_an_answer_the_reader_is_unsure_of_goes_to_the_client_and_so_do_later_reads(moto_client, monkeypatch,
+                                                                                     status, body):
+    from types import SimpleNamespace
+
+    from bootgen.publish.stores.s3 import S3Store
+
+    moto_client.put_object(Bucket="boot", Key="site/manifest.json", Body=b"root")
+    reader = SignedReader("http://127.0.0.1:1")
+    sent = []
+    monkeypatch.setattr(reader, "_send", lambda url: sent.append(url) or SimpleNamespace(status_code=status,
+                                                                                         content=body))
+    with S3Store("s3://boot/site", moto_client, reader=reader) as store:
+        assert store.live_root() == b"root"
+        assert store.history() == ()
+        assert len(sent) == 1 and store.counter.count == 2  # one signed GET, then both reads through the client
