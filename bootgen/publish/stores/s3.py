@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from bootgen.publish.manifest import MANIFEST, FileEntry
 from bootgen.publish.progress import Progress
 from bootgen.publish.protocol import Store
 from bootgen.publish.report import Action, PublishReport, RequestCounter
+from bootgen.publish.stores.s3_reads import SignedReader, Unanswered
 
 META_DIR = ".bootgen"
 HISTORY = f"{META_DIR}/index.json"  # completed publishes, oldest first
@@ -66,10 +68,11 @@ class S3Location:
         return self.key(f"{META_DIR}/manifests/{build_id}.json")
 
 
-def make_client(endpoint_url: str | None, jobs: int):
+def make_client(endpoint_url: str | None, jobs: int, session=None):
     """An S3 client with retries (AWS_MAX_ATTEMPTS, default 5) and a pool sized for `jobs` workers.
 
-    Credentials, region and profile come from the usual AWS environment and files.
+    Credentials, region and profile come from the usual AWS environment and files
+    (through `session`, a botocore Session, when one was made already).
     """
     import boto3  # lazy: keeps `bootgen --help` fast
     from botocore.config import Config
@@ -85,14 +88,18 @@ def make_client(endpoint_url: str | None, jobs: int):
     config = Config(retries={"mode": "standard", "total_max_attempts": attempts},
                     max_pool_connections=2 * jobs + 4, connect_timeout=5, read_timeout=60,
                     s3={"addressing_style": "path"} if endpoint_url else None, **checksums)
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    return boto3.session.Session(botocore_session=session).client("s3", endpoint_url=endpoint_url, config=config)
 
 
 @contextmanager
 def open_store(destination: str, *, endpoint_url: str | None = None, jobs: int = 8, **_options) -> Iterator["S3Store"]:
-    """The bucket `destination` names, with S3 failures turned into PublishErrors."""
+    """The bucket `destination` names, with S3 failures turned into PublishErrors. The boto3
+    client is made on first use: with an endpoint URL, the store's GETs go through a
+    SignedReader, so a publish with nothing to write never makes one (see s3_reads)."""
+    reader = SignedReader(endpoint_url) if endpoint_url else None
     with translate_errors(destination):
-        with S3Store(destination, make_client(endpoint_url, jobs)) as store:
+        with S3Store(destination, lambda: make_client(endpoint_url, jobs, reader and reader.session),
+                     reader=reader) as store:
             yield store
 
 
@@ -106,25 +113,43 @@ def publish_s3(tree: Path, destination: str, client, *, multipart_threshold: int
 
 
 class S3Store(Store):
-    """One bucket prefix; counts its requests (botocore's before-send hook) for the report."""
+    """One bucket prefix; counts its requests (botocore's before-send hook) for the report.
+
+    `client` is a boto3 S3 client, or a function making one when it is first needed.
+    With a `reader`, objects are read through it, and through the client only when
+    the reader cannot answer (from then on, every read)."""
 
     fences_secrets = False  # a bucket cannot tell a node from a stranger: secrets need --allow-secrets
 
-    def __init__(self, destination: str, client, multipart_threshold: int = MULTIPART_THRESHOLD):
-        self.destination, self.client, self.threshold = destination, client, multipart_threshold
+    def __init__(self, destination: str, client, multipart_threshold: int = MULTIPART_THRESHOLD, *,
+                 reader: SignedReader | None = None):
+        self.destination, self.threshold, self.reader = destination, multipart_threshold, reader
+        self.reads_directly = reader is not None  # False once the reader could not answer
+        self._client, self._make_client = (None, client) if callable(client) else (client, None)
+        self._client_lock = threading.Lock()
         self.loc = S3Location.parse(destination)
         self.counter = RequestCounter()
         self.archived: tuple[str, bytes] | None = None  # the archive copy this publish wrote
 
+    @property
+    def client(self):
+        with self._client_lock:  # uploads run on several threads
+            if self._client is None:
+                self._client = self._make_client()
+                self._client.meta.events.register("before-send.s3", self.counter)
+            return self._client
+
     def __enter__(self) -> "S3Store":
-        self.client.meta.events.register("before-send.s3", self.counter)
+        if self._client is not None:
+            self._client.meta.events.register("before-send.s3", self.counter)
         return self
 
     def __exit__(self, *_exc) -> None:
-        self.client.meta.events.unregister("before-send.s3", self.counter)
+        if self._client is not None:
+            self._client.meta.events.unregister("before-send.s3", self.counter)
 
     def requests(self) -> int:
-        return self.counter.count
+        return self.counter.count + (self.reader.count if self.reader else 0)
 
     # -- reading ----------------------------------------------------------------
     def live_root(self) -> bytes | None:
@@ -149,6 +174,11 @@ class S3Store(Store):
         """The object's bytes, or None if it does not exist."""
         from botocore.exceptions import ClientError
 
+        if self.reads_directly:
+            try:
+                return self.reader.get(self.loc.bucket, key)
+            except Unanswered:
+                self.reads_directly = False  # the client retries the read and reports what went wrong
         try:
             return self.client.get_object(Bucket=self.loc.bucket, Key=key)["Body"].read()
         except ClientError as exc:
