@@ -202,6 +202,7 @@ class Staging:
         self.base_durable = False  # the tree it started from is on disk (a finished copy, a durable tree)
         self.tracked = True
         self._written_files: list[str] = []
+        self.written_shards: list[str] = []  # of the tree's index (see write_listing)
         self._emptied: set[str] = set()
         self._live_done: int | None = None  # mtime_ns of the live tree's manifest, written after every file
         self._live_sizes: dict[str, int] | None = None  # path -> size, from the live tree's manifest
@@ -358,14 +359,10 @@ class Staging:
         parent). Enough when the tree it started from and every file it linked are on disk
         already (see TreeWriter.commit); an fsync each, instead of flushing the whole file
         system, which also waits for every other process's unwritten data."""
-        for path in self._written_files:
+        for path in self._written_files + self.written_shards:
             fsync_path(path)
         for path in restricted:  # their mode and group were just set (bootgen.secrets_tree.restrict)
             fsync_path(os.path.join(self.root, path))
-        index = os.path.join(self.root, INDEX)
-        for name in os.listdir(index):  # shards written by this build (the others are links)
-            if os.stat(os.path.join(index, name)).st_nlink == 1:
-                fsync_path(os.path.join(index, name))
         fsync_path(os.path.join(self.root, MANIFEST))
         directories = {INDEX}
         for relative in self._dirs | self._emptied:
@@ -607,7 +604,8 @@ class TreeWriter:
                 staging.settle(listing, changed, placed)
                 linked += staging.linked - before
                 live = self.out.resolve() if self.live else None
-                index_bytes = write_listing(staging.path, listing, build_id, private, self.builds.parent, live)
+                index_bytes = write_listing(staging.path, listing, build_id, private, self.builds.parent, live,
+                                            made=staging.written_shards)
                 if private:
                     from .secrets_tree import restrict
 
@@ -746,7 +744,7 @@ def switch_link(out: Path, final: Path) -> None:
 
 
 def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str], state_dir: Path,
-                  live: Path | None = None) -> int:
+                  live: Path | None = None, made: list[str] | None = None) -> int:
     """The tree's index: its shards (index/), then its root (manifest.json) last. With
     secret-bearing `private` paths, the full index (and the list of those paths) goes to
     .bootgen/private/<build id>/, readable by its owner only, and the tree gets the public
@@ -754,10 +752,11 @@ def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str]
     holds, are kept or linked; shards no longer listed are removed. Returns the bytes written.
 
     With no live tree (a first build), no other listing shares a chunk of this one: each
-    chunk forgets its lines once its shard is on disk (a million nodes' lines are gigabytes)."""
+    chunk forgets its lines once its shard is on disk (a million nodes' lines are gigabytes).
+    `made` gets the path of every shard of the tree written (not linked)."""
     sources = [live / INDEX, private_dir(live) / INDEX] if live is not None else []
     public = listing.without(private)
-    written = _write_shards(tree, public, sources, release=live is None)
+    written = _write_shards(tree, public, sources, release=live is None, made=made)
     if private:
         keep = state_dir / PRIVATE / build_id
         keep.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -769,7 +768,7 @@ def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str]
 
 
 def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh: Path | None = None,
-                  release: bool = False) -> int:
+                  release: bool = False, made: list[str] | None = None) -> int:
     """Bring directory/index/ level with `listing`'s shards, linking those a source index holds
     as it was written (see _linkable) or the `fresh` index just written; returns the bytes written.
     With `release`, a chunk whose shard this writes keeps only its name (see _Chunk.release)."""
@@ -779,17 +778,21 @@ def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh:
     finished: dict[Path, int] = {}
     wanted, written = set(), 0
     for chunk in listing.chunks:
-        held = [chunk.source / INDEX] if chunk.source is not None else []
         for suffix in (".json", ".sha256"):
             name = f"{chunk.id}{suffix}"
             wanted.add(name)
-            target = str(index / name)
-            if name in present or (fresh is not None and _link(str(fresh / name), target)) or \
+            if name in present:  # a recycled tree's: most of them, so nothing more is made for those
+                continue
+            target = os.path.join(index, name)
+            held = [chunk.source / INDEX] if chunk.source is not None else []
+            if (fresh is not None and _link(str(fresh / name), target)) or \
                     any(_linkable(source / name, finished) and _link(str(source / name), target)
                         for source in held + sources):
                 continue
             data = chunk.shard_bytes() if suffix == ".json" else chunk.sums
             write_bytes(target, data)
+            if made is not None:
+                made.append(target)
             written += len(data)
         if release and chunk.source is None:
             chunk.release(directory)
