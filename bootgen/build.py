@@ -263,10 +263,9 @@ def _fresh_stamps(paths: Paths, state: BuildState, live: str | None) -> InputSta
     answer = monitor.ask(paths.repository_state, paths.nodes, state.monitor_token)
     state.next_token = answer.token if answer is not None else ""
     if answer is not None and answer.changed is not None and live is not None and live == state.build_id:
-        state.load_records(paths.state)
-        if state.records:
-            changed = {os.path.join(paths.nodes, name) for name in answer.changed}
-            return InputStamps.of_records(paths.site, paths.nodes, state, changed)
+        told = InputStamps.of_records(paths.site, paths.nodes, state, paths.state, answer.changed)
+        if told is not None:
+            return told
     stamps = InputStamps.take(paths.site, paths.nodes)
     if answer is None and len(stamps.nodes) >= monitor.MONITOR_MIN_NODES:
         # Start one for the next builds, and take its first number now: the stamps taken

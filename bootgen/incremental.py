@@ -87,12 +87,17 @@ class InputStamps:
         return cls(site, profiles, nodes, files)
 
     @classmethod
-    def of_records(cls, site_dir: Path, nodes_dir: Path, state: "BuildState", changed: set[str]) -> "InputStamps":
-        """The stamps of a fresh process told which node files changed since the live tree
-        (bootgen.monitor): the records' stats for every other node, none of them stat'ed."""
+    def of_records(cls, site_dir: Path, nodes_dir: Path, state: "BuildState", state_dir: Path,
+                   changed: tuple[str, ...]) -> "InputStamps | None":
+        """The stamps of a fresh process told which node files (names in nodes/) changed since
+        the state's records were made (bootgen.monitor): the records' stats for every other
+        node, none of them stat'ed. None if there are no records to start from."""
+        state.load_records(state_dir)
+        if not state.records:
+            return None
         site, profiles = _site_stamps(site_dir)
         known = cls(site, profiles, NodeStats(RecordStats(state, nodes_dir)))
-        return known.updated(site_dir, nodes_dir, changed, site_too=False)
+        return known.updated(site_dir, nodes_dir, {os.path.join(nodes_dir, name) for name in changed})
 
     def file_of(self, name: str) -> str:
         """The path of node `name`'s file."""
@@ -105,7 +110,7 @@ class InputStamps:
         """Whether every node file was listed (else only those that changed are known)."""
         return not isinstance(self.nodes, NodeStats)
 
-    def updated(self, site_dir: Path, nodes_dir: Path, changed: set[str], site_too: bool = True) -> "InputStamps":
+    def updated(self, site_dir: Path, nodes_dir: Path, changed: set[str]) -> "InputStamps":
         """These stamps after the files in `changed` (paths from file events) changed.
 
         Only the node files named are stat'ed again; site/ is small and walked
@@ -130,7 +135,7 @@ class InputStamps:
                     return InputStamps.take(site_dir, nodes_dir)  # two files for one node: the build refuses
                 changes[stem] = None if stat is None else (stat, path)
                 touched.add(stem)
-        site, profiles = _site_stamps(site_dir) if in_site and site_too else (self.site, self.profiles)
+        site, profiles = _site_stamps(site_dir) if in_site else (self.site, self.profiles)
         nodes = self.nodes.with_changes(changes) if isinstance(self.nodes, NodeStats) else \
             NodeStats(ScannedStats(self.nodes, self.node_files), changes)
         return InputStamps(site, profiles, nodes, (), self, frozenset(touched))
@@ -142,9 +147,22 @@ class InputStamps:
 
     def node_digests(self) -> list[bytes]:
         """One digest of the node stats per shard of the state (see stats_digest)."""
-        if isinstance(self.nodes, NodeStats):
-            return self.nodes.digests()
-        return shard_digests(self.nodes)
+        if isinstance(self.nodes, NodeStats) and isinstance(self.nodes.base, RecordStats):
+            return self.nodes.digests()  # the records' digests, worked out again for changed shards only
+        return self.group_digests
+
+    @functools.cached_property
+    def node_groups(self) -> list[dict]:
+        """The node stats grouped by shard of the state: once per build, for the inputs' digest
+        and for finding the shards that changed (see _touched)."""
+        groups: list[dict] = [{} for _ in range(SHARDS)]
+        for name, stat in self.nodes.items():
+            groups[shard_of(name)][name] = stat
+        return groups
+
+    @functools.cached_property
+    def group_digests(self) -> list[bytes]:
+        return [stats_digest(group) for group in self.node_groups]
 
     def digest(self, *extra) -> str:
         """One key for all inputs: equal digests mean nothing was touched."""
@@ -169,13 +187,6 @@ def inputs_digest(site: tuple, profiles: dict, node_digests: list[bytes], extra:
 def stats_digest(stats: Mapping) -> bytes:
     """Digest of (node name, stat) pairs: of one shard of the state's records."""
     return hashlib.sha256(marshal.dumps(sorted(stats.items()), 2)).digest() if stats else b""
-
-
-def shard_digests(nodes: Mapping) -> list[bytes]:
-    groups: list[dict] = [{} for _ in range(SHARDS)]
-    for name, stat in nodes.items():
-        groups[shard_of(name)][name] = stat
-    return [stats_digest(group) for group in groups]
 
 
 class ScannedStats(Mapping):
@@ -266,8 +277,8 @@ class NodeStats(Mapping):
         return set(self.changes)
 
     def digests(self) -> list[bytes]:
-        if not isinstance(self.base, RecordStats):
-            return shard_digests(self)
+        """Per-shard digests of these stats over records (RecordStats): the records' own,
+        worked out again only for the shards a change falls in."""
         digests = list(self.base.state.stat_digests)
         for index in {shard_of(name) for name in self.changes}:
             group = {name: record.stat for name, record in self.base.records.shard_items(index).items()}
@@ -454,12 +465,9 @@ def _touched(state: BuildState, stamps: InputStamps, key: str) -> set[str] | Non
     if isinstance(nodes, NodeStats) and isinstance(nodes.base, RecordStats) and nodes.base.records is records:
         return nodes.changed_names()  # a fresh process told what changed since these records
     # A scan: only the shards whose digest differs from the records' hold a change.
-    groups: list[dict] = [{} for _ in range(SHARDS)]
-    for name, stat in nodes.items():
-        groups[shard_of(name)][name] = stat
     touched = set()
-    for index, group in enumerate(groups):
-        if stats_digest(group) != state.stat_digests[index]:
+    for index, (group, digest) in enumerate(zip(stamps.node_groups, stamps.group_digests)):
+        if digest != state.stat_digests[index]:
             recorded = {name: record.stat for name, record in records.shard_items(index).items()}
             touched |= {name for name in group.keys() | recorded.keys() if group.get(name) != recorded.get(name)}
     return touched

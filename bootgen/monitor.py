@@ -128,15 +128,15 @@ def start_and_ask(state_dir: Path, nodes_dir: Path, wait: float = START_WAIT) ->
 class _Journal:
     """The numbered changes seen in nodes/ (callbacks from watchdog's inotify thread)."""
 
-    def __init__(self, nodes_dir: bytes, cookies_dir: bytes):
-        self.nodes_dir, self.cookies_dir = nodes_dir, cookies_dir
+    def __init__(self, cookies_dir: str):
+        self.cookies_dir = cookies_dir
         self.epoch = secrets.token_hex(8)
         self.number = 0
         self.changed: dict[str, int] = {}  # name -> number of its latest change
         self.broken = threading.Event()  # events were lost, or nodes/ went: every answer is unknown
         self.cookies: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
-        self.node_wd = self.cookie_wd = None
+        self.cookie_wd = None
 
     # WatchCallback for nodes/ and the cookies directory
     def on_event(self, event) -> None:
@@ -166,7 +166,7 @@ class _Journal:
         seen = threading.Event()
         with self.lock:
             self.cookies[cookie] = seen
-        cookie_path = os.path.join(os.fsdecode(self.cookies_dir), cookie)
+        cookie_path = os.path.join(self.cookies_dir, cookie)
         with open(cookie_path, "wb"):
             pass
         arrived = seen.wait(COOKIE_TIMEOUT)
@@ -194,12 +194,12 @@ def serve(nodes_dir: str, sock: str) -> None:
         return  # one runs already
     cookies = os.path.join(home, "cookies-" + os.path.basename(sock).split(".")[0])
     os.makedirs(cookies, exist_ok=True)
-    journal = _Journal(os.fsencode(nodes_dir), os.fsencode(cookies))
+    journal = _Journal(cookies)
     inotify = InotifyFD.get_instance()
     mask = (C.IN_CREATE | C.IN_DELETE | C.IN_MODIFY | C.IN_CLOSE_WRITE | C.IN_ATTRIB | C.IN_MOVED_FROM
             | C.IN_MOVED_TO | C.IN_DELETE_SELF | C.IN_MOVE_SELF)
     journal.cookie_wd = inotify.add_callback(os.fsencode(cookies), C.IN_CREATE, journal, "cookies")
-    journal.node_wd = inotify.add_callback(os.fsencode(nodes_dir), mask, journal, "nodes")
+    inotify.add_callback(os.fsencode(nodes_dir), mask, journal, "nodes")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         temp = f"{sock}.{os.getpid()}"
         server.bind(temp)

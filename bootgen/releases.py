@@ -229,10 +229,8 @@ def _built_from_current_inputs(state_dir: Path, build_id: str, paths) -> bool:
         return False
     # As a build does: the node files the monitor says changed, else a stat of every one.
     answer = monitor.ask(paths.repository_state, paths.nodes, state.monitor_token)
+    told = None
     if answer is not None and answer.changed is not None:
-        state.load_records(state_dir)
-        if state.records:
-            changed = {os.path.join(paths.nodes, name) for name in answer.changed}
-            stamps = InputStamps.of_records(paths.site, paths.nodes, state, changed)
-            return stamps.digest(*paths.stamp_extras()) == state.stamp
-    return InputStamps.take(paths.site, paths.nodes).digest(*paths.stamp_extras()) == state.stamp
+        told = InputStamps.of_records(paths.site, paths.nodes, state, state_dir, answer.changed)
+    stamps = told if told is not None else InputStamps.take(paths.site, paths.nodes)
+    return stamps.digest(*paths.stamp_extras()) == state.stamp

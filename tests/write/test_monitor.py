@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import bootgen.build as build_module
 from bootgen import monitor
 from bootgen.build import Paths, build
 from bootgen.incremental import InputStamps

@@ -1,9 +1,6 @@
 """Build state in shards, and flushing only what a build changed: an edit's cost follows the edit."""
 import marshal
 import os
-from pathlib import Path
-
-import pytest
 
 import bootgen.write as write_module
 from bootgen.build import build
@@ -29,7 +26,6 @@ def test_an_edit_rewrites_the_shard_of_its_node_only(example):
     after = _state_files(example)
     written = sorted(after - before)
     # the node's record shard and the root; its claims (MAC, address, name) did not change
-    assert written == sorted(name for name in after - before)
     assert [name for name in written if name.startswith("r")] == [
         name for name in written if name.startswith(f"r{shard_of('node-2'):04d}.")]
     assert len([name for name in written if name.startswith("r")]) == 1
