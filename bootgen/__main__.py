@@ -1,3 +1,3 @@
-from .cli import main
+from .launch import main
 
-main(prog_name="bootgen")  # also names the shell completion variable: _BOOTGEN_COMPLETE
+main()

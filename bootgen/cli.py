@@ -117,11 +117,20 @@ def main() -> None:
 @click.option("--offline", is_flag=True, help="do not download images; use only what is cached")
 def build(site, nodes, out, fmt, env, offline):
     """Build the tree and switch OUT to it atomically."""
+    from . import resident
     from .build import build as run_build
-
     from .secrets_tree import protection_line
 
-    result = run_build(_paths(site, nodes, out, env), fetch=not offline)
+    paths = _paths(site, nodes, out, env)
+    succeeded = False
+    try:
+        result = run_build(paths, fetch=not offline, state=resident.warm_state(paths))
+        succeeded = True
+    finally:
+        resident.build_done(paths, succeeded)
+    if result.nodes >= resident.MIN_NODES:  # the next build of this fleet runs warm (bootgen.resident)
+        resident.start(paths.repository_state, ["build", "--site", site, "--nodes", nodes, "--out", out,
+                                                *(["--env", env] if env else []), *(["--offline"] if offline else [])])
     line = protection_line(result.write.tree)
     data = result.as_dict()
     if line:

@@ -13,6 +13,8 @@ from bootgen.passwords import hash_password
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PASSWORD_HASH = hash_password("ubuntu", salt="r5BaaYkys3XBVgNs")  # the example's {secret: ubuntu_password_hash}
 EXAMPLE_PATH_KEY = "example-path-key"
+# No build a test starts leaves a resident builder behind (tests/cli/test_resident.py turns it on).
+os.environ["BOOTGEN_RESIDENT"] = "0"
 
 
 def write_secrets_file(path: Path, secrets: dict[str, str], path_key: str = EXAMPLE_PATH_KEY) -> Path:
