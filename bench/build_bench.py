@@ -107,11 +107,11 @@ class MemoryLimit(Exception):
     pass
 
 
-def run_timed(argv: list[str], cwd: Path, rss_limit: int = 0, sample: bool = False) -> Run:
+def run_timed(argv: list[str], cwd: Path, rss_limit: int = 0, sample: bool = False, env: dict | None = None) -> Run:
     """Run a fresh process; with `sample`, watch the memory of it and its workers (and stop
     the whole group past `rss_limit` bytes)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, env=CHILD_ENV, start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, env=env or CHILD_ENV, start_new_session=True)
     peak = 0
     while proc.poll() is None:
         if sample:
@@ -143,8 +143,10 @@ def _group_pss(session: int) -> int:
     return total
 
 
-def run_build(site: Path, rss_limit: int = 0, sample: bool = False) -> Run:
-    return run_timed([sys.executable, "-m", "bootgen", "build", "--offline"], site, rss_limit, sample)
+def run_build(site: Path, rss_limit: int = 0, sample: bool = False, resident: bool = True) -> Run:
+    """`bootgen build` as a fresh process; `resident=False`: without the resident builder."""
+    env = CHILD_ENV if resident else {**CHILD_ENV, "BOOTGEN_RESIDENT": "0"}
+    return run_timed([sys.executable, "-m", "bootgen", "build", "--offline"], site, rss_limit, sample, env)
 
 
 def edit(site: Path, round_: int) -> None:
@@ -152,9 +154,9 @@ def edit(site: Path, round_: int) -> None:
     node.write_text(node_text(EDITED, f"kernel_args: [bench={round_}]\n"))
 
 
-def edit_and_build(site: Path, round_: int) -> float:
+def edit_and_build(site: Path, round_: int, resident: bool = True) -> float:
     edit(site, round_)
-    return run_build(site).seconds
+    return run_build(site, resident=resident).seconds
 
 
 def write_floor(tree: Path, target: Path) -> tuple[float, int]:
@@ -317,8 +319,11 @@ class Fleet:
         for round_ in range(5, 5 + STEADY_EDITS):
             steady.append(edit_and_build(self.site, round_))
             references.append(minimal.run())
+        alone = [edit_and_build(self.site, round_, resident=False) for round_ in range(20, 20 + STEADY_EDITS)]
+        edit_and_build(self.site, 30)  # the resident builder loads the state those builds saved
         return {"first": first, "second": second, "steady": statistics.median(steady),
-                "minimal": statistics.median(references), "minimal_files": minimal.count}
+                "minimal": statistics.median(references), "minimal_files": minimal.count,
+                "alone": statistics.median(alone)}
 
 
 def edit_at_once_after_cold(fleet: Fleet) -> float:
@@ -345,6 +350,9 @@ def fleet_rows(fleet: Fleet, results: dict, base: dict | None, saves: list[float
         ratio_row(f"second edit, at once after the first, {n}", results["second"], results["steady"],
                   "steady edit", 1.5),
     ]
+    rows.append(Row(f"one-node edit, fresh process, BOOTGEN_RESIDENT=0 (for information), {n}",
+                    f"{results['alone']:.3f} s", f"minimal edit {results['minimal']:.3f} s",
+                    f"{results['alone'] / results['minimal']:.2f}x"))
     if base is not None:
         rows.append(ratio_row(f"one-node edit, {n} vs {base['nodes']:,}", results["steady"], base["steady"],
                               f"edit at {base['nodes']:,}", 1.2, low=0.8))

@@ -47,6 +47,7 @@ CONNECT_TIMEOUT = 2.0
 ACCEPT_TIMEOUT = 10.0  # a server busy (another build, its warm-up) or stuck longer: the client builds itself
 SOCKET_PATH_MAX = 108
 KEEP_OUTPUTS = 2  # outputs (environments) whose state one server keeps in memory
+COMMANDS = ("build", "publish")  # what it runs: a publish gains its imports (botocore's too)
 
 
 def enabled() -> bool:
@@ -63,9 +64,9 @@ def socket_path(repository_state: Path) -> Path:
 # ---------------------------------------------------------------- client
 
 def forward(argv: list[str]) -> int | None:
-    """Run `bootgen build` (argv without the program name) in the resident builder; its exit
-    code, or None when there is none to run it (the caller then builds itself)."""
-    if not argv or argv[0] != "build" or not enabled():
+    """Run `bootgen build` or `bootgen publish` (argv without the program name) in the resident
+    builder; its exit code, or None when there is none to run it (the caller then runs it)."""
+    if not argv or argv[0] not in COMMANDS or not enabled():
         return None
     path = socket_path(_repository_state(argv[1:]))
     if not path.exists():
@@ -334,8 +335,9 @@ def _handle(conn: socket.socket, cli, code: str) -> str | None:
         from .incremental import code_stamp
         from .secrets import reset
 
-        if uid != os.getuid() or len(fds) != 3 or request["argv"][:1] != ["build"]:
-            conn.sendall(b"decline only builds, only for this user\n")
+        command = request["argv"][0] if request["argv"] else ""
+        if uid != os.getuid() or len(fds) != 3 or command not in COMMANDS:
+            conn.sendall(b"decline only build and publish, only for this user\n")
             return None
         if code_stamp.__wrapped__() != code:  # (cached in-process: read the files again)
             conn.sendall(b"decline new bootgen code\n")

@@ -226,13 +226,13 @@ def test_the_exit_code_is_the_servers(tmp_path, monkeypatch):
     thread.join(10)
 
 
-def test_only_builds_are_handed_over_and_never_when_turned_off(tmp_path, monkeypatch):
+def test_only_build_and_publish_are_handed_over_and_never_when_turned_off(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     thread = _fake_server(resident.socket_path(tmp_path / ".bootgen"), [b"exit 0\n"])
     monkeypatch.setenv("BOOTGEN_RESIDENT", "0")
     assert resident.forward(["build"]) is None
     monkeypatch.setenv("BOOTGEN_RESIDENT", "1")
-    assert resident.forward(["publish"]) is None
+    assert resident.forward(["check"]) is None
     assert resident.forward([]) is None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:  # let the fake server finish
         conn.connect(str(resident.socket_path(tmp_path / ".bootgen")))
@@ -278,3 +278,18 @@ def test_the_server_keeps_its_state_warm_only_while_the_disk_agrees(example, mon
         _edit(repo, "after-it")
         assert runner.invoke(cli.main, ["build", "--offline"]).exit_code == 3  # it had to load the site
     assert runner.invoke(cli.main, ["build", "--offline"]).exit_code == 0  # and a failure drops what it held
+
+
+def test_a_publish_handed_over_publishes_and_a_second_is_a_no_op(repo, tmp_path):
+    docroot = tmp_path / "docroot"
+    first = _bootgen(repo, "publish", str(docroot), "--format", "json")
+    assert first.returncode == 0, first.stderr
+    live = os.readlink(repo / "build").rsplit("/", 1)[-1]
+    assert json.loads(first.stdout)["build_id"] == live
+    assert (docroot / "current" / "manifest.json").is_file()
+    again = _bootgen(repo, "publish", str(docroot), "--format", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["uploaded"] == 0
+    _edit(repo, "not-built-yet")
+    stale = _bootgen(repo, "publish", str(docroot))
+    assert stale.returncode == 1 and "build" in stale.stderr  # inputs edited since the build: refused, as ever
