@@ -289,6 +289,12 @@ def warm_up(paths: Paths, state: BuildState, stamps: InputStamps, *, fetch: bool
         pass  # the next build reports it
 
 
+def warm_up_for_fresh_build(paths: Paths, state: BuildState, *, fetch: bool = True) -> None:
+    """warm_up with the input stamps a fresh build takes now (bootgen.resident, before its
+    first build: its site cache is then keyed as that build's will be)."""
+    warm_up(paths, state, _fresh_stamps(paths, state, live_build_id(paths.out, paths.state)), fetch=fetch)
+
+
 def _load_state(state: BuildState, paths: Paths, live: str | None) -> None:
     """Node records and the live tree's listing, if they describe the live tree."""
     state.load_records(paths.state)

@@ -21,7 +21,7 @@ EXIT_USER_ERROR = 1
 EXIT_INTERNAL = 3
 
 
-def _paths(site: str, nodes: str, out: str, env: str | None = None):
+def output_paths(site: str, nodes: str, out: str, env: str | None = None):
     """With an environment, the output link is build-ENV unless --out names another."""
     from .build import Paths
 
@@ -121,7 +121,7 @@ def build(site, nodes, out, fmt, env, offline):
     from .build import build as run_build
     from .secrets_tree import protection_line
 
-    paths = _paths(site, nodes, out, env)
+    paths = output_paths(site, nodes, out, env)
     succeeded = False
     try:
         result = run_build(paths, fetch=not offline, state=resident.warm_state(paths))
@@ -145,7 +145,7 @@ def check(site, nodes, out, fmt, env):
     """Validate site/ and nodes/ and render everything, writing nothing."""
     from .build import plan_build
 
-    inputs, plan = plan_build(_paths(site, nodes, out, env), fetch=False)
+    inputs, plan = plan_build(output_paths(site, nodes, out, env), fetch=False)
     counts = {"nodes": len(inputs.nodes), "profiles": len(inputs.profiles), "files": len(plan.artifacts)}
     _say(fmt, "ok: {nodes} nodes, {profiles} profiles, {files} files".format(**counts), {"ok": True, **counts})
 
@@ -157,7 +157,7 @@ def explain(site, nodes, out, fmt, machine):
     """What MACHINE (a node name, a MAC in any spelling, or an IP) boots, and where each setting came from."""
     from .explain import explain as run_explain
 
-    paths = _paths(site, nodes, out)
+    paths = output_paths(site, nodes, out)
     result = run_explain(paths.site, paths.nodes, paths.state, machine)
     click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if fmt == "json" else result.text())
 
@@ -170,7 +170,7 @@ def list_command(site, nodes, out, fmt, profile, boot):
     """One line per machine: name, MACs, addresses, profile, boot state, image set, OS config."""
     from .explain import list_machines, machines_table
 
-    paths = _paths(site, nodes, out)
+    paths = output_paths(site, nodes, out)
     machines = list_machines(paths.site, paths.nodes, profile=profile, boot=boot)
     if fmt == "json":
         click.echo(json.dumps({"machines": [m.as_dict() for m in machines]}, indent=2, sort_keys=True))
@@ -225,7 +225,7 @@ def fetch(site, nodes, out, fmt):
     """Download and verify every mirrored image set into the cache."""
     from .build import fetch_images
 
-    mirrored, referenced = fetch_images(_paths(site, nodes, out))
+    mirrored, referenced = fetch_images(output_paths(site, nodes, out))
     _say(fmt, f"{mirrored} mirrored image sets verified and cached; "
               f"{referenced} referenced by URL (the firmware fetches those)",
          {"mirrored": mirrored, "referenced": referenced})
@@ -254,7 +254,7 @@ def publish(destination, env, tree, release_id, site, nodes, endpoint_url, dry_r
     from .publish import publish_output
     from .secrets_tree import publish_notice
 
-    paths = _paths(site, nodes, "build", env)
+    paths = output_paths(site, nodes, "build", env)
     report = publish_output(paths, destination, release=release_id, tree=tree and Path(tree),
                             endpoint_url=endpoint_url, dry_run=dry_run, prune=prune, keep=keep, jobs=jobs,
                             allow_secrets=allow_secrets)
@@ -282,7 +282,7 @@ def audit(source, site, endpoint_url, env):
     from .audit import audit_bucket, audit_tree, referenced_values, report
     from .errors import Location, OutputError, Problem
 
-    paths = _paths(site, "nodes", "build", env)
+    paths = output_paths(site, "nodes", "build", env)
     values = referenced_values(paths.state, Path(site))
     source = source or str(paths.out)  # build/, or build-ENV with --env
     if not source.startswith("s3://") and not os.path.isdir(source):
@@ -312,7 +312,7 @@ def releases(site, nodes, out, fmt, env):
     """The kept trees, newest first (* marks the live one): id, time, Git commit, what changed."""
     from .releases import list_releases
 
-    kept = list_releases(_paths(site, nodes, out, env))
+    kept = list_releases(output_paths(site, nodes, out, env))
     if fmt == "json":
         click.echo(json.dumps({"releases": [r.as_dict() for r in kept]}, indent=2, sort_keys=True))
     else:
@@ -327,7 +327,7 @@ def rollback(site, nodes, out, fmt, env, build_id):
     """Point OUT back at a kept release, atomically (default: the one built before the live one)."""
     from .releases import rollback as run_rollback
 
-    release = run_rollback(_paths(site, nodes, out, env), build_id)
+    release = run_rollback(output_paths(site, nodes, out, env), build_id)
     if fmt == "json":
         click.echo(json.dumps({"live": release.as_dict()}, indent=2, sort_keys=True))
     else:
@@ -345,7 +345,7 @@ def watch(site, nodes, out, fmt, env, poll, offline):
     """Build, then rebuild on every change under the site and nodes directories."""
     from .watch import watch as run_watch
 
-    paths = _paths(site, nodes, out, env)  # an unknown one is reported by each build, like any site problem
+    paths = output_paths(site, nodes, out, env)  # an unknown one is reported by each build, like any site problem
     if fmt == "json":  # one JSON object per line per event, everything on stdout
         echo, stopped = click.echo, json.dumps({"event": "stopped"})
         echo(json.dumps({"event": "watching", "site": site, "nodes": nodes}))
@@ -373,7 +373,7 @@ def serve(site, nodes, out, fmt, bind, port, url, poll, offline):
         echo, stopped = click.echo, json.dumps({"event": "stopped"})
     else:
         echo, stopped = _echo, "stopped"
-    _until_interrupted(lambda: run_serve(_paths(site, nodes, out), echo, bind=bind, port=port, url=url,
+    _until_interrupted(lambda: run_serve(output_paths(site, nodes, out), echo, bind=bind, port=port, url=url,
                                          poll=poll, fetch=not offline, fmt=fmt), stopped)
 
 

@@ -302,14 +302,10 @@ def _warm_up(cli, cwd: str, argv: list[str]) -> None:
         os.chdir(cwd)
         ctx = cli.build.make_context("build", list(argv[1:]))
         params = ctx.params
-        paths = cli._paths(params["site"], params["nodes"], params["out"], params["env"])
-        from .build import _fresh_stamps, warm_up
+        paths = cli.output_paths(params["site"], params["nodes"], params["out"], params["env"])
+        from .build import warm_up_for_fresh_build
 
-        from .write import live_build_id
-
-        state = warm_state(paths)
-        stamps = _fresh_stamps(paths, state, live_build_id(paths.out, paths.state))  # as the next build's
-        warm_up(paths, state, stamps, fetch=not params["offline"])
+        warm_up_for_fresh_build(paths, warm_state(paths), fetch=not params["offline"])
     except BaseException:  # noqa: BLE001  (a warm-up that fails leaves the first build to load it all)
         _warm.clear()
     finally:
