@@ -180,9 +180,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _fake_server(path: Path, replies: list[bytes]) -> threading.Thread:
+def _fake_server(path: Path, replies: list[bytes], hang_up_when: Path | None = None) -> threading.Thread:
     """A socket that takes one request and sends `replies`, then hangs up (a server that
-    declines, or dies during the build)."""
+    declines, or dies during the build); with `hang_up_when`, once that file exists. Its
+    `replied` event is set once the replies are sent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
@@ -199,8 +200,13 @@ def _fake_server(path: Path, replies: list[bytes]) -> threading.Thread:
                     size -= len(conn.recv(size))
                 for reply in replies:
                     conn.sendall(reply)
+                thread.replied.set()
+                deadline = time.monotonic() + 10
+                while hang_up_when is not None and not hang_up_when.exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
 
     thread = threading.Thread(target=run, daemon=True)
+    thread.replied = threading.Event()
     thread.start()
     return thread
 
@@ -293,3 +299,32 @@ def test_a_publish_handed_over_publishes_and_a_second_is_a_no_op(repo, tmp_path)
     _edit(repo, "not-built-yet")
     stale = _bootgen(repo, "publish", str(docroot))
     assert stale.returncode == 1 and "build" in stale.stderr  # inputs edited since the build: refused, as ever
+
+
+def test_ctrl_c_in_the_client_interrupts_the_build_where_it_runs(tmp_path, monkeypatch):
+    """The client passes SIGINT on to the server (here a stand-in that records it) and exits 130."""
+    flag = tmp_path / "interrupted"
+    stand_in = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                                 "signal.signal(signal.SIGINT, lambda *a: (open(sys.argv[1], 'w').close(), sys.exit()))\n"
+                                 "print('ready', flush=True)\ntime.sleep(60)", str(flag)], stdout=subprocess.PIPE)
+    assert stand_in.stdout.readline() == b"ready\n"
+    monkeypatch.chdir(tmp_path)
+    sock = resident.socket_path(tmp_path / ".bootgen")
+    thread = _fake_server(sock, [f"ok {stand_in.pid}\n".encode()], hang_up_when=flag)
+    client = subprocess.Popen([sys.executable, "-c", "import sys; from bootgen import resident; "
+                               "sys.exit(resident.forward(['build']))"],
+                              cwd=tmp_path, env=_env(), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not thread.replied.is_set():
+            assert time.monotonic() < deadline, "the client did not connect"
+            time.sleep(0.02)
+        time.sleep(0.2)  # the client now waits for the build's end
+        client.send_signal(2)
+        assert client.wait(timeout=RUN) == 130
+        assert flag.exists()
+    finally:
+        client.kill()
+        stand_in.kill()
+        stand_in.wait(timeout=RUN)
+        thread.join(10)
