@@ -200,38 +200,64 @@ def serve(nodes_dir: str, sock: str) -> None:
             | C.IN_MOVED_TO | C.IN_DELETE_SELF | C.IN_MOVE_SELF)
     journal.cookie_wd = inotify.add_callback(os.fsencode(cookies), C.IN_CREATE, journal, "cookies")
     inotify.add_callback(os.fsencode(nodes_dir), mask, journal, "nodes")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
-        temp = f"{sock}.{os.getpid()}"
-        server.bind(temp)
-        os.replace(temp, sock)  # a question only ever reaches a monitor whose watches are in place
-        ours = os.stat(sock).st_ino
-        server.listen(8)
-        server.settimeout(10)
-        last = time.monotonic()
-        while not journal.broken.is_set() and time.monotonic() - last < MONITOR_IDLE:
-            if not os.path.isdir(home) or not os.path.isdir(nodes_dir):
-                break
+    # Bound only now: a question only ever reaches a monitor whose watches are in place.
+    server, ours = listen_at(sock)
+    alive = lambda: not journal.broken.is_set() and os.path.isdir(home) and os.path.isdir(nodes_dir)  # noqa: E731
+    with server:
+        for conn in connections(server, MONITOR_IDLE, alive):
+            conn.settimeout(ASK_TIMEOUT)
             try:
-                conn, _ = server.accept()
-            except socket.timeout:
+                question = conn.recv(4096).decode().split()
+                if question == ["stop"]:
+                    conn.sendall(b"stopped\n")
+                    break
+                since = question[1] if len(question) == 2 and question[0] == "since" else "-"
+                conn.sendall(journal.answer(since).encode("utf-8", "surrogateescape"))
+            except OSError:
                 continue
-            last = time.monotonic()
-            with conn:
-                conn.settimeout(ASK_TIMEOUT)
-                try:
-                    question = conn.recv(4096).decode().split()
-                    if question == ["stop"]:
-                        conn.sendall(b"stopped\n")
-                        break
-                    since = question[1] if len(question) == 2 and question[0] == "since" else "-"
-                    conn.sendall(journal.answer(since).encode("utf-8", "surrogateescape"))
-                except OSError:
-                    continue
+    remove_if_ours(sock, ours)
+
+
+def listen_at(sock: str) -> tuple[socket.socket, int]:
+    """A Unix socket listening at `sock` (put in place atomically over a stale one), with a
+    10-second accept timeout, and the inode that tells it from a later server's."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    temp = f"{sock}.{os.getpid()}"
+    server.bind(temp)
+    os.replace(temp, sock)
+    server.listen(8)
+    server.settimeout(10)
+    return server, os.stat(sock).st_ino
+
+
+def connections(server: socket.socket, idle: float, alive):
+    """Each connection accepted on `server` (closed once handled), until `idle` seconds pass
+    without one or `alive()`, asked at least every accept timeout, says stop."""
+    last = time.monotonic()
+    while time.monotonic() - last < idle and alive():
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            continue
+        last = time.monotonic()
+        with conn:
+            yield conn
+
+
+def is_ours(sock: str, ours: int) -> bool:
+    """Whether `sock` is still the one this server bound (not gone, not a newer server's)."""
     try:
-        if os.stat(sock).st_ino == ours:  # not a newer monitor's
-            os.unlink(sock)
+        return os.stat(sock).st_ino == ours
     except OSError:
-        pass
+        return False
+
+
+def remove_if_ours(sock: str, ours: int) -> None:
+    if is_ours(sock, ours):
+        try:
+            os.unlink(sock)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

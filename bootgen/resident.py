@@ -258,42 +258,19 @@ def serve(sock: str, cwd: str, argv: list[str]) -> None:
     lock.flush()
     from . import cli
     from .incremental import code_stamp
+    from .monitor import connections, is_ours, listen_at, remove_if_ours
 
     code = code_stamp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a build is interrupted (below)
     home = os.path.dirname(os.path.dirname(sock))
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
-        temp = f"{sock}.{os.getpid()}"
-        server.bind(temp)
-        os.replace(temp, sock)
-        ours = os.stat(sock).st_ino
-        server.listen(8)  # a build asking during the warm-up waits for it: it would load the same itself
+    # Bound before the warm-up: a build asking meanwhile waits for it (it would load the same itself).
+    server, ours = listen_at(sock)
+    with server:
         _warm_up(cli, cwd, argv)
-        server.settimeout(10)
-        import time
-
-        last = time.monotonic()
-        while time.monotonic() - last < IDLE and os.path.isdir(home) and _is_ours(sock, ours):
-            try:
-                conn, _ = server.accept()
-            except socket.timeout:
-                continue
-            last = time.monotonic()
-            with conn:
-                if _handle(conn, cli, code) == "stop":
-                    break
-    try:
-        if os.stat(sock).st_ino == ours:
-            os.unlink(sock)
-    except OSError:
-        pass
-
-
-def _is_ours(sock: str, ours: int) -> bool:
-    try:
-        return os.stat(sock).st_ino == ours
-    except OSError:
-        return False
+        for conn in connections(server, IDLE, lambda: os.path.isdir(home) and is_ours(sock, ours)):
+            if _handle(conn, cli, code) == "stop":
+                break
+    remove_if_ours(sock, ours)
 
 
 def _warm_up(cli, cwd: str, argv: list[str]) -> None:
