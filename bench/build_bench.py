@@ -230,6 +230,19 @@ def edited_files(tree: Path) -> list[tuple[str, bytes]]:
     return found
 
 
+def resident_memory(site: Path) -> str:
+    """The resident set of the site's resident builder (bootgen.resident), which outlives the builds."""
+    for lock in (site / ".bootgen" / "resident").glob("*.sock.lock"):
+        try:
+            pid = int(lock.read_text())
+            with open(f"/proc/{pid}/status") as status:
+                kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+            return f"{kib / 1024 / 1024:.2f} GiB"
+        except (OSError, ValueError, StopIteration):
+            continue
+    return "none running"
+
+
 def watch_latency(site: Path, saves: int) -> list[float]:
     """Seconds from saving a node file to the output link pointing at a new tree."""
     from bootgen.build import Paths
@@ -403,6 +416,7 @@ def measure(tmp: Path, args) -> list[Row]:
             rows += scale_rows(nodes, cold, args.nodes[0], base_cold)
         results = fleet.edits(None)
         results["nodes"] = nodes
+        rows.append(Row(f"resident builder, memory after the edits, {nodes:,} nodes", resident_memory(fleet.site)))
         saves = watch_latency(fleet.site, args.saves)
         rows += fleet_rows(fleet, results, base, saves)
         base = base or results
