@@ -233,3 +233,43 @@ def test_pages_are_cut_by_first_paths_so_an_edit_rewrites_only_its_page():
     assert len([p for p in edited.pages() if p.id not in old_pages]) == 1
     assert len([c for c in edited.chunks if c.id not in old_shards]) == 1
     assert len(edited.pages()) == len(pages)
+
+
+def _fleet(nodes: int) -> Listing:
+    """A fleet's listing as the benchmark's sites have it: four files a node, in four directories."""
+    lines = {}
+    for n in range(nodes):
+        for path in (f"configs/n{n:06d}/{n:016x}/ignition.json", f"ipxe/n{n:06d}.ipxe",
+                     f"pxelinux.cfg/01-52-54-{n:06x}", f"nodes/n{n:06d}/meta.json"):
+            lines[path] = listing_lines(path, hashlib.sha256(path.encode()).hexdigest(), 300, False, f"n{n:06d}",
+                                        "ipxe")
+    return Listing.of_lines(lines, consume=True)
+
+
+def _edit_cost(listing: Listing, path: str) -> tuple[int, int]:
+    """The index files a one-file edit writes (what its publish uploads of the index) and their bytes."""
+    edited = listing.patched({path: listing_lines(path, "0" * 64, 301, False, None, "ipxe")}, ())
+    shards, pages = {c.id for c in listing.chunks}, {p.id for p in listing.pages()}
+    new_shards = [c for c in edited.chunks if c.id not in shards]
+    new_pages = [p for p in edited.pages() if p.id not in pages]
+    size = sum(len(c.shard_bytes()) + len(c.sums) for c in new_shards) + sum(len(p.page_bytes()) for p in new_pages)
+    return 2 * len(new_shards) + len(new_pages) + 1, size + len(edited.root_bytes(edited.build_id()))
+
+
+def test_a_one_node_edit_costs_the_same_index_files_and_bytes_at_3000_and_30000_nodes():
+    """With the build's own sizes (shards of about 512 files, pages of about 32 shards): the shard an
+    edited file falls in, with its .sha256, its page and the root, whatever the fleet's size. Bytes
+    are the median over every file of the fleet taken as the edited one: a shard's size is set by
+    where its cuts fall, so five files edited in turn may differ by 15 % between two fleets."""
+    plan.CHUNK, plan.MAX_CHUNK_FACTOR, plan.PAGE, plan.MAX_PAGE_FACTOR = 512, 8, 32, 4
+    costs = {}
+    for nodes in (3000, 30000):
+        listing = _fleet(nodes)
+        per_file = sorted(len(c.shard_bytes()) + len(c.sums) + len(page.page_bytes())
+                          for page in listing.pages() for c in page.chunks for _ in range(c.count))
+        root = len(listing.root_bytes(listing.build_id()))
+        edits = [_edit_cost(listing, f"ipxe/n{int(nodes * f):06d}.ipxe") for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
+        costs[nodes] = (per_file[len(per_file) // 2] + root, {files for files, _ in edits}, len(listing.pages()))
+    (small, small_files, small_pages), (large, large_files, large_pages) = costs.values()
+    assert small_files == large_files == {4}, costs  # one shard's .json and .sha256, its page, the root
+    assert large_pages > small_pages and abs(large - small) <= small / 10, costs
