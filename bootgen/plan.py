@@ -296,8 +296,10 @@ class Listing:
     only the chunks they fall in, and writes only those shards. Where chunks
     are cut depends on the paths alone (see _ends_chunk), so patching a
     listing gives the chunks a listing built anew from the same files has.
-    A listing read from a tree reads a shard only when one of its files is
-    asked about (its id, from the root, names it)."""
+    The pages naming the shards are worked out from the chunks (see
+    _ends_page), so they too are the same either way. A listing read from a
+    tree reads its root and pages, and a shard only when one of its files is
+    asked about (its id, from a page, names it)."""
 
     def __init__(self, chunks: list[_Chunk], build_id: str | None = None):
         self.chunks = chunks
