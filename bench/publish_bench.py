@@ -87,7 +87,7 @@ def _arguments():
     parser.add_argument("--tools", default="bootgen,aws,rclone", type=lambda s: [t for t in s.split(",") if t])
     parser.add_argument("--fleet", type=int, nargs="+", help="fleet sizes: the publish targets, on built sites")
     parser.add_argument("--index-bytes", type=Path, nargs="+", metavar="TREE",
-                        help="built trees: the index bytes a one-node publish sends, today and in a paged layout")
+                        help="built trees: the index bytes a one-node publish sends, as built and computed for larger pages")
     return parser.parse_args()
 
 
@@ -333,24 +333,29 @@ _REF_BYTES = 150  # one shard reference in a root or page: {"count": ..., "first
 
 def print_index_bytes(tree: Path) -> None:
     """What the index part of a one-node publish weighs, taking each entry point of the tree in turn as
-    the changed file: the shard it falls in (JSON and .sha256) and the root, today; then computed for a
-    layout whose shards are cut in a narrower band and whose root names pages of shard references."""
+    the changed file: the shard it falls in (JSON and .sha256), the page naming that shard and the root,
+    as built (index format 3); then computed for pages of twice as many shard references."""
     from bootgen.publish.manifest import load_tree
 
     manifest = load_tree(tree)
-    sizes = [(_file_size(tree / f"index/{ref.id}.json") + _file_size(tree / f"index/{ref.id}.sha256"), count)
-             for ref, count in ((ref, ref.count) for ref in manifest.root.shards)]
-    print(f"{tree}: {len(manifest.files):,} files, {len(sizes)} shards, root {len(manifest.raw):,} bytes")
-    _print_layout("today", [size for size, count in sizes for _ in range(count)], manifest, len(manifest.raw))
+    root = manifest.root
+    shard_sizes = [_file_size(tree / f"index/{ref.id}.json") + _file_size(tree / f"index/{ref.id}.sha256")
+                   for ref in root.shards]
+    page_sizes = [_file_size(tree / f"index/{page.id}.page.json") for page in root.pages]
+    print(f"{tree}: {len(manifest.files):,} files, {len(shard_sizes)} shards in {len(page_sizes)} pages, "
+          f"root {len(manifest.raw):,} bytes")
+    page_of_shard = [size for page, size in zip(root.pages, page_sizes) for _ in range(page.shards)]
+    per_file = [shard + page for ref, shard, page in zip(root.shards, shard_sizes, page_of_shard)
+                for _ in range(ref.count)]
+    _print_layout("as built", per_file, manifest, len(manifest.raw))
     lines = [_entry_bytes(entry) for entry in manifest.files]
-    for floor, chance, fanout in ((448, 64, 32), (448, 64, 64)):
+    for floor, chance, fanout in ((448, 64, 64),):
         chunks = _cut(lines, floor, chance)
-        pages = _cut([(bytes.fromhex(f"{i:08x}"), 0) for i in range(len(chunks))], fanout // 2, fanout // 2,
-                     key=lambda item: zlib.crc32(item[0]))
+        pages = _cut([(chunk[0][0], 0) for chunk in chunks], fanout // 2, fanout // 2)  # by first path
         page_of_shard = [len(page) * _REF_BYTES for page in pages for _ in page]
         per_file = [sum(b for _, b in chunk) + page_of_shard[i] for i, chunk in enumerate(chunks) for _ in chunk]
-        _print_layout(f"shards cut after {floor} files at 1 in {chance}, pages of ~{fanout} shards",
-                      per_file, manifest, 200 + _REF_BYTES * len(pages))
+        _print_layout(f"computed: shards cut after {floor} files at 1 in {chance}, pages of ~{fanout} shards",
+                      per_file, manifest, 200 + (_REF_BYTES + 12) * len(pages))
 
 
 def _print_layout(name: str, per_file: list[int], manifest, root: int) -> None:

@@ -22,7 +22,7 @@ from .content import content_type
 from .errors import Location, OutputError, Problem, RenderError
 
 MANIFEST = "manifest.json"  # the root of a tree's index, written last
-INDEX = "index"  # the shards of the index: index/<id>.json and index/<id>.sha256
+INDEX = "index"  # the shards of the index (index/<id>.json and .sha256) and its pages (index/<id>.page.json)
 CHECKSUMS = "SHA256SUMS"  # the lines of index/*.sha256 in path order, as `bootgen sums` prints them
 PRIVATE = "private"  # .bootgen/private/<build id>/: the full listing of a tree with secret-bearing files
 SECRET_PATHS = "secret-paths.json"  # beside that listing: the paths left out of the public one
@@ -114,9 +114,13 @@ _SEPARATOR = b",\n    "  # between manifest entries
 _SHARD_OPEN = b'{"files": [\n    '  # a shard is these, its entries joined by _SEPARATOR, and _SHARD_CLOSE
 _SHARD_CLOSE = b"\n]}\n"
 _SUM_PATH = 66  # a SHA256SUMS line is 64 hex digits, two spaces, the path and a newline
-CHUNK = 512  # files per chunk of a listing, on average
+CHUNK = 512  # files per chunk of a listing, on average: a floor, then a chance per path (see _ends_chunk)
+CHUNK_SPREAD = 8  # the chance is 1 in CHUNK / CHUNK_SPREAD past a floor of the rest: 448 files, then 1 in 64
 MAX_CHUNK_FACTOR = 8  # no chunk holds more than this many times CHUNK files
-FORMAT = 2  # of a tree's index: manifest.json is a root naming the shards in index/
+PAGE = 32  # shards per page of the index, on average: PAGE / 2 at least, then a 1-in-PAGE/2 chance a shard
+MAX_PAGE_FACTOR = 4  # no page names more than this many times PAGE shards
+FORMAT = 3  # of a tree's index: manifest.json is a root naming pages, each naming shards in index/
+PAGE_SUFFIX = ".page"  # index/<id>.page.json: a page, named by the sha256 of its bytes
 PACK_LEVEL = 1  # zlib level of packed chunks: a third of the bytes at ~150 MB/s on a loaded core
 
 
@@ -138,17 +142,42 @@ def _sum_key(line: bytes) -> bytes:
     return line[_SUM_PATH:-1]
 
 
+def _chunk_chance() -> int:
+    return max(1, CHUNK // CHUNK_SPREAD)
+
+
+def _chunk_floor() -> int:
+    return max(1, CHUNK - _chunk_chance())
+
+
 def _ends_chunk(key: bytes) -> bool:
-    """Whether a chunk of at least CHUNK / 2 files ends after this path. Decided by the path
+    """Whether a chunk of at least _chunk_floor() files ends after this path. Decided by the path
     alone, so the cuts stay where they are when files around them come, go or change: an edit
-    rewrites only its chunks. (The floor halves the spread of chunk sizes, and so the bytes an
-    edit rewrites, which falls mostly on large chunks.)"""
-    return zlib.crc32(key) % max(1, CHUNK - CHUNK // 2) == 0
+    rewrites only its chunks. (A high floor and a small chance narrow the spread of chunk sizes:
+    a node falls in a large chunk as often as a fleet of any size has them, so the bytes an edit
+    rewrites would otherwise depend on the fleet.)"""
+    return zlib.crc32(key) % _chunk_chance() == 0
+
+
+def _ends_page(first: bytes) -> bool:
+    """Whether a page of at least PAGE / 2 shards ends after the shard whose first path this is.
+    The first path, not the shard id: an edit changes the ids of its shards but seldom their
+    first paths, so it rewrites only the page holding them."""
+    return zlib.crc32(first) % max(1, PAGE // 2) == 0
 
 
 def shard_name(shard_id: str, suffix: str = ".json") -> str:
     """The tree path of a shard (`.json`) or of its SHA256SUMS lines (`.sha256`)."""
     return f"{INDEX}/{shard_id}{suffix}"
+
+
+def page_name(page_id: str) -> str:
+    """The tree path of a page of the index: index/<id>.page.json."""
+    return shard_name(page_id + PAGE_SUFFIX)
+
+
+def is_page_path(path: str) -> bool:
+    return path.startswith(INDEX + "/") and path.endswith(PAGE_SUFFIX + ".json")
 
 
 class IndexDamaged(OutputError):
@@ -240,11 +269,11 @@ class _Chunk:
 
 def _chunked(lines, packed: bool = False) -> tuple[list[_Chunk], list[bytes], list[bytes]]:
     """Cut (entry, SHA256SUMS line) pairs, in path order, into chunks: after a path that ends
-    one (once it holds CHUNK / 2 files), or at CHUNK * MAX_CHUNK_FACTOR files. Left to right,
+    one (once it holds _chunk_floor() files), or at CHUNK * MAX_CHUNK_FACTOR files. Left to right,
     starting afresh after every cut. Returns the chunks and the lines of an unfinished last
     one (empty when the last chunk ended by rule)."""
     chunks, entries, sums = [], [], []
-    floor, limit = CHUNK // 2, CHUNK * MAX_CHUNK_FACTOR
+    floor, limit = _chunk_floor(), CHUNK * MAX_CHUNK_FACTOR
     for entry, line in lines:
         entries.append(entry)
         sums.append(line)
@@ -267,13 +296,16 @@ class Listing:
     only the chunks they fall in, and writes only those shards. Where chunks
     are cut depends on the paths alone (see _ends_chunk), so patching a
     listing gives the chunks a listing built anew from the same files has.
-    A listing read from a tree reads a shard only when one of its files is
-    asked about (its id, from the root, names it)."""
+    The pages naming the shards are worked out from the chunks (see
+    _ends_page), so they too are the same either way. A listing read from a
+    tree reads its root and pages, and a shard only when one of its files is
+    asked about (its id, from a page, names it)."""
 
     def __init__(self, chunks: list[_Chunk], build_id: str | None = None):
         self.chunks = chunks
         self._firsts = [chunk.first for chunk in chunks]
         self._build_id = build_id
+        self._pages: list[_Page] | None = None
 
     @classmethod
     def of_lines(cls, lines: dict[str, tuple[bytes, bytes]], *, consume: bool = False,
@@ -312,16 +344,18 @@ class Listing:
     @classmethod
     def read(cls, tree: Path) -> "Listing | None":
         """The listing of a tree bootgen wrote (None if its index is not in that shape, or is
-        an older format). Reads the root and the names in index/; the shards are read when
-        needed."""
+        an older format). Reads the root, its pages and the names in index/; the shards are
+        read when needed."""
         directory = listing_dir(tree)
         try:
             root = root_document((directory / MANIFEST).read_bytes())
-            present = set(os.listdir(directory / INDEX)) if root["shards"] else set()
+            present = set(os.listdir(directory / INDEX)) if root["pages"] else set()
+            refs = [shard for page in root["pages"]
+                    for shard in page_document((directory / page_name(page["id"])).read_bytes(), page)]
         except (OSError, ValueError):
             return None
         chunks = []
-        for shard in root["shards"]:
+        for shard in refs:
             if f"{shard['id']}.json" not in present or f"{shard['id']}.sha256" not in present:
                 return None
             chunks.append(_Chunk(shard["first"].encode(), None, None, shard["count"], shard["id"], directory))
@@ -433,29 +467,87 @@ class Listing:
     def build_id(self) -> str:
         """A tree's id is the digest of its shards' ids in path order: the same files with the
         same bytes (and the same entries) give the same id, and an edit computes it from the
-        shards it rewrote and the names of the others, without reading them."""
+        shards it rewrote and the names of the others, without reading them. (The format is in
+        the digest: a tree of another index format never shares an id with this one's.)"""
         if self._build_id is None:
-            digest = hashlib.sha256(b"bootgen index 2\n")
+            digest = hashlib.sha256(f"bootgen index {FORMAT}\n".encode())
             for chunk in self.chunks:
                 digest.update(chunk.id.encode() + b"\n")
             self._build_id = digest.hexdigest()
         return self._build_id
 
+    def pages(self) -> list["_Page"]:
+        """The pages of the index: runs of consecutive shards, cut where the shards' first
+        paths say (see _ends_page), so an edit rewrites only the pages its shards are in."""
+        if self._pages is None:
+            self._pages = [_Page(run) for run in _paged(self.chunks)]
+        return self._pages
+
     def root_bytes(self, build_id: str) -> bytes:
-        """manifest.json: the tree's build id and its shards in path order, one per line."""
-        shards = [_ENTRY_ENCODER.encode({"count": c.count, "first": c.first.decode(), "id": c.id})
-                  for c in self.chunks]
-        body = "[\n    " + ",\n    ".join(shards) + "\n  ]" if shards else "[]"
+        """manifest.json: the tree's build id and its pages in path order, one per line."""
+        pages = [_ENTRY_ENCODER.encode({"count": p.count, "first": p.first.decode(), "id": p.id, "shards": p.shards})
+                 for p in self.pages()]
+        body = "[\n    " + ",\n    ".join(pages) + "\n  ]" if pages else "[]"
         return (f'{{\n  "bootgen_version": {json.dumps(__version__)},\n  "build_id": {json.dumps(build_id)},\n'
-                f'  "file_count": {len(self)},\n  "format": {FORMAT},\n  "shards": {body}\n}}\n').encode()
+                f'  "file_count": {len(self)},\n  "format": {FORMAT},\n  "pages": {body}\n}}\n').encode()
 
     def entries_bytes(self) -> bytes:
         """Every manifest entry, one per line (for tests and `bootgen explain`)."""
         return _SEPARATOR.join(chunk.entries for chunk in self.chunks)
 
 
+class _Page:
+    """A run of consecutive chunks: one page of the tree's index (`index/<id>.page.json`), the
+    shard references the root would otherwise list, {count, first, id} each."""
+
+    __slots__ = ("chunks", "_bytes", "_id")
+
+    def __init__(self, chunks: list[_Chunk]):
+        self.chunks = chunks
+        self._bytes = self._id = None
+
+    @property
+    def first(self) -> bytes:
+        return self.chunks[0].first
+
+    @property
+    def count(self) -> int:
+        """Files in its shards."""
+        return sum(chunk.count for chunk in self.chunks)
+
+    @property
+    def shards(self) -> int:
+        return len(self.chunks)
+
+    def page_bytes(self) -> bytes:
+        if self._bytes is None:
+            refs = [_ENTRY_ENCODER.encode({"count": c.count, "first": c.first.decode(), "id": c.id})
+                    for c in self.chunks]
+            self._bytes = ('{"shards": [\n    ' + ",\n    ".join(refs) + "\n]}\n").encode()
+        return self._bytes
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = hashlib.sha256(self.page_bytes()).hexdigest()
+        return self._id
+
+
+def _paged(chunks: list[_Chunk]) -> list[list[_Chunk]]:
+    """Cut chunks, in path order, into pages: after a chunk whose first path ends one (once it
+    holds PAGE / 2 chunks), or at PAGE * MAX_PAGE_FACTOR chunks."""
+    pages, page = [], []
+    floor, limit = max(1, PAGE // 2), PAGE * MAX_PAGE_FACTOR
+    for chunk in chunks:
+        page.append(chunk)
+        if len(page) >= limit or (len(page) >= floor and _ends_page(chunk.first)):
+            pages.append(page)
+            page = []
+    return pages + [page] if page else pages
+
+
 def root_document(raw: bytes) -> dict:
-    """manifest.json of a format-2 tree, checked for the shape readers rely on; ValueError
+    """manifest.json of a format-3 tree, checked for the shape readers rely on; ValueError
     (naming the field) otherwise."""
     doc = json.loads(raw)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -463,23 +555,50 @@ def root_document(raw: bytes) -> dict:
         raise ValueError(f"$.format: index format {found!r}, not {FORMAT}")
     if not isinstance(doc.get("build_id"), str) or not _HEX.match(doc["build_id"]):
         raise ValueError("$.build_id: must be lowercase hex")
-    shards = doc.get("shards")
-    if not isinstance(shards, list):
-        raise ValueError("$.shards: must be a list")
-    total, last = 0, None
-    for i, shard in enumerate(shards):
-        if not isinstance(shard, dict) or not isinstance(shard.get("id"), str) or not _HEX.match(shard["id"]) \
-                or len(shard["id"]) != 64:
-            raise ValueError(f"$.shards[{i}].id: must be 64 lowercase hex digits")
-        if not isinstance(shard.get("first"), str) or (last is not None and shard["first"].encode() <= last):
-            raise ValueError(f"$.shards[{i}].first: must be a path after the previous shard's")
-        count = shard.get("count")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ValueError(f"$.shards[{i}].count: must be a positive integer")
-        total, last = total + count, shard["first"].encode()
+    pages = doc.get("pages")
+    if not isinstance(pages, list):
+        raise ValueError("$.pages: must be a list")
+    _check_refs(pages, "$.pages", "page")
+    for i, page in enumerate(pages):
+        shards = page.get("shards")
+        if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= page["count"]:
+            raise ValueError(f"$.pages[{i}].shards: must be a positive integer, at most the page's count")
+    total = sum(page["count"] for page in pages)
     if doc.get("file_count") != total:
-        raise ValueError(f"$.file_count: must be {total}, the sum of the shards' counts")
+        raise ValueError(f"$.file_count: must be {total}, the sum of the pages' counts")
     return doc
+
+
+def page_document(raw: bytes, page: dict) -> list[dict]:
+    """The shard references of a page, checked against its name and against what the root says
+    of it (`page`: {id, first, count, shards}); ValueError naming the field otherwise."""
+    if hashlib.sha256(raw).hexdigest() != page["id"]:
+        raise ValueError("$: the page's bytes do not hash to its name")
+    doc = json.loads(raw)
+    shards = doc.get("shards") if isinstance(doc, dict) else None
+    if not isinstance(shards, list) or not shards:
+        raise ValueError("$.shards: must be a list of shards")
+    _check_refs(shards, "$.shards", "shard")
+    if len(shards) != page["shards"] or sum(s["count"] for s in shards) != page["count"] \
+            or shards[0]["first"] != page["first"]:
+        raise ValueError(f"$.shards: must be {page['shards']} shards of {page['count']} files from "
+                         f"{page['first']!r}, as manifest.json says")
+    return shards
+
+
+def _check_refs(refs: list, where: str, what: str) -> None:
+    """{id, first, count} items: 64 hex digits, first paths in order, positive counts."""
+    last = None
+    for i, ref in enumerate(refs):
+        if not isinstance(ref, dict) or not isinstance(ref.get("id"), str) or not _HEX.match(ref["id"]) \
+                or len(ref["id"]) != 64:
+            raise ValueError(f"{where}[{i}].id: must be 64 lowercase hex digits")
+        if not isinstance(ref.get("first"), str) or (last is not None and ref["first"].encode() <= last):
+            raise ValueError(f"{where}[{i}].first: must be a path after the previous {what}'s")
+        count = ref.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"{where}[{i}].count: must be a positive integer")
+        last = ref["first"].encode()
 
 
 _HEX = re.compile(r"[0-9a-f]{8,128}\Z")

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Location, OutputError, Problem
-from .plan import (CHECKSUMS, INDEX, MANIFEST, PRIVATE, SECRET_PATHS, Artifact, IndexDamaged, Listing,
-                   checksummed_paths, listing_dir, private_dir, root_document)
+from .plan import (CHECKSUMS, FORMAT, INDEX, MANIFEST, PRIVATE, SECRET_PATHS, Artifact, IndexDamaged, Listing,
+                   checksummed_paths, listing_dir, page_name, private_dir, root_document)
 
 KEEP_BUILDS = 3  # releases: the live tree plus two to roll back to (and for requests still in flight)
 # One more old tree is kept beyond the releases, for the next build to recycle as its staging
@@ -394,7 +394,7 @@ def tree_sizes(tree: Path) -> dict[str, int]:
     than the paths too)."""
     listing = Listing.read(tree)
     if listing is None:
-        raise FileNotFoundError(errno.ENOENT, "no index of format 2", str(tree / MANIFEST))
+        raise FileNotFoundError(errno.ENOENT, f"no index of format {FORMAT}", str(tree / MANIFEST))
     sizes: dict[str, int] = {}
     for chunk in listing.chunks:
         paths, found = checksummed_paths(chunk.sums), _SIZE_ONLY.findall(chunk.entries)
@@ -745,7 +745,7 @@ def switch_link(out: Path, final: Path) -> None:
 
 def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str], state_dir: Path,
                   live: Path | None = None, made: list[str] | None = None) -> int:
-    """The tree's index: its shards (index/), then its root (manifest.json) last. With
+    """The tree's index: its shards and pages (index/), then its root (manifest.json) last. With
     secret-bearing `private` paths, the full index (and the list of those paths) goes to
     .bootgen/private/<build id>/, readable by its owner only, and the tree gets the public
     index without them. Shards the tree holds already (a recycled tree), or the live tree
@@ -753,7 +753,7 @@ def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str]
 
     With no live tree (a first build), no other listing shares a chunk of this one: each
     chunk forgets its lines once its shard is on disk (a million nodes' lines are gigabytes).
-    `made` gets the path of every shard of the tree written (not linked)."""
+    `made` gets the path of every shard and page of the tree written (not linked)."""
     sources = [live / INDEX, private_dir(live) / INDEX] if live is not None else []
     public = listing.without(private)
     written = _write_shards(tree, public, sources, release=live is None, made=made)
@@ -769,7 +769,7 @@ def write_listing(tree: Path, listing: Listing, build_id: str, private: set[str]
 
 def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh: Path | None = None,
                   release: bool = False, made: list[str] | None = None) -> int:
-    """Bring directory/index/ level with `listing`'s shards, linking those a source index holds
+    """Bring directory/index/ level with `listing`'s shards and pages, linking shards a source index holds
     as it was written (see _linkable) or the `fresh` index just written; returns the bytes written.
     With `release`, a chunk whose shard this writes keeps only its name (see _Chunk.release)."""
     index = directory / INDEX
@@ -796,6 +796,15 @@ def _write_shards(directory: Path, listing: Listing, sources: list[Path], fresh:
             written += len(data)
         if release and chunk.source is None:
             chunk.release(directory)
+    for page in listing.pages():  # a few kilobytes each: written, never linked
+        name = page_name(page.id)
+        wanted.add(os.path.basename(name))
+        if os.path.basename(name) not in present:
+            data = page.page_bytes()
+            write_bytes(str(directory / name), data)
+            if made is not None:
+                made.append(str(directory / name))
+            written += len(data)
     for stale in present - wanted:  # shards of the recycled tree this one does not list
         os.unlink(index / stale)
     return written

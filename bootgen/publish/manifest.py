@@ -2,12 +2,14 @@
 
 The index is the contract between `bootgen build` and publish: every file of
 the tree with its size, sha256 and whether it is content-addressed
-(`immutable`). Its root, `manifest.json`, names the shards `index/<id>.json`
-(the entries of a run of consecutive paths; `<id>` is the sha256 of its bytes)
-and beside each one `index/<id>.sha256` (the same run's SHA256SUMS lines).
-Publish trusts nothing else, so a tree is verified against its index before
-a single byte leaves the machine. A tree of index format 1 (one manifest.json
-listing every file, and SHA256SUMS) is still read.
+(`immutable`). Its root, `manifest.json`, names pages `index/<id>.page.json`,
+each naming a run of shards `index/<id>.json` (the entries of a run of
+consecutive paths) and beside each one `index/<id>.sha256` (the same run's
+SHA256SUMS lines); every `<id>` is the sha256 of the file's bytes. Publish
+trusts nothing else, so a tree is verified against its index before a single
+byte leaves the machine. A tree of index format 1 (one manifest.json listing
+every file, and SHA256SUMS) is still read; one of format 2 (a root naming
+every shard) is refused with a hint to rebuild it.
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ import hashlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from bootgen.errors import Location, Problem, PublishError
 from bootgen.plan import CHECKSUMS as SUMS
-from bootgen.plan import FORMAT, MANIFEST, is_index_path, root_document, shard_name
+from bootgen.plan import MANIFEST, is_index_path, page_document, page_name, root_document, shard_name
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _BUILD_ID = re.compile(r"^[0-9a-f]{8,128}\Z")
 _CHUNK = 1 << 20
@@ -50,19 +52,49 @@ class ShardRef:
 
 
 @dataclass(frozen=True)
+class PageRef:
+    """One page as the root names it: `count` files in `shards` shards from `first`."""
+
+    id: str
+    first: str
+    count: int
+    shards: int
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "first": self.first, "count": self.count, "shards": self.shards}
+
+
+@dataclass(frozen=True)
 class Root:
-    """A tree's manifest.json: its build id and shards; `raw` keeps the exact bytes."""
+    """A tree's manifest.json: its build id and pages, and (once the pages are read, see
+    with_shards) the shards they name; `raw` keeps the exact bytes."""
 
     build_id: str
     bootgen_version: str
     file_count: int
-    shards: tuple[ShardRef, ...]
+    pages: tuple[PageRef, ...]
     raw: bytes
+    shards: tuple[ShardRef, ...] = ()
 
     def index_files(self) -> list[str]:
-        """Tree paths of the index in publish order: each shard and its .sha256, the root last."""
-        return [name for shard in self.shards
-                for name in (shard_name(shard.id), shard_name(shard.id, ".sha256"))] + [MANIFEST]
+        """Tree paths of the index in publish order: each shard and its .sha256, then the pages
+        naming them, the root last."""
+        return [name for shard in self.shards for name in (shard_name(shard.id), shard_name(shard.id, ".sha256"))] \
+            + [page_name(page.id) for page in self.pages] + [MANIFEST]
+
+    def with_shards(self, fetch: Callable[[str], tuple[bytes, str]]) -> "Root":
+        """This root with the shards its pages name, `fetch(tree path)` giving each page's bytes
+        and where they come from (raising PublishError if it cannot). Every problem at once."""
+        shards: list[ShardRef] = []
+        problems: list[Problem] = []
+        for page in self.pages:
+            try:
+                shards += parse_page(*fetch(page_name(page.id)), page)
+            except PublishError as exc:
+                problems += exc.problems
+        if problems:
+            raise PublishError(problems)
+        return replace(self, shards=tuple(shards))
 
 
 @dataclass(frozen=True)
@@ -94,7 +126,7 @@ class Manifest:
 
 
 def parse_root(raw: bytes, origin: str) -> Root:
-    """A format-2 manifest.json; a PublishError naming the field otherwise."""
+    """A format-3 manifest.json (its pages not read); a PublishError naming the field otherwise."""
     try:
         doc = root_document(raw)
     except UnicodeDecodeError as exc:
@@ -106,13 +138,26 @@ def parse_root(raw: bytes, origin: str) -> Root:
         raise PublishError(Problem(Location(origin), message, field,
                                    "rebuild the tree with this version of bootgen" if field == "$.format" else "")
                            ) from None
-    shards = tuple(ShardRef(s["id"], s["first"], s["count"]) for s in doc["shards"])
-    return Root(doc["build_id"], str(doc.get("bootgen_version", "")), doc["file_count"], shards, raw)
+    pages = tuple(PageRef(p["id"], p["first"], p["count"], p["shards"]) for p in doc["pages"])
+    return Root(doc["build_id"], str(doc.get("bootgen_version", "")), doc["file_count"], pages, raw)
+
+
+def parse_page(raw: bytes, origin: str, page: PageRef) -> tuple[ShardRef, ...]:
+    """The shards a page names, checked against its id and what the root says of it; a
+    PublishError naming the page (`origin`) and the field otherwise."""
+    try:
+        shards = page_document(raw, page.as_dict())
+    except (ValueError, UnicodeDecodeError) as exc:
+        field, _, message = str(exc).partition(": ") if str(exc).startswith("$") else ("", "", str(exc))
+        raise PublishError(Problem(Location(origin), f"page of the index is damaged: {message or exc}",
+                                   field if field != "$" else "", "rebuild the tree")) from None
+    return tuple(ShardRef(s["id"], s["first"], s["count"]) for s in shards)
 
 
 def read_root(directory: Path) -> Root:
-    """The root (manifest.json) of the tree or listing directory `directory`."""
-    return parse_root(_read(directory / MANIFEST, directory), str(directory / MANIFEST))
+    """The root (manifest.json) of the tree or listing directory `directory`, its pages read."""
+    root = parse_root(_read(directory / MANIFEST, directory), str(directory / MANIFEST))
+    return root.with_shards(lambda rel: (_read(directory / rel, directory), str(directory / rel)))
 
 
 def parse_shard(raw: bytes, shard: ShardRef | str, origin: str) -> tuple[FileEntry, ...]:
@@ -149,7 +194,8 @@ def _read(path: Path, directory: Path) -> bytes:
             raise PublishError(Problem(Location(str(directory)), "no manifest.json in the tree",
                                        hint="name the output of `bootgen build` (e.g. the build/ directory)")
                                ) from None
-        raise PublishError(Problem(Location(str(path)), "manifest.json names this shard but it is missing",
+        what = "page" if path.name.endswith(".page.json") else "shard"
+        raise PublishError(Problem(Location(str(path)), f"the index names this {what} but it is missing",
                                    hint="rebuild the tree")) from None
     except OSError as exc:
         raise PublishError(Problem(Location(str(path)), f"cannot read the index: {exc.strerror}")) from None
@@ -237,11 +283,11 @@ def load_tree(tree: Path) -> Manifest:
 
 def parse_index(raw: bytes, origin: str, fetch: Callable[[str], tuple[bytes, str]]) -> Manifest:
     """A whole index from its manifest.json `raw`: a format-1 manifest, or a root and the
-    shards it names, `fetch(tree path)` giving each one's bytes and where they come from
-    (raising PublishError if it cannot). Every problem is raised at once."""
-    if _format(raw) != FORMAT:
+    pages and shards it names, `fetch(tree path)` giving each one's bytes and where they come
+    from (raising PublishError if it cannot). Every problem is raised at once."""
+    if is_format1(raw):
         return parse_manifest(raw, origin)
-    root = parse_root(raw, origin)
+    root = parse_root(raw, origin).with_shards(fetch)
     files: list[FileEntry] = []
     problems: list[Problem] = []
     for shard in root.shards:
@@ -263,6 +309,13 @@ def _format(raw: bytes) -> int | None:
     except ValueError:
         return None
     return doc.get("format", 1) if isinstance(doc, dict) else None
+
+
+def is_format1(raw: bytes) -> bool:
+    """Whether a manifest.json is read as index format 1 (one manifest listing every file): it
+    says so, or it is not a JSON object (whose errors format 1's reader names best). Any other
+    format is read as a root, which refuses all but the current one."""
+    return _format(raw) in (1, None)
 
 
 def _check_order(files: list[FileEntry], loc: Location) -> None:
@@ -330,9 +383,9 @@ def _verify_sums(tree: Path, name: str, files) -> Problem | None:
 def tree_sums(tree: Path) -> str:
     """The SHA256SUMS text of a tree (its own index's .sha256 lines in path order)."""
     raw = _read(tree / MANIFEST, tree)
-    if _format(raw) != FORMAT:
+    if is_format1(raw):
         return _read(tree / SUMS, tree).decode()
-    root = parse_root(raw, str(tree / MANIFEST))
+    root = read_root(tree)
     return "".join(_read(tree / shard_name(shard.id, ".sha256"), tree).decode() for shard in root.shards)
 
 

@@ -1,13 +1,15 @@
 """The publish protocol: what goes to a destination and in which order, over any `Store`.
 
 A destination keeps published builds ("releases") and serves one of them, the
-live one. Its index is the tree's root `manifest.json` plus the shards the root
-names (`bootgen.publish.index`). A publish compares the local root with the
-live one shard by shard, so it reads and writes only what changed:
+live one. Its index is the tree's root `manifest.json` plus the pages the root
+names and the shards they name (`bootgen.publish.index`). A publish compares the
+local root with the live one page by page, then shard by shard within the pages
+that differ, so it reads and writes only what changed:
 
 1. content-addressed objects (`immutable`) the destination lacks;
 2. entry points that differ (they may now name the objects from step 1);
-3. the index: new shards, then the archive copy of the root (for --prune);
+3. the index: new shards, then new pages (they name the shards), then the
+   archive copy of the root (for --prune);
 4. the switch: the root `manifest.json` (a bucket) or the `current` link (a docroot);
 5. deletion of entry points the new build dropped (safe only now: before the
    switch the live root still names them);
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from bootgen.errors import Location, Problem, PublishError
-from bootgen.plan import INDEX
+from bootgen.plan import is_page_path
 from bootgen.publish.index import Index, ShardReader
 from bootgen.publish.manifest import MANIFEST, FileEntry, verify_file
 from bootgen.publish.progress import NullProgress, Progress
@@ -71,7 +73,8 @@ class Store(ABC):
 
     @abstractmethod
     def shard(self, build_id: str | None, shard_id: str) -> bytes | None:
-        """The bytes of a shard of a published build (None: the live one)."""
+        """The bytes of `index/<shard_id>.json` of a published build (None: the live one): a shard,
+        or a page when `shard_id` is a page's id and PAGE_SUFFIX (both are content-addressed)."""
 
     def has_release(self, build_id: str) -> bool:
         """A complete release of this build is kept, so publishing it is only a switch."""
@@ -248,7 +251,7 @@ def _plan(store: Store, tree: Path, listing: Index, served: Index, remote: Remot
         plan.index = [(path, source, False) for path, source in served.new_index_files(remote.public)]
     if listing is not served:
         plan.index += [(path, source, True) for path, source in
-                       listing.new_index_files(None if store.whole_releases else live, exclude=served.shard_ids)]
+                       listing.new_index_files(None if store.whole_releases else live, exclude=served.index_paths())]
     return plan
 
 
@@ -282,7 +285,8 @@ def _older(store: Store, remote: Remote, build_id: str, keep: int) -> list[Index
 
 def _stale(listing: Index, served: Index, remote: Remote) -> list[str]:
     """Entry points of the live or last completed build that the new one drops, and index files of
-    the live one that are not content-addressed (a format-1 SHA256SUMS) and that the new one lacks."""
+    the live one that are not content-addressed (a format-1 SHA256SUMS) and that the new one lacks.
+    (Shards and pages are content-addressed: they stay until --prune, as the objects do.)"""
     stale: set[str] = set()
     for old in (remote.live, remote.previous):
         try:
@@ -290,7 +294,7 @@ def _stale(listing: Index, served: Index, remote: Remote) -> list[str]:
         except PublishError:
             pass  # a shard is unreadable: its dropped entry points stay until --prune
     if remote.public is not None:
-        stale |= {p for p in remote.public.index_paths() - served.index_paths() if not p.startswith(f"{INDEX}/")}
+        stale |= set(remote.public.loose_paths) - set(served.loose_paths)
     return sorted(stale)
 
 
@@ -319,7 +323,8 @@ def _apply(store: Store, tree: Path, listing: Index, served: Index, plan: Plan, 
         for build_id, paths in _by_release(plan.carried).items():
             store.carry(paths, build_id)
         _send(store, tree, plan.uploads, options)
-        parallel(lambda item: store.put_index(*item), plan.index, options.jobs)
+        for batch in _shards_then_pages(plan.index):
+            parallel(lambda item: store.put_index(*item), batch, options.jobs)
         store.archive(listing.build_id, listing.root, listing is not served)
     if plan.switch:
         store.switch(listing.build_id, served.root)
@@ -339,6 +344,11 @@ def _send(store: Store, tree: Path, uploads: list[FileEntry], options: Options) 
             parallel(lambda e: store.upload(e, tree / e.path, progress), batch, options.jobs)
     finally:
         progress.stop()
+
+
+def _shards_then_pages(index: list[tuple[str, Path, bool]]) -> list[list[tuple[str, Path, bool]]]:
+    """Index files in two batches: a page goes up only once every shard it names is there."""
+    return [[item for item in index if not is_page_path(item[0])], [item for item in index if is_page_path(item[0])]]
 
 
 def _by_release(carried: list[tuple[str, int, str]]) -> dict[str, list[str]]:

@@ -87,7 +87,7 @@ def test_progress_is_quiet_unless_asked(monkeypatch):
     assert bar._bar.tasks[0].completed == 100
 
 
-# --- index format 2: a root and content-addressed shards, as `bootgen build` writes them ---------
+# --- index format 3: a root, pages and content-addressed shards, as `bootgen build` writes them ---
 
 def _built(example) -> Path:
     from bootgen.build import build
@@ -102,7 +102,9 @@ def test_a_built_tree_is_read_shard_by_shard_and_verified(example):
     assert manifest.root == root and manifest.build_id == root.build_id == tree.name
     assert root.file_count == len(manifest.files) == sum(s.count for s in root.shards)
     index = manifest.index_files()
-    assert index[-1] == "manifest.json" and len(index) == 2 * len(root.shards) + 1
+    assert index[-1] == "manifest.json" and len(index) == 2 * len(root.shards) + len(root.pages) + 1
+    assert index[-1 - len(root.pages):-1] == [f"index/{page.id}.page.json" for page in root.pages]
+    assert sum(page.shards for page in root.pages) == len(root.shards)
     assert index[:2] == [f"index/{root.shards[0].id}.json", f"index/{root.shards[0].id}.sha256"]
     assert read_shard(tree, root.shards[0])[0].path == root.shards[0].first
     verify_tree(tree, manifest)
@@ -130,7 +132,60 @@ def test_a_root_naming_a_missing_shard_is_a_problem_naming_it(example):
     with pytest.raises(PublishError) as err:
         load_tree(tree)
     assert (err.value.problems[0].location.file, err.value.problems[0].message) == (
-        str(shard), "manifest.json names this shard but it is missing")
+        str(shard), "the index names this shard but it is missing")
+
+
+def _page_of(tree: Path) -> Path:
+    page = json.loads((tree / "manifest.json").read_bytes())["pages"][0]
+    return tree / "index" / f"{page['id']}.page.json"
+
+
+def test_a_missing_page_is_a_problem_naming_it(example):
+    tree = _built(example)
+    page = _page_of(tree)
+    page.unlink()
+    with pytest.raises(PublishError) as err:
+        load_tree(tree)
+    assert (err.value.problems[0].location.file, err.value.problems[0].message) == (
+        str(page), "the index names this page but it is missing")
+
+
+@pytest.mark.parametrize("damage", ["bytes", "count"])
+def test_a_damaged_page_is_a_problem_naming_it_and_its_field(example, damage):
+    import hashlib
+
+    tree = _built(example)
+    page = _page_of(tree)
+    data = page.read_bytes()
+    page.unlink()
+    if damage == "bytes":
+        page.write_bytes(data.replace(b'"count": ', b'"count":  ', 1))
+    else:  # well-formed, named by its bytes, but not what the root says of it
+        data = data.replace(b'"count": ', b'"count": 1', 1)
+        renamed = page.with_name(hashlib.sha256(data).hexdigest() + ".page.json")
+        renamed.write_bytes(data)
+        root = (tree / "manifest.json").read_bytes().replace(page.name.encode()[:64], renamed.name.encode()[:64])
+        (tree / "manifest.json").unlink()
+        (tree / "manifest.json").write_bytes(root)
+        page = renamed
+    with pytest.raises(PublishError) as err:
+        load_tree(tree)
+    problem = err.value.problems[0]
+    assert problem.location.file == str(page)
+    assert "page of the index is damaged" in problem.message
+    if damage == "bytes":
+        assert "do not hash to its name" in problem.message
+    else:
+        assert problem.path == "$.shards"
+
+
+def test_a_tree_of_index_format_2_is_refused_with_a_hint(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"build_id": "ab" * 32, "file_count": 0, "format": 2,
+                                                          "shards": []}))
+    with pytest.raises(PublishError) as err:
+        load_tree(tmp_path)
+    assert (err.value.problems[0].path, err.value.problems[0].hint) == (
+        "$.format", "rebuild the tree with this version of bootgen")
 
 
 def test_shard_sums_must_agree_with_the_shard(example):
@@ -166,5 +221,5 @@ def test_publish_of_a_damaged_tree_exits_1_without_a_traceback(example, tmp_path
     done = subprocess.run([sys.executable, "-m", "bootgen", "publish", str(tmp_path / "www")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"{shard}: error: manifest.json names this shard but it is missing" in done.stderr
+    assert f"{shard}: error: the index names this shard but it is missing" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "www" / "current").exists()

@@ -31,6 +31,7 @@ class FailingStore:
 
     def __init__(self, store, fail_at: int = 0):
         self._store, self._fail_at, self.writes = store, fail_at, []
+        self.index_files: list[str] = []  # the paths put_index was given, in order
         self._lock = threading.Lock()
 
     def __getattr__(self, name):
@@ -41,6 +42,8 @@ class FailingStore:
         def write(*args, **kwargs):
             with self._lock:
                 self.writes.append(name)
+                if name == "put_index":
+                    self.index_files.append(args[0])
                 if len(self.writes) == self._fail_at:
                     raise Killed(f"{name} (write #{self._fail_at})")
             return attr(*args, **kwargs)
@@ -197,4 +200,23 @@ def test_a_kill_among_parallel_uploads_stops_the_publish_before_its_switch(targe
     assert "switch" not in failing.writes
     assert assert_serves_one_build_completely(target, store, (a, b)) == a.build_id
     publish_with_store(store, b.root, jobs=4)
+    assert assert_serves_one_build_completely(target, store, (a, b)) == b.build_id
+
+
+def test_pages_go_up_after_the_shards_they_name_and_a_kill_at_a_page_keeps_the_old_build(target, builds):
+    a, b = builds
+    store = target.fresh()
+    publish_with_store(store, a.root, jobs=1)
+    counting = FailingStore(store)
+    publish_with_store(counting, b.root, jobs=4)
+    pages = [i for i, path in enumerate(counting.index_files) if path.endswith(".page.json")]
+    shards = [i for i, path in enumerate(counting.index_files) if not path.endswith(".page.json")]
+    assert pages and shards and max(shards) < min(pages)
+    store = target.fresh()
+    publish_with_store(store, a.root, jobs=1)
+    at_page = [i for i, name in enumerate(counting.writes) if name == "put_index"][min(pages)] + 1
+    with pytest.raises(Killed):
+        publish_with_store(FailingStore(store, at_page), b.root, jobs=1)
+    assert assert_serves_one_build_completely(target, store, (a, b)) == a.build_id
+    publish_with_store(store, b.root, jobs=1)
     assert assert_serves_one_build_completely(target, store, (a, b)) == b.build_id

@@ -44,6 +44,7 @@ def test_a_one_node_edit_uploads_only_the_shards_it_changed(example, seaweed, bu
     from publish_servers import s3_client
 
     monkeypatch.setattr(plan, "CHUNK", 4)  # the example's files in about twenty shards
+    monkeypatch.setattr(plan, "CHUNK_SPREAD", 2)
     destination = f"s3://{bucket}/site"
     first = build(example, fetch=False).write.tree
     publish(first, destination, endpoint_url=seaweed.endpoint, progress=False)
@@ -58,6 +59,8 @@ def test_a_one_node_edit_uploads_only_the_shards_it_changed(example, seaweed, bu
     assert 2 < len(uploaded) < len(after) / 2
     client = s3_client(seaweed.endpoint)
     root = json.loads(client.get_object(Bucket=bucket, Key="site/manifest.json")["Body"].read())
-    for shard in root["shards"]:  # every shard the live root names is in the bucket, as built
+    pages = [json.loads(client.get_object(Bucket=bucket, Key=f"site/index/{page['id']}.page.json")["Body"].read())
+             for page in root["pages"]]
+    for shard in (shard for page in pages for shard in page["shards"]):  # every shard the live root names
         body = client.get_object(Bucket=bucket, Key=f"site/index/{shard['id']}.json")["Body"].read()
         assert body == (second / "index" / f"{shard['id']}.json").read_bytes()

@@ -194,3 +194,43 @@ def test_a_bucket_published_before_shards_moves_to_them(moto_client, two_builds)
     assert {p: after[p] for p in b.files} == b.files
     assert "SHA256SUMS" not in after and "delete SHA256SUMS" in map(str, report.actions)
     assert publish_s3(b.root, DEST, moto_client).requests == 2
+
+
+def _as_format_2(root: bytes, objects: dict[str, bytes]) -> bytes:
+    """A format-3 root rewritten as bootgen wrote it before pages: the root names every shard."""
+    doc = json.loads(root)
+    shards = [s for page in doc.pop("pages") for s in json.loads(objects[f"index/{page['id']}.page.json"])["shards"]]
+    return json.dumps(doc | {"format": 2, "shards": shards}, indent=2).encode()
+
+
+def test_a_bucket_serving_a_format_2_root_is_compared_with_nothing_and_loses_nothing(moto_client, two_builds):
+    a, b = two_builds
+    publish_s3(a.root, DEST, moto_client)
+    before = _bucket(moto_client)
+    old_root = _as_format_2(before["manifest.json"], before)
+    for key in ("manifest.json", f".bootgen/manifests/{a.build_id}.json"):
+        moto_client.put_object(Bucket="boot", Key=f"site/{key}", Body=old_root)
+    writes: list[str] = []
+    moto_client.meta.events.register("before-parameter-build.s3.PutObject",
+                                     lambda params, **_: writes.append(params["Key"].removeprefix("site/")))
+    report = publish_s3(b.root, DEST, moto_client)
+    after = _bucket(moto_client)
+    assert_consistent(after)
+    assert {p: after[p] for p in b.files} == b.files
+    assert not [x for x in report.actions if x.verb == "delete"]
+    assert set(before) - {"manifest.json"} <= set(after)  # a's objects and index stay for clients mid-boot
+    assert writes[-2:] == [f".bootgen/manifests/{b.build_id}.json", ".bootgen/index.json"]  # the root is copied
+    assert json.loads(after["manifest.json"])["format"] == 3
+    assert publish_s3(b.root, DEST, moto_client).requests == 2
+
+
+def test_a_missing_published_page_makes_the_publish_check_every_file(moto_client, two_builds):
+    a, b = two_builds
+    publish_s3(a.root, DEST, moto_client)
+    page = next(k for k in _bucket(moto_client) if k.endswith(".page.json"))
+    moto_client.delete_object(Bucket="boot", Key=f"site/{page}")
+    report = publish_s3(b.root, DEST, moto_client)
+    after = _bucket(moto_client)
+    assert_consistent(after)
+    assert {p: after[p] for p in b.files} == b.files
+    assert page not in after or page in {x.path for x in report.actions}

@@ -116,24 +116,27 @@ def _one_node_change(seaweed, bucket, tmp_path, nodes: int):
     return report, sent
 
 
-def test_a_one_node_change_costs_the_same_requests_and_bytes_at_200_and_2000_nodes(seaweed, aws_env, tmp_path,
-                                                                                  monkeypatch):
-    """Shards of 64 files instead of 512 give these small fleets the shape of large ones: a node's
-    three files (config, iPXE script, pxelinux file) fall in three different shards at both sizes."""
+def test_a_one_node_change_costs_the_same_requests_and_bytes_at_1000_and_3000_nodes(seaweed, aws_env, tmp_path,
+                                                                                   monkeypatch):
+    """Shards of 64 files instead of 512, and pages of 8 shards instead of 32, give these small fleets
+    the shape of large ones: a node's three files (config, iPXE script, pxelinux file) fall in three
+    different shards and two pages at both sizes, and the root names several pages."""
     monkeypatch.setattr("bootgen.plan.CHUNK", 64)
+    monkeypatch.setattr("bootgen.plan.PAGE", 8)
     costs = {}
-    for nodes in (200, 2000):
+    for nodes in (1000, 3000):
         bucket = f"scale-{os.getpid()}-{nodes}"
         s3_client(seaweed.endpoint).create_bucket(Bucket=bucket)
         report, sent = _one_node_change(seaweed, bucket, tmp_path / str(nodes), nodes)
         costs[nodes] = (report.requests, sent)
     print(f"one-node change (requests, bytes sent): {costs}")
-    (small_requests, small_bytes), (large_requests, large_bytes) = costs[200], costs[2000]
+    (small_requests, small_bytes), (large_requests, large_bytes) = costs[1000], costs[3000]
     assert large_requests == small_requests, costs
     # bytes: the node's files, the three shards they fall in (whose size is set by where the cuts fall,
-    # not by the fleet) and the root (about 140 bytes per shard); never the fleet's index
-    index = sum(p.stat().st_size for p in (tmp_path / "2000/b/index").iterdir())
-    assert large_bytes < index / 10 and large_bytes < 2 * small_bytes, (costs, index)
+    # not by the fleet), the page naming them (about 32 shards at any size past a few thousand files)
+    # and the root (about 160 bytes per page: 1/32 of the fleet's shards); never the fleet's index
+    index = sum(p.stat().st_size for p in (tmp_path / "3000/b/index").iterdir())
+    assert large_bytes < index / 10 and abs(large_bytes - small_bytes) <= small_bytes / 10, (costs, index)
 
 
 def test_a_noop_publish_reads_only_the_root_and_makes_at_most_three_requests(seaweed, bucket, tmp_path):

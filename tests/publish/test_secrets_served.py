@@ -83,10 +83,12 @@ class Crawler:
         found = re.findall(re.escape(self.base) + r"""([^\s"'<>;\\]*)""", text)
         if path == "SHA256SUMS" or path.endswith(".sha256"):
             found += [line[66:] for line in text.splitlines()]
-        if path == "manifest.json":  # the index's root names its shards
+        if path == "manifest.json":  # the index's root names its pages
+            found += [f"index/{page['id']}.page.json" for page in json.loads(body)["pages"]]
+        elif path.endswith(".page.json"):  # a page names shards
             found += [f"index/{shard['id']}{suffix}" for shard in json.loads(body)["shards"]
                       for suffix in (".json", ".sha256")]
-        if path.startswith("index/") and path.endswith(".json"):
+        elif path.startswith("index/") and path.endswith(".json"):
             found += [entry["path"] for entry in json.loads(body)["files"]]
         found += re.findall(r'href="([^"?]+)"', text)  # a directory listing, were one served
         found += [link + name for link in found if link.endswith("/") for name in NOCLOUD]  # as cloud-init asks
@@ -216,9 +218,12 @@ def test_allow_secrets_uploads_them_and_keeps_the_full_manifest_under_the_privat
     archived = json.loads(client.get_object(Bucket=bucket, Key=f"site/.bootgen/manifests/{report.build_id}.json")
                           ["Body"].read())
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="site/")["Contents"]}
-    shards = b"".join(client.get_object(Bucket=bucket, Key=next(
-        k for k in (f"site/index/{s['id']}.json", f"site/.bootgen/index/{s['id']}.json") if k in keys))["Body"].read()
-        for s in archived["shards"])  # the full index: public shards, and under .bootgen/ those naming secrets
+    def index_file(name: str) -> bytes:  # the full index: public files, and under .bootgen/ those naming secrets
+        return client.get_object(Bucket=bucket, Key=next(
+            k for k in (f"site/index/{name}", f"site/.bootgen/index/{name}") if k in keys))["Body"].read()
+
+    shards = b"".join(index_file(f"{s['id']}.json") for page in archived["pages"]
+                      for s in json.loads(index_file(f"{page['id']}.page.json"))["shards"])
     assert all(p.encode() in shards for p in private)
     public_shards = b"".join(client.get_object(Bucket=bucket, Key=k)["Body"].read()
                              for k in keys if k.startswith("site/index/"))

@@ -22,12 +22,14 @@ SITES = {"example": ROOT, "tftp-local": ROOT / "tests" / "sites" / "tftp-local",
 def _rendered(tree: Path) -> dict[str, bytes]:
     """Every file of the tree, its index included, except the boot loader binaries: those are
     Debian's bytes, so their digests (and the ids made from them: the build id, the shards'
-    names) are replaced by placeholders in the index files; shard i is `index/shard-i.*`."""
+    names, the pages' names) are replaced by placeholders in the index files; shard i is
+    `index/shard-i.*`, page i `index/page-i.page.json`."""
     manifest = load_tree(tree)
     loaders = {f.path: f for f in manifest.files if f.target == "bootloader"}
     files = {f.path: (tree / f.path).read_bytes() for f in manifest.files if f.path not in loaders}
     names = {manifest.build_id: "<build id>"}
     names.update((shard.id, f"shard-{i}") for i, shard in enumerate(manifest.root.shards))
+    names.update((page.id, f"page-{i}") for i, page in enumerate(manifest.root.pages))
     for path in manifest.index_files():
         normal = path
         for real, placeholder in names.items():

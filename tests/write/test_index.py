@@ -1,4 +1,4 @@
-"""The tree's index on disk: a root (manifest.json) and content-addressed shards (index/).
+"""The tree's index on disk: a root (manifest.json), content-addressed pages and shards (index/).
 
 An edit writes only the shards it touches; every other shard is the same inode
 in every kept tree; a recycled tree keeps no shard its root does not name; a
@@ -22,14 +22,26 @@ from bootgen.write import KEPT_TREES
 
 @pytest.fixture(autouse=True)
 def small_shards(monkeypatch):
-    """Shards of a few files each, so that the example's 80 files make about twenty."""
+    """Shards of a few files each, so that the example's 80 files make about twenty, and pages
+    of a few shards."""
     monkeypatch.setattr(plan, "CHUNK", 4)
+    monkeypatch.setattr(plan, "CHUNK_SPREAD", 2)
+    monkeypatch.setattr(plan, "PAGE", 4)
+
+
+def _pages(tree: Path) -> list[str]:
+    return [page["id"] for page in json.loads((tree / "manifest.json").read_bytes())["pages"]]
+
+
+def _shard_refs(tree: Path) -> list[dict]:
+    """The shards the root names through its pages, in path order."""
+    return [shard for page in _pages(tree)
+            for shard in json.loads((tree / "index" / f"{page}.page.json").read_bytes())["shards"]]
 
 
 def _shards(tree: Path) -> dict[str, int]:
     """Shard id -> inode of the .json file, for every shard the root names."""
-    root = json.loads((tree / "manifest.json").read_bytes())
-    return {s["id"]: (tree / "index" / f"{s['id']}.json").stat().st_ino for s in root["shards"]}
+    return {s["id"]: (tree / "index" / f"{s['id']}.json").stat().st_ino for s in _shard_refs(tree)}
 
 
 def _edit(example, round_: int) -> None:
@@ -48,6 +60,8 @@ def test_an_edit_writes_only_the_shards_it_touches_and_links_the_rest(example):
     new = {shard for shard in after if shard not in before}
     node_files = {f.path for f in _entries(second.write.tree) if f.node == "node-2"}
     assert 0 < len(new) <= len(node_files) + 2  # its files' shards, and a neighbour where a cut moved
+    pages_before, pages_after = set(_pages(first.write.tree)), _pages(second.write.tree)
+    assert len(pages_after) > 3 and 0 < len([p for p in pages_after if p not in pages_before]) <= len(new)
     for shard, inode in after.items():
         if shard in before:
             assert inode == before[shard], "an unchanged shard is a link to the live tree's, not a copy"
@@ -68,7 +82,8 @@ def test_kept_trees_share_unchanged_shards_and_a_recycled_tree_holds_only_its_ow
         for tree in trees:
             shards = _shards(tree)
             names = {f"{s}{suffix}" for s in shards for suffix in (".json", ".sha256")}
-            assert set(os.listdir(tree / "index")) == names, "a shard the root does not name was left behind"
+            names |= {f"{page}.page.json" for page in _pages(tree)}
+            assert set(os.listdir(tree / "index")) == names, "a file the root does not name was left behind"
             for shard, inode in shards.items():
                 inodes.setdefault(shard, set()).add(inode)
         assert all(len(found) == 1 for found in inodes.values()), "one shard, one inode in every kept tree"
@@ -98,7 +113,7 @@ def test_a_live_shard_changed_by_hand_makes_the_build_start_afresh(example):
 def test_a_root_naming_a_missing_shard_makes_the_next_build_start_afresh(example):
     build(example, fetch=False)
     listing = plan.listing_dir(example.out.resolve())  # the full index, which the build reads
-    first = json.loads((listing / "manifest.json").read_bytes())["shards"][0]["id"]
+    first = _shard_refs(listing)[0]["id"]
     (listing / "index" / f"{first}.json").unlink()
     _edit(example, 1)
     result = build(example, fetch=False)
@@ -149,15 +164,14 @@ def _entries(tree: Path):
 
 
 def _shard_holding(tree: Path, path: str) -> Path:
-    shards = json.loads((tree / "manifest.json").read_bytes())["shards"]
-    shard = [s for s in shards if s["first"] <= path][-1]
+    shard = [s for s in _shard_refs(tree) if s["first"] <= path][-1]
     return tree / "index" / f"{shard['id']}.json"
 
 
 def test_a_public_shard_changed_by_hand_is_written_anew_not_linked(example):
     build(example, fetch=False)
     live = example.out.resolve()
-    shard = live / "index" / f"{json.loads((live / 'manifest.json').read_bytes())['shards'][0]['id']}.sha256"
+    shard = live / "index" / f"{_shard_refs(live)[0]['id']}.sha256"
     shard.unlink()
     shard.write_text("0" * 64 + "  boot.ipxe\n")
     _edit(example, 1)
@@ -165,3 +179,30 @@ def test_a_public_shard_changed_by_hand_is_written_anew_not_linked(example):
     check = subprocess.run("cat index/*.sha256 | sha256sum --quiet -c", shell=True, cwd=example.out,
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_root_naming_a_missing_page_makes_the_next_build_start_afresh(example):
+    build(example, fetch=False)
+    listing = plan.listing_dir(example.out.resolve())
+    (listing / "index" / f"{_pages(listing)[0]}.page.json").unlink()
+    _edit(example, 1)
+    result = build(example, fetch=False)
+    assert result.write.changed and result.rendered == 7  # the live listing cannot be read: all nodes
+    load_tree(plan.listing_dir(result.write.tree))  # the new tree holds every page and shard its root names
+
+
+def test_a_live_tree_of_index_format_2_is_listed_anew(example):
+    """A tree written before pages: its root names shards, which this version does not read."""
+    build(example, fetch=False)
+    for listing in {example.out.resolve(), plan.listing_dir(example.out.resolve())}:
+        root = json.loads((listing / "manifest.json").read_bytes())
+        shards = _shard_refs(listing)
+        old = {k: v for k, v in root.items() if k != "pages"} | {"format": 2, "shards": shards}
+        (listing / "manifest.json").unlink()
+        (listing / "manifest.json").write_text(json.dumps(old))
+    assert Listing.read(example.out) is None
+    _edit(example, 1)
+    result = build(example, fetch=False)
+    assert result.write.changed and result.rendered == 7
+    assert json.loads((result.write.tree / "manifest.json").read_bytes())["format"] == 3
+    load_tree(plan.listing_dir(result.write.tree))

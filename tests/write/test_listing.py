@@ -1,6 +1,6 @@
 """The listing (manifest entries and SHA256SUMS lines in chunks, one shard of the tree's
-index each): patching a few files, or reading a tree's index back, gives exactly what
-building it anew gives, chunk for chunk."""
+index each, named by pages of shard references): patching a few files, or reading a tree's
+index back, gives exactly what building it anew gives, chunk for chunk and page for page."""
 import hashlib
 import json
 
@@ -32,18 +32,21 @@ def _same(listing: Listing, expected: dict) -> None:
     assert listing.paths() == sorted(expected)
     assert len(listing) == len(expected)
     assert listing.build_id() == clean.build_id()
-    shard_ids = json.loads(clean.root_bytes("ab" * 32))["shards"]
+    assert [page.page_bytes() for page in listing.pages()] == [page.page_bytes() for page in clean.pages()]
     assert listing.build_id() == hashlib.sha256(
-        b"bootgen index 2\n" + b"".join(f"{s['id']}\n".encode() for s in shard_ids)).hexdigest()
+        b"bootgen index 3\n" + b"".join(f"{c.id}\n".encode() for c in clean.chunks)).hexdigest()
     entries = json.loads(b"[" + listing.entries_bytes() + b"]")
     assert [f["path"] for f in entries] == sorted(expected)
 
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    """Chunks of a few files, and a low cap, so that changes cross chunk boundaries and caps."""
+    """Chunks of a few files, pages of a few chunks, and low caps, so that changes cross chunk
+    and page boundaries and caps."""
     monkeypatch.setattr(plan, "CHUNK", 4)
     monkeypatch.setattr(plan, "MAX_CHUNK_FACTOR", 2)
+    monkeypatch.setattr(plan, "PAGE", 4)
+    monkeypatch.setattr(plan, "MAX_PAGE_FACTOR", 2)
 
 
 @settings(max_examples=80, deadline=None)
@@ -62,11 +65,14 @@ def test_patched_equals_built_anew(before, changed, removed, chunk):
 
 
 def test_chunks_are_cut_by_path_so_an_edit_touches_only_its_chunks():
-    plan.CHUNK, plan.MAX_CHUNK_FACTOR = 16, 8
-    paths = [f"dir{i % 7}/file-{i:05d}" for i in range(3000)]
+    """Chunks of 128 files: a floor of 112 and a 1-in-16 chance (a cut moved by an edit moves the
+    next one too as often as a path between the two floors ends a chunk: the chance sets that)."""
+    plan.CHUNK, plan.MAX_CHUNK_FACTOR = 128, 8
+    paths = [f"dir{i % 7}/file-{i:05d}" for i in range(24000)]
     listing = Listing.of_lines(_files(paths))
-    assert 3000 / 16 / 3 < len(listing.chunks) < 3000 / 16 * 3
-    assert max(chunk.count for chunk in listing.chunks) <= 16 * 8
+    assert 24000 / 128 / 1.5 < len(listing.chunks) < 24000 / 128 * 1.5
+    assert min(chunk.count for chunk in listing.chunks[:-1]) >= 112
+    assert max(chunk.count for chunk in listing.chunks) <= 128 * 8
     edited = listing.patched(_files(["dir3/file-01234"], version=1) | _files(["dir5/new"]), ["dir1/file-00001"])
     old_ids = {chunk.id for chunk in listing.chunks}
     new = [chunk for chunk in edited.chunks if chunk.id not in old_ids]
@@ -88,9 +94,15 @@ def test_a_tree_index_reads_back_as_written(tmp_path_factory, paths, private, ch
     assert read.build_id() == written.build_id()
     for path in paths:
         assert read.lookup(path) == _lines(path, 0)
-    root = json.loads((tree / "manifest.json").read_bytes())
-    shards = b"".join((tree / "index" / f"{shard['id']}.sha256").read_bytes() for shard in root["shards"])
+    shards = b"".join((tree / "index" / f"{shard['id']}.sha256").read_bytes() for shard in _shard_refs(tree))
     assert shards == Listing.of_lines(_files(paths | private)).without(private - paths).checksums_bytes()
+
+
+def _shard_refs(tree) -> list[dict]:
+    """The shards a tree's index names, read through its pages."""
+    root = json.loads((tree / "manifest.json").read_bytes())
+    return [shard for page in root["pages"]
+            for shard in json.loads((tree / "index" / f"{page['id']}.page.json").read_bytes())["shards"]]
 
 
 def test_reading_a_tree_reads_only_the_root_and_the_shards_asked_about(tmp_path, monkeypatch):
@@ -111,7 +123,7 @@ def test_a_damaged_index_is_not_trusted(tmp_path):
     listing = Listing.of_lines(_files([f"f{i}" for i in range(2000)]))
     write_listing(tmp_path, listing, listing.build_id(), set(), tmp_path)
     root = (tmp_path / "manifest.json").read_bytes()
-    first, second = json.loads(root)["shards"][:2]
+    first, second = _shard_refs(tmp_path)[:2]
     shard = tmp_path / "index" / f"{second['id']}.json"
     data = shard.read_bytes()
     shard.unlink()
@@ -125,7 +137,7 @@ def test_a_damaged_index_is_not_trusted(tmp_path):
     (tmp_path / "index" / f"{first['id']}.sha256").write_bytes(b"")
     with pytest.raises(IndexDamaged):
         Listing.read(tmp_path).holding([first["first"]])
-    for case in (b"{}", b"not json", root.replace(b'"format": 2', b'"format": 1'),
+    for case in (b"{}", b"not json", root.replace(b'"format": 3', b'"format": 2'),
                  root.replace(b'"file_count": 2000', b'"file_count": 1999')):
         (tmp_path / "manifest.json").write_bytes(case)
         assert Listing.read(tmp_path) is None, case
@@ -191,3 +203,73 @@ def test_a_build_with_a_live_tree_keeps_its_lines(tmp_path):
     tree.mkdir()
     write_listing(tree, listing, listing.build_id(), set(), tmp_path, live=live)
     assert all(c._entries is not None and c.source is None for c in listing.chunks)
+
+
+def test_a_damaged_or_missing_page_makes_the_index_unusable(tmp_path):
+    plan.CHUNK, plan.PAGE = 16, 4
+    listing = Listing.of_lines(_files([f"f{i:04d}" for i in range(2000)]))
+    write_listing(tmp_path, listing, listing.build_id(), set(), tmp_path)
+    pages = json.loads((tmp_path / "manifest.json").read_bytes())["pages"]
+    assert len(pages) > 3 and sum(p["shards"] for p in pages) == len(listing.chunks)
+    page = tmp_path / "index" / f"{pages[1]['id']}.page.json"
+    data = page.read_bytes()
+    page.write_bytes(data.replace(b'"count": ', b'"count": 1', 1))  # no longer its name's bytes
+    assert Listing.read(tmp_path) is None
+    page.unlink()
+    assert Listing.read(tmp_path) is None
+    page.write_bytes(data)
+    assert Listing.read(tmp_path).build_id() == listing.build_id()
+
+
+def test_pages_are_cut_by_first_paths_so_an_edit_rewrites_only_its_page():
+    plan.CHUNK, plan.MAX_CHUNK_FACTOR, plan.PAGE, plan.MAX_PAGE_FACTOR = 64, 8, 8, 4
+    paths = [f"dir{i % 7}/file-{i:05d}" for i in range(24000)]
+    listing = Listing.of_lines(_files(paths))
+    pages = listing.pages()
+    assert len(listing.chunks) / 8 / 3 < len(pages) < len(listing.chunks) / 8 * 3
+    assert max(page.shards for page in pages) <= 8 * 4
+    edited = listing.patched(_files(["dir3/file-01234"], version=1), [])
+    old_pages, old_shards = {p.id for p in pages}, {c.id for c in listing.chunks}
+    assert len([p for p in edited.pages() if p.id not in old_pages]) == 1
+    assert len([c for c in edited.chunks if c.id not in old_shards]) == 1
+    assert len(edited.pages()) == len(pages)
+
+
+def _fleet(nodes: int) -> Listing:
+    """A fleet's listing as the benchmark's sites have it: four files a node, in four directories."""
+    lines = {}
+    for n in range(nodes):
+        for path in (f"configs/n{n:06d}/{n:016x}/ignition.json", f"ipxe/n{n:06d}.ipxe",
+                     f"pxelinux.cfg/01-52-54-{n:06x}", f"nodes/n{n:06d}/meta.json"):
+            lines[path] = listing_lines(path, hashlib.sha256(path.encode()).hexdigest(), 300, False, f"n{n:06d}",
+                                        "ipxe")
+    return Listing.of_lines(lines, consume=True)
+
+
+def _edit_cost(listing: Listing, path: str) -> tuple[int, int]:
+    """The index files a one-file edit writes (what its publish uploads of the index) and their bytes."""
+    edited = listing.patched({path: listing_lines(path, "0" * 64, 301, False, None, "ipxe")}, ())
+    shards, pages = {c.id for c in listing.chunks}, {p.id for p in listing.pages()}
+    new_shards = [c for c in edited.chunks if c.id not in shards]
+    new_pages = [p for p in edited.pages() if p.id not in pages]
+    size = sum(len(c.shard_bytes()) + len(c.sums) for c in new_shards) + sum(len(p.page_bytes()) for p in new_pages)
+    return 2 * len(new_shards) + len(new_pages) + 1, size + len(edited.root_bytes(edited.build_id()))
+
+
+def test_a_one_node_edit_costs_the_same_index_files_and_bytes_at_3000_and_30000_nodes():
+    """With the build's own sizes (shards of about 512 files, pages of about 32 shards): the shard an
+    edited file falls in, with its .sha256, its page and the root, whatever the fleet's size. Bytes
+    are the median over every file of the fleet taken as the edited one: a shard's size is set by
+    where its cuts fall, so five files edited in turn may differ by 15 % between two fleets."""
+    plan.CHUNK, plan.MAX_CHUNK_FACTOR, plan.PAGE, plan.MAX_PAGE_FACTOR = 512, 8, 32, 4
+    costs = {}
+    for nodes in (3000, 30000):
+        listing = _fleet(nodes)
+        per_file = sorted(len(c.shard_bytes()) + len(c.sums) + len(page.page_bytes())
+                          for page in listing.pages() for c in page.chunks for _ in range(c.count))
+        root = len(listing.root_bytes(listing.build_id()))
+        edits = [_edit_cost(listing, f"ipxe/n{int(nodes * f):06d}.ipxe") for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
+        costs[nodes] = (per_file[len(per_file) // 2] + root, {files for files, _ in edits}, len(listing.pages()))
+    (small, small_files, small_pages), (large, large_files, large_pages) = costs.values()
+    assert small_files == large_files == {4}, costs  # one shard's .json and .sha256, its page, the root
+    assert large_pages > small_pages and abs(large - small) <= small / 10, costs
