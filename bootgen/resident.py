@@ -71,8 +71,8 @@ def forward(argv: list[str]) -> int | None:
     path = socket_path(_repository_state(argv[1:]))
     if not path.exists():
         return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(CONNECT_TIMEOUT)
         conn.connect(str(path))
         _send_request(conn, argv)
@@ -80,10 +80,10 @@ def forward(argv: list[str]) -> int | None:
         replies = conn.makefile("rb")
         reply = _line(replies)
     except OSError:
-        return None
+        reply = ""
     if not reply.startswith("ok "):
         conn.close()
-        return None  # declined: new code, another user, or busy with a build of its own
+        return None  # none answered, or declined: new code, another user, or busy with a build of its own
     server_pid = int(reply.split()[1])
     conn.settimeout(None)  # the build takes as long as it takes; a dead server closes the socket
     try:
