@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import unicodedata
 from typing import Iterable
 
 # Longest line each reader takes in one piece: longer ones are read as two
@@ -40,13 +39,26 @@ class UnsafeValue(ValueError):
         super().__init__(f"{value!r} cannot be written in {destination}: {reason}")
 
 
+# C0/C1 controls and DEL (general category Cc, fixed by Unicode's stability
+# policy) and the line and paragraph separators (Zl, Zp: one character each).
+# A character class, not unicodedata per character: every word of every file
+# passes through here, and the class is about 50 times faster.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Whitespace as str.isspace() sees it (re's \s for str patterns is the same test).
+_SPACE = re.compile(r"\s")
+
+
 def _is_control(char: str) -> bool:
     """C0/C1 controls, DEL and the Unicode line and paragraph separators."""
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+    return _CONTROL.match(char) is not None
 
 
 def has_control(text: str) -> bool:
-    return any(_is_control(c) for c in text)
+    return _CONTROL.search(text) is not None
+
+
+def has_space(text: str) -> bool:
+    return _SPACE.search(text) is not None
 
 
 def _refuse_control(value: str, destination: str) -> None:
@@ -55,7 +67,7 @@ def _refuse_control(value: str, destination: str) -> None:
 
 
 def _refuse_space(value: str, destination: str) -> None:
-    if any(c.isspace() for c in value):
+    if has_space(value):
         raise UnsafeValue(value, destination, "it contains whitespace")
 
 

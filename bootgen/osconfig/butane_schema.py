@@ -7,6 +7,7 @@ which Ignition spec version it exists, and how entries merge across layers.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # Ignition spec versions bootgen can write (all checked by Ignition v2.20's validation).
@@ -229,6 +230,7 @@ def ignition_key(butane_key: str, field: Field) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
+@functools.lru_cache(maxsize=64)  # a few versions, compared for every field of every config
 def version_tuple(version: str) -> tuple[int, ...]:
     """'3.3.0' -> (3, 3, 0), for comparing spec versions."""
     return tuple(int(part) for part in version.split("."))

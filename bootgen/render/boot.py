@@ -69,7 +69,7 @@ def _check_words(spelled: LoaderEntry, loader: str, entry: BootEntry) -> None:
     write = _WORD[loader]
     for arg in spelled.args:
         try:
-            if any(c.isspace() for c in arg):  # the kernel would read two arguments
+            if quoting.has_space(arg):  # the kernel would read two arguments
                 raise quoting.UnsafeValue(arg, f"a {loader} kernel command line", "it contains whitespace")
             write(arg)
         except quoting.UnsafeValue as exc:

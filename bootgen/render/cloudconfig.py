@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import yaml
 
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is ~10x faster
-
 from ..model import Profile
 from ..spec import NodeSpec
 from ..plan import Artifact
 from .boot import node_image_set
 from .network import networkd_file_name, networkd_unit
 from .osconfig import NO_FOLDING, OsConfig, content_addressed
+from .yamldump import Dumper as _DUMPER  # libyaml's emitter, a fast representer
 
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import yaml
 
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is ~10x faster
-
 from ..errors import Problem, RenderError
 from ..model import Profile
 from ..spec import NodeSpec
 from .osconfig import NO_FOLDING, OsConfig, content_addressed
+from .yamldump import Dumper as _DUMPER  # libyaml's emitter, a fast representer
 
 # K3s needs the legacy iptables backend (seed 003 switches it after install).
 IPTABLES_LEGACY = [

@@ -25,14 +25,8 @@ from ..naming import mac_hyphens
 from ..quoting import shell
 from ..plan import Artifact
 from .boot import BootEntry, image_url
+from .yamldump import BlockDumper as _DUMPER  # the Template's workflow as a readable `|` block
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
-    """Multi-line strings (the Template's workflow) as readable `|` blocks."""
-
-
-_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
-_DUMPER = _Dumper
 TINKERBELL_API = "tinkerbell.org/v1alpha1"
 
 

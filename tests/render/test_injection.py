@@ -825,3 +825,17 @@ def test_nginx_refuses_a_variable_in_root(world):
         _server_files(world, root="/srv/$document_root")
     assert "'$'" in err.value.problems[0].message
     assert err.value.problems[0].path == "$.server.root"
+
+
+def test_control_and_space_classes_match_the_unicode_tables():
+    """The quoting checks use character classes for speed; they must be exactly the
+    per-character definitions they replace, over every code point."""
+    import unicodedata
+
+    from bootgen import quoting
+
+    for code in range(0x110000):
+        char = chr(code)
+        control = unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        assert quoting.has_control(f"a{char}b") is control, hex(code)
+        assert quoting.has_space(f"a{char}b") is char.isspace(), hex(code)
