@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import prettyjson
 from ..confine import SiteFileError, read_site_file
 from ..errors import Location, Problem, RenderError
 from ..source import SourceDoc, format_path
@@ -110,7 +110,7 @@ def build_ignition(layers: list[ButaneLayer], *, files_dir: Path, version: str =
 
 def serialize_ignition(config: dict) -> bytes:
     """The exact bytes bootgen writes for an Ignition config."""
-    return (json.dumps(config, sort_keys=True, indent=2) + "\n").encode("utf-8")
+    return (prettyjson.dumps(config) + "\n").encode("utf-8")
 
 
 def ignition_sha512(config: dict) -> str:

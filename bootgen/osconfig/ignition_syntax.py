@@ -13,6 +13,7 @@ Each check returns None when Ignition accepts the value, else Ignition's message
 from __future__ import annotations
 
 import base64
+import functools
 import re
 
 # --- systemd unit files (go-systemd unit.Deserialize) ------------------------
@@ -210,12 +211,15 @@ def _go_trim(line: bytes) -> str:
     return line.decode("utf-8", "replace").strip("".join(_GO_SPACES))
 
 
+# Most nodes of a profile carry the same unit texts: parse each text once per process.
+@functools.lru_cache(maxsize=512)
 def unit_problem(text: str) -> str | None:
     """Ignition's message for unit (or drop-in) contents it cannot parse, else None."""
     _, error = unit_syntax(text)
     return None if error is None else "invalid unit content: " + error
 
 
+@functools.lru_cache(maxsize=512)
 def has_install_section(text: str) -> bool:
     """Whether a parsable unit has an option in [Install] (what `enabled` acts on)."""
     options, _ = unit_syntax(text)

@@ -14,10 +14,9 @@
 """
 from __future__ import annotations
 
-import json
-
 import yaml
 
+from .. import prettyjson
 from ..model import Profile
 from .osconfig import NO_FOLDING
 from ..spec import NodeSpec
@@ -37,7 +36,7 @@ def pixiecore(ctx, node: NodeSpec, entry: BootEntry, config) -> list[Artifact]:
     answer = {"kernel": image_url(site, entry.kernel),
               "initrd": [image_url(site, ref) for ref in entry.initrds],
               "cmdline": " ".join(entry.args)}
-    data = (json.dumps(answer, indent=2, sort_keys=True) + "\n").encode()
+    data = (prettyjson.dumps(answer) + "\n").encode()
     return [Artifact.from_bytes(f"pixiecore/v1/boot/{iface.mac}", data, target="pixiecore", node=node.name)
             for iface in node.interfaces if iface.pxe]
 
